@@ -1,0 +1,348 @@
+//! `codedeployagent.yml`, read as the Ruby agent reads it: a YAML mapping
+//! whose keys are Ruby symbols (`:root_dir:`). Unknown keys warn (a missing
+//! leading colon is the classic reason a setting "does nothing"); bad values
+//! fail at start with the file, line and key.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use appspec::yaml::{self, Node, Value};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/codedeploy-agent/conf/codedeployagent.yml";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeZone {
+    Local,
+    Utc,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Where the values came from; `None` when only defaults apply.
+    pub source: Option<PathBuf>,
+    pub program_name: String,
+    pub root_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub pid_dir: PathBuf,
+    pub verbose: bool,
+    pub wait_between_runs: Duration,
+    pub wait_after_error: Duration,
+    pub http_read_timeout: Duration,
+    pub max_revisions: u32,
+    pub proxy_uri: Option<String>,
+    pub disable_imds_v1: bool,
+    pub enable_auth_policy: bool,
+    pub use_fips_mode: bool,
+    pub deploy_control_endpoint: Option<String>,
+    pub s3_endpoint_override: Option<String>,
+    pub on_premises_config_file: PathBuf,
+    pub enable_deployments_log: bool,
+    pub time_zone: TimeZone,
+    pub kill_agent_max_wait_time: Duration,
+    pub ongoing_deployment_tracking: String,
+    pub log_aws_wire: bool,
+    // Keys of our own (documented in README.md as extensions).
+    /// Grace between TERM and KILL when a script times out.
+    pub hook_kill_grace: Duration,
+    /// How long to keep reading a script's output after the script exited,
+    /// when something it started in the background still holds the pipe.
+    pub hook_output_grace: Duration,
+    /// Run `runas` scripts through the user's login shell so its profile is read.
+    pub runas_login_shell: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            source: None,
+            program_name: "codedeploy-agent".into(),
+            root_dir: "/opt/codedeploy-agent/deployment-root".into(),
+            log_dir: "/var/log/aws/codedeploy-agent".into(),
+            pid_dir: "/opt/codedeploy-agent/state/.pid".into(),
+            verbose: false,
+            wait_between_runs: Duration::from_secs(30),
+            wait_after_error: Duration::from_secs(30),
+            http_read_timeout: Duration::from_secs(80),
+            max_revisions: 5,
+            proxy_uri: None,
+            disable_imds_v1: false,
+            enable_auth_policy: false,
+            use_fips_mode: false,
+            deploy_control_endpoint: None,
+            s3_endpoint_override: None,
+            on_premises_config_file: "/etc/codedeploy-agent/conf/codedeploy.onpremises.yml".into(),
+            enable_deployments_log: true,
+            time_zone: TimeZone::Local,
+            kill_agent_max_wait_time: Duration::from_secs(7200),
+            ongoing_deployment_tracking: "ongoing-deployment".into(),
+            log_aws_wire: false,
+            hook_kill_grace: Duration::from_secs(5),
+            hook_output_grace: Duration::from_secs(2),
+            runas_login_shell: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Keys the Ruby or Rust official agents accept that do not change anything
+/// here; they are accepted silently so a shared config file stays quiet.
+const ACCEPTED_LEGACY: &[&str] = &[
+    "children",
+    "user",
+    "shared_dir",
+    "wait_between_spawning_children",
+    "instance_service_region",
+    "instance_service_endpoint",
+    "instance_service_port",
+    "codedeploy_test_profile",
+    "enable_command_port",
+    "enable_archive_reuse",
+    "disable_core_dumps",
+];
+
+impl Config {
+    /// Read `path`. Returns the config and warnings for the log.
+    pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+        let shown = path.display().to_string();
+        let root = yaml::parse(text).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "{shown}:{}:{}: not valid YAML: {}",
+                e.pos.line, e.pos.column, e.message
+            ))
+        })?;
+        let mut cfg = Config {
+            source: Some(path.to_path_buf()),
+            ..Config::default()
+        };
+        let mut warnings = Vec::new();
+        let mut errors = String::new();
+        let Some(root) = root else {
+            return Ok((cfg, warnings));
+        };
+        let Some(pairs) = root.as_map() else {
+            return Err(ConfigError::Invalid(format!(
+                "{shown}: expected a mapping of :key: value lines"
+            )));
+        };
+        for (k, v) in pairs {
+            let Some(raw) = k.key_text() else { continue };
+            let key = raw.strip_prefix(':').unwrap_or(raw);
+            let at = format!("{shown}:{}:{}: :{key}:", k.pos.line, k.pos.column);
+            if !raw.starts_with(':') && is_known(key) {
+                warnings.push(format!(
+                    "{shown}:{}: key {raw:?} has no leading colon; the official agent ignores it, this agent reads it as :{key}:",
+                    k.pos.line
+                ));
+            }
+            if let Err(e) = cfg.set(key, v) {
+                let _ = writeln!(errors, "{at} {e}");
+            } else if !is_known(key) && !ACCEPTED_LEGACY.contains(&key) {
+                warnings.push(format!(
+                    "{shown}:{}: unknown key {raw:?} is ignored",
+                    k.pos.line
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigError::Invalid(errors.trim_end().to_string()));
+        }
+        Ok((cfg, warnings))
+    }
+
+    fn set(&mut self, key: &str, v: &Node) -> Result<(), String> {
+        match key {
+            "program_name" => self.program_name = string(v)?,
+            "root_dir" => self.root_dir = string(v)?.into(),
+            "log_dir" => self.log_dir = string(v)?.into(),
+            "pid_dir" => self.pid_dir = string(v)?.into(),
+            "verbose" => self.verbose = boolean(v)?,
+            "wait_between_runs" => self.wait_between_runs = secs(v, 0)?,
+            "wait_after_error" => self.wait_after_error = secs(v, 0)?,
+            "http_read_timeout" => self.http_read_timeout = secs(v, 1)?,
+            "max_revisions" => {
+                let n = integer(v)?;
+                if !(1..=1000).contains(&n) {
+                    return Err(format!(
+                        "must be at least 1 (it counts the current revision), found {n}"
+                    ));
+                }
+                self.max_revisions = n as u32;
+            }
+            "proxy_uri" => self.proxy_uri = opt_string(v)?,
+            "disable_imds_v1" => self.disable_imds_v1 = boolean(v)?,
+            "enable_auth_policy" => self.enable_auth_policy = boolean(v)?,
+            "use_fips_mode" => self.use_fips_mode = boolean(v)?,
+            "deploy_control_endpoint" => self.deploy_control_endpoint = opt_string(v)?,
+            "s3_endpoint_override" => self.s3_endpoint_override = opt_string(v)?,
+            "on_premises_config_file" => self.on_premises_config_file = string(v)?.into(),
+            "enable_deployments_log" => self.enable_deployments_log = boolean(v)?,
+            "time_zone" => {
+                self.time_zone = match string(v)?.as_str() {
+                    "local" => TimeZone::Local,
+                    "utc" => TimeZone::Utc,
+                    other => return Err(format!("must be local or utc, found {other:?}")),
+                }
+            }
+            "kill_agent_max_wait_time_seconds" => self.kill_agent_max_wait_time = secs(v, 0)?,
+            "ongoing_deployment_tracking" => self.ongoing_deployment_tracking = string(v)?,
+            "log_aws_wire" => self.log_aws_wire = boolean(v)?,
+            "hook_kill_grace_seconds" => self.hook_kill_grace = secs(v, 0)?,
+            "hook_output_grace_seconds" => self.hook_output_grace = secs(v, 0)?,
+            "runas_login_shell" => self.runas_login_shell = boolean(v)?,
+            "children" if integer(v)? != 1 => return Err("children can only be set to 1".into()),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Where the official layout keeps cross-deployment instructions.
+    pub fn instructions_dir(&self) -> PathBuf {
+        self.root_dir.join("deployment-instructions")
+    }
+}
+
+fn is_known(key: &str) -> bool {
+    matches!(
+        key,
+        "program_name"
+            | "root_dir"
+            | "log_dir"
+            | "pid_dir"
+            | "verbose"
+            | "wait_between_runs"
+            | "wait_after_error"
+            | "http_read_timeout"
+            | "max_revisions"
+            | "proxy_uri"
+            | "disable_imds_v1"
+            | "enable_auth_policy"
+            | "use_fips_mode"
+            | "deploy_control_endpoint"
+            | "s3_endpoint_override"
+            | "on_premises_config_file"
+            | "enable_deployments_log"
+            | "time_zone"
+            | "kill_agent_max_wait_time_seconds"
+            | "ongoing_deployment_tracking"
+            | "log_aws_wire"
+            | "hook_kill_grace_seconds"
+            | "hook_output_grace_seconds"
+            | "runas_login_shell"
+    )
+}
+
+fn string(v: &Node) -> Result<String, String> {
+    match v.as_scalar() {
+        Some(s) if s.value != Value::Null && !s.text.trim().is_empty() => {
+            Ok(v.ruby_to_s().unwrap_or_default())
+        }
+        _ => Err(format!("expected a value, found {}", v.describe())),
+    }
+}
+
+fn opt_string(v: &Node) -> Result<Option<String>, String> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let s = string(v)?;
+    Ok((!s.is_empty()).then_some(s))
+}
+
+fn boolean(v: &Node) -> Result<bool, String> {
+    match v.as_scalar().map(|s| &s.value) {
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::Null) => Ok(false),
+        _ => Err(format!(
+            "expected true or false, found {:?}",
+            v.ruby_to_s().unwrap_or_default()
+        )),
+    }
+}
+
+fn integer(v: &Node) -> Result<i64, String> {
+    match v.as_scalar().map(|s| (&s.value, s.text.trim())) {
+        Some((Value::Int(i), _)) => Ok(*i),
+        Some((Value::Str, t)) if t.parse::<i64>().is_ok() => Ok(t.parse().unwrap_or(0)),
+        _ => Err(format!(
+            "expected a whole number, found {:?}",
+            v.ruby_to_s().unwrap_or_default()
+        )),
+    }
+}
+
+fn secs(v: &Node, min: i64) -> Result<Duration, String> {
+    let n = integer(v)?;
+    if n < min {
+        return Err(format!("must be at least {min}, found {n}"));
+    }
+    Ok(Duration::from_secs(n as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_shipped_file_shape() {
+        let text = "---\n:log_aws_wire: false\n:log_dir: '/var/log/aws/codedeploy-agent/'\n:pid_dir: '/opt/codedeploy-agent/state/.pid/'\n:program_name: codedeploy-agent\n:root_dir: '/opt/codedeploy-agent/deployment-root'\n:verbose: false\n:wait_between_runs: 1\n:proxy_uri:\n:max_revisions: 5\n";
+        let (c, w) = Config::parse(text, Path::new("codedeployagent.yml")).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.wait_between_runs, Duration::from_secs(1));
+        assert_eq!(
+            c.root_dir,
+            PathBuf::from("/opt/codedeploy-agent/deployment-root")
+        );
+        assert_eq!(c.proxy_uri, None);
+        assert_eq!(c.max_revisions, 5);
+    }
+
+    #[test]
+    fn unknown_and_colonless_keys_warn() {
+        let (c, w) = Config::parse(
+            ":max_revison: 3\nproxy_uri: http://p:3128\n",
+            Path::new("c.yml"),
+        )
+        .unwrap();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w.iter().any(|m| m.contains("unknown key \":max_revison\"")));
+        assert!(w.iter().any(|m| m.contains("no leading colon")));
+        assert_eq!(c.proxy_uri.as_deref(), Some("http://p:3128"));
+    }
+
+    #[test]
+    fn bad_values_fail_with_line_and_key() {
+        let err = Config::parse(
+            ":root_dir: /x\n:max_revisions: 0\n:time_zone: mars\n",
+            Path::new("c.yml"),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("c.yml:2:1: :max_revisions: must be at least 1"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("c.yml:3:1: :time_zone: must be local or utc"),
+            "{msg}"
+        );
+    }
+}

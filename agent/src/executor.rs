@@ -1,0 +1,248 @@
+//! One host command (DownloadBundle, Install, or a lifecycle event) for one
+//! deployment, against the deployment root. The daemon and `local` share it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use appspec::{events, FileExistsBehavior};
+
+use crate::config::Config;
+use crate::diagnostics::Diagnostics;
+use crate::hooks::{self, EventOutcome};
+use crate::install;
+use crate::layout::{self, Layout};
+use crate::revision;
+use crate::spec::{BundleType, DeploymentSpec, RevisionSource};
+
+pub struct Executor<'a> {
+    pub config: &'a Config,
+    pub layout: Layout,
+    /// Where relative appspec destinations resolve (the agent's cwd).
+    pub cwd: PathBuf,
+}
+
+/// What a successful command did, for the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub summary: String,
+}
+
+impl<'a> Executor<'a> {
+    pub fn new(config: &'a Config) -> Executor<'a> {
+        Executor {
+            config,
+            layout: Layout::new(&config.root_dir, &config.program_name),
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        }
+    }
+
+    pub fn deployment_dir(&self, spec: &DeploymentSpec) -> PathBuf {
+        self.layout
+            .deployment_dir(&spec.deployment_group_id, &spec.deployment_id)
+    }
+
+    pub fn execute(
+        &self,
+        command: &str,
+        spec: &DeploymentSpec,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Report, Diagnostics> {
+        let dir = self.deployment_dir(spec);
+        fs::create_dir_all(&dir).map_err(|e| {
+            Diagnostics::unknown(format!(
+                "Error creating deployment root directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        match command {
+            "DownloadBundle" => self.download_bundle(spec, &dir),
+            "Install" => self.install(spec, &dir),
+            event => {
+                let ctx = hooks::Context {
+                    config: self.config,
+                    layout: &self.layout,
+                    spec,
+                    deployment_dir: &dir,
+                };
+                match hooks::run_event(event, &ctx, progress)? {
+                    EventOutcome::NoScripts(why) => Ok(Report {
+                        summary: format!("skipped ({why})"),
+                    }),
+                    EventOutcome::Ran {
+                        scripts,
+                        output_left_open,
+                        from,
+                    } => {
+                        let mut s =
+                            format!("{scripts} script{}", if scripts == 1 { "" } else { "s" });
+                        if from != dir {
+                            s.push_str(&format!(" from {}", from.display()));
+                        }
+                        if output_left_open > 0 {
+                            s.push_str(&format!(", {output_left_open} left output open"));
+                        }
+                        Ok(Report { summary: s })
+                    }
+                }
+            }
+        }
+    }
+
+    fn download_bundle(&self, spec: &DeploymentSpec, dir: &Path) -> Result<Report, Diagnostics> {
+        let t0 = Instant::now();
+        let group = &spec.deployment_group_id;
+        let last = layout::read_pointer(&self.layout.last_successful_pointer(group))
+            .ok()
+            .flatten();
+        let pruned = layout::prune(
+            &self.layout.group_dir(group),
+            dir,
+            last.as_deref(),
+            self.config.max_revisions,
+        )
+        .map_err(|e| Diagnostics::unknown(format!("cannot remove old revisions: {e}")))?;
+        let source: PathBuf = match &spec.revision {
+            RevisionSource::LocalFile { location, .. } => {
+                let link = layout::bundle_file(dir);
+                let _ = fs::remove_file(&link);
+                std::os::unix::fs::symlink(location, &link).map_err(|e| {
+                    Diagnostics::unknown(format!(
+                        "cannot link {} to {}: {e}",
+                        link.display(),
+                        location.display()
+                    ))
+                })?;
+                link
+            }
+            RevisionSource::LocalDirectory { location } => location.clone(),
+            RevisionSource::S3 { .. } | RevisionSource::GitHub { .. } => {
+                return Err(Diagnostics::unknown(
+                    "S3 and GitHub revisions are not supported by this build yet",
+                ));
+            }
+        };
+        let bundle_type = spec.revision.bundle_type();
+        let staging = dir.join(".deployment-archive.partial");
+        let _ = crate::fsutil::remove_tree(&staging);
+        let names = appspec_names(&spec.appspec_filename);
+        let unpacked = revision::unpack(bundle_type, &source, &staging).and_then(|stats| {
+            revision::install_archive(&staging, &layout::archive_dir(dir), &names).map(|_| stats)
+        });
+        let stats = match unpacked {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = crate::fsutil::remove_tree(&staging);
+                return Err(Diagnostics::unknown(format!("{e}")));
+            }
+        };
+        layout::write_pointer(&self.layout.most_recent_pointer(group), dir).map_err(|e| {
+            Diagnostics::unknown(format!("cannot record the most recent deployment: {e}"))
+        })?;
+        let mut summary = format!(
+            "{} files, {} directories{} ({} MB) from a {} bundle",
+            stats.files,
+            stats.dirs,
+            if stats.symlinks > 0 {
+                format!(", {} symlinks", stats.symlinks)
+            } else {
+                String::new()
+            },
+            stats.bytes / 1_000_000,
+            bundle_type.as_str()
+        );
+        if !pruned.is_empty() {
+            summary.push_str(&format!("; removed {} old revision(s)", pruned.len()));
+        }
+        tracing::info!(deployment = %spec.deployment_id, files = stats.files, dirs = stats.dirs, bytes = stats.bytes, elapsed_ms = t0.elapsed().as_millis() as u64, "bundle unpacked");
+        Ok(Report { summary })
+    }
+
+    fn install(&self, spec: &DeploymentSpec, dir: &Path) -> Result<Report, Diagnostics> {
+        let archive = layout::archive_dir(dir);
+        if !archive.is_dir() {
+            return Err(Diagnostics::unknown(format!(
+                "the revision is not downloaded ({} is missing); DownloadBundle must run first",
+                archive.display()
+            )));
+        }
+        let (appspec, file) = hooks::load_appspec(&archive, &spec.appspec_filename)?;
+        if let Some(all) = &spec.all_possible_events {
+            events::check_hooks_against_deployment(appspec.hook_events(), all, &file)
+                .map_err(Diagnostics::unknown)?;
+        }
+        let behavior =
+            FileExistsBehavior::effective(appspec.file_exists_behavior, spec.file_exists_behavior);
+        let req = install::Request {
+            layout: &self.layout,
+            group: &spec.deployment_group_id,
+            archive_dir: &archive,
+            spec: &appspec,
+            appspec_file: &file,
+            behavior,
+            cwd: self.cwd.clone(),
+        };
+        let out = install::install(&req).map_err(|e| Diagnostics::unknown(e.to_string()))?;
+        layout::write_pointer(
+            &self
+                .layout
+                .last_successful_pointer(&spec.deployment_group_id),
+            dir,
+        )
+        .map_err(|e| {
+            Diagnostics::unknown(format!("cannot record the last successful deployment: {e}"))
+        })?;
+        let c = out.counts;
+        let mut s = format!("{} files, {} new directories", c.files, c.dirs_created);
+        if c.replaced > 0 {
+            s.push_str(&format!(", {} overwritten", c.replaced));
+        }
+        if c.kept > 0 {
+            s.push_str(&format!(", {} kept (RETAIN)", c.kept));
+        }
+        if out.applied.permissions > 0 {
+            s.push_str(&format!(", permissions on {}", out.applied.permissions));
+        }
+        if out.applied.contexts_skipped > 0 {
+            s.push_str(&format!(
+                ", SELinux contexts skipped on {} (SELinux is not enabled)",
+                out.applied.contexts_skipped
+            ));
+        }
+        if out.previous_removed > 0 {
+            s.push_str(&format!("; removed {} previous", out.previous_removed));
+        }
+        if !out.previous_kept_dirs.is_empty() {
+            s.push_str(&format!(
+                ", kept {} directories holding other files",
+                out.previous_kept_dirs.len()
+            ));
+        }
+        tracing::info!(
+            deployment = %spec.deployment_id,
+            files = c.files,
+            dirs = c.dirs_created,
+            cleanup_ms = out.cleanup_time.as_millis() as u64,
+            install_ms = out.copy_time.as_millis() as u64,
+            behavior = behavior.as_str(),
+            "install complete"
+        );
+        Ok(Report { summary: s })
+    }
+}
+
+/// The appspec names to look for in a revision, most specific first.
+pub fn appspec_names(requested: &str) -> Vec<String> {
+    let mut v = vec![requested.to_string()];
+    for n in appspec::DEFAULT_NAMES {
+        if n != requested {
+            v.push(n.to_string());
+        }
+    }
+    v
+}
+
+/// Is a bundle type a single file (as opposed to a directory)?
+pub fn is_file_type(t: BundleType) -> bool {
+    t != BundleType::Directory
+}

@@ -1,0 +1,166 @@
+//! Filesystem helpers shared by the layout, the unpacker and the installer.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Replace `path` with `bytes` so that a crash leaves either the old or the
+/// new content: temp file, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Remove a tree if it exists (std's implementation walks with openat and
+/// never follows symlinks).
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Lexically normalise an absolute or relative path: drop `.`, resolve `..`
+/// against earlier components, collapse separators. Relative paths are
+/// joined to `base` first (Ruby's `File.expand_path`).
+pub fn expand_path(path: &Path, base: &Path) -> PathBuf {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    };
+    let mut out = PathBuf::from("/");
+    for c in joined.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+/// How many worker threads file-heavy phases use: the cores, at most 8
+/// (more only adds contention on one filesystem).
+pub fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
+}
+
+/// Run `f` over `items` on `threads` scoped threads, in chunks. Stops at the
+/// first error and returns it; items after it may not have been processed.
+pub fn parallel_try<T: Sync, E: Send>(
+    items: &[T],
+    threads: usize,
+    chunk: usize,
+    f: impl Fn(&T) -> Result<(), E> + Sync,
+) -> Result<(), E> {
+    if threads <= 1 || items.len() <= chunk {
+        return items.iter().try_for_each(f);
+    }
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let first_err: Mutex<Option<E>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let start = next.fetch_add(chunk, Ordering::Relaxed);
+                    if start >= items.len() {
+                        break;
+                    }
+                    for item in &items[start..(start + chunk).min(items.len())] {
+                        if let Err(e) = f(item) {
+                            stop.store(true, Ordering::Relaxed);
+                            let mut slot = first_err.lock().unwrap_or_else(|p| p.into_inner());
+                            if slot.is_none() {
+                                *slot = Some(e);
+                            }
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    match first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expand_path_is_lexical() {
+        let base = Path::new("/srv");
+        assert_eq!(
+            expand_path(Path::new("/var/www/../html/./x/"), base),
+            PathBuf::from("/var/html/x")
+        );
+        assert_eq!(
+            expand_path(Path::new("app"), base),
+            PathBuf::from("/srv/app")
+        );
+        assert_eq!(expand_path(Path::new("/../.."), base), PathBuf::from("/"));
+    }
+
+    #[test]
+    fn parallel_try_visits_everything_or_stops() {
+        let items: Vec<usize> = (0..10_000).collect();
+        let sum = AtomicUsize::new(0);
+        parallel_try(&items, 4, 64, |i| {
+            sum.fetch_add(*i, Ordering::Relaxed);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(sum.into_inner(), 10_000 * 9_999 / 2);
+        let err = parallel_try(&items, 4, 64, |i| if *i == 5000 { Err(*i) } else { Ok(()) });
+        assert_eq!(err, Err(5000));
+    }
+
+    #[test]
+    fn write_atomic_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        write_atomic(&p, b"one", 0o644).unwrap();
+        write_atomic(&p, b"two", 0o644).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,275 @@
+//! A compact listing of an unpacked revision: names in one arena, children
+//! of a directory stored contiguously and sorted, so 50,000 entries cost a
+//! couple of megabytes and lookups need no path strings.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AKind {
+    File,
+    Dir,
+    Symlink,
+    /// Anything else; the unpacker refuses these, so only a tampered
+    /// archive directory has them.
+    Other,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ANode {
+    parent: u32,
+    name_off: u32,
+    name_len: u16,
+    kind: AKind,
+    child_start: u32,
+    child_count: u32,
+}
+
+#[derive(Debug)]
+pub struct ArchiveTree {
+    root: PathBuf,
+    nodes: Vec<ANode>,
+    names: Vec<u8>,
+    /// Symlink targets, by node id (symlinks are rare).
+    links: Vec<(u32, Vec<u8>)>,
+}
+
+pub const ROOT: u32 = 0;
+
+impl ArchiveTree {
+    /// List the tree under `root` (not following symlinks).
+    pub fn walk(root: &Path) -> io::Result<ArchiveTree> {
+        let mut t = ArchiveTree::empty(root);
+        let mut stack = vec![(ROOT, root.to_path_buf())];
+        while let Some((id, dir)) = stack.pop() {
+            let mut entries: Vec<(Vec<u8>, AKind)> = Vec::new();
+            for e in fs::read_dir(&dir)? {
+                let e = e?;
+                let ft = e.file_type()?;
+                let kind = if ft.is_dir() {
+                    AKind::Dir
+                } else if ft.is_symlink() {
+                    AKind::Symlink
+                } else if ft.is_file() {
+                    AKind::File
+                } else {
+                    AKind::Other
+                };
+                entries.push((e.file_name().as_bytes().to_vec(), kind));
+            }
+            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let start = t.nodes.len() as u32;
+            for (name, kind) in &entries {
+                let child = t.push(id, name, *kind);
+                if *kind == AKind::Symlink {
+                    let target = fs::read_link(dir.join(OsStr::from_bytes(name)))?;
+                    t.links.push((child, target.into_os_string().into_vec()));
+                }
+            }
+            t.nodes[id as usize].child_start = start;
+            t.nodes[id as usize].child_count = entries.len() as u32;
+            for (i, (name, kind)) in entries.iter().enumerate().rev() {
+                if *kind == AKind::Dir {
+                    stack.push((start + i as u32, dir.join(OsStr::from_bytes(name))));
+                }
+            }
+        }
+        t.links.sort_unstable_by_key(|(id, _)| *id);
+        Ok(t)
+    }
+
+    fn empty(root: &Path) -> ArchiveTree {
+        ArchiveTree {
+            root: root.to_path_buf(),
+            nodes: vec![ANode {
+                parent: u32::MAX,
+                name_off: 0,
+                name_len: 0,
+                kind: AKind::Dir,
+                child_start: 0,
+                child_count: 0,
+            }],
+            names: Vec::new(),
+            links: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, parent: u32, name: &[u8], kind: AKind) -> u32 {
+        let id = self.nodes.len() as u32;
+        self.nodes.push(ANode {
+            parent,
+            name_off: self.names.len() as u32,
+            name_len: name.len() as u16,
+            kind,
+            child_start: 0,
+            child_count: 0,
+        });
+        self.names.extend_from_slice(name);
+        id
+    }
+
+    /// Build a tree from a listing (for tests): paths relative to the root,
+    /// parents before children, symlinks with their targets.
+    pub fn from_listing(root: &Path, entries: &[(&str, AKind, Option<&str>)]) -> ArchiveTree {
+        type Kids = Vec<(String, AKind, Option<String>)>;
+        let mut by_parent: Vec<(PathBuf, Kids)> = Vec::new();
+        let mut dirs = vec![PathBuf::new()];
+        for (p, k, _) in entries {
+            if *k == AKind::Dir {
+                dirs.push(PathBuf::from(p));
+            }
+        }
+        for d in &dirs {
+            let mut kids: Kids = entries
+                .iter()
+                .filter(|(p, _, _)| Path::new(p).parent().unwrap_or(Path::new("")) == d.as_path())
+                .map(|(p, k, l)| {
+                    (
+                        Path::new(p)
+                            .file_name()
+                            .unwrap()
+                            .to_string_lossy()
+                            .into_owned(),
+                        *k,
+                        l.map(String::from),
+                    )
+                })
+                .collect();
+            kids.sort_by(|a, b| a.0.cmp(&b.0));
+            by_parent.push((d.clone(), kids));
+        }
+        let mut t = ArchiveTree::empty(root);
+        let mut queue = vec![(ROOT, PathBuf::new())];
+        while let Some((id, rel)) = queue.pop() {
+            let kids = by_parent
+                .iter()
+                .find(|(d, _)| *d == rel)
+                .map(|(_, k)| k.clone())
+                .unwrap_or_default();
+            let start = t.nodes.len() as u32;
+            for (name, kind, link) in &kids {
+                let c = t.push(id, name.as_bytes(), *kind);
+                if let Some(l) = link {
+                    t.links.push((c, l.as_bytes().to_vec()));
+                }
+            }
+            t.nodes[id as usize].child_start = start;
+            t.nodes[id as usize].child_count = kids.len() as u32;
+            for (i, (name, kind, _)) in kids.iter().enumerate() {
+                if *kind == AKind::Dir {
+                    queue.push((start + i as u32, rel.join(name)));
+                }
+            }
+        }
+        t.links.sort_unstable_by_key(|(id, _)| *id);
+        t
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.len() <= 1
+    }
+
+    pub fn kind(&self, id: u32) -> AKind {
+        self.nodes[id as usize].kind
+    }
+
+    pub fn name(&self, id: u32) -> &[u8] {
+        let n = &self.nodes[id as usize];
+        &self.names[n.name_off as usize..n.name_off as usize + n.name_len as usize]
+    }
+
+    pub fn children(&self, id: u32) -> std::ops::Range<u32> {
+        let n = &self.nodes[id as usize];
+        n.child_start..n.child_start + n.child_count
+    }
+
+    pub fn link_target(&self, id: u32) -> Option<&[u8]> {
+        self.links
+            .binary_search_by_key(&id, |(i, _)| *i)
+            .ok()
+            .map(|i| self.links[i].1.as_slice())
+    }
+
+    /// Find a path relative to the root (`.` and leading `/` ignored).
+    /// `None` if it does not exist or climbs out with `..`.
+    pub fn lookup(&self, rel: &Path) -> Option<u32> {
+        let mut id = ROOT;
+        for c in rel.components() {
+            match c {
+                Component::Normal(n) => {
+                    let name = n.as_bytes();
+                    let range = self.children(id);
+                    let slice = &self.nodes[range.start as usize..range.end as usize];
+                    let pos = slice
+                        .binary_search_by(|probe| {
+                            self.names[probe.name_off as usize
+                                ..probe.name_off as usize + probe.name_len as usize]
+                                .cmp(name)
+                        })
+                        .ok()?;
+                    id = range.start + pos as u32;
+                }
+                Component::RootDir | Component::CurDir => {}
+                Component::ParentDir | Component::Prefix(_) => return None,
+            }
+        }
+        Some(id)
+    }
+
+    /// Append the path of `id` relative to the root to `out`.
+    pub fn push_rel(&self, id: u32, out: &mut PathBuf) {
+        let mut chain = Vec::new();
+        let mut cur = id;
+        while cur != ROOT {
+            chain.push(cur);
+            cur = self.nodes[cur as usize].parent;
+        }
+        for c in chain.iter().rev() {
+            out.push(OsStr::from_bytes(self.name(*c)));
+        }
+    }
+
+    pub fn full_path(&self, id: u32) -> PathBuf {
+        let mut p = self.root.clone();
+        self.push_rel(id, &mut p);
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_and_lookup() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("html/css")).unwrap();
+        fs::write(d.path().join("html/index.html"), "x").unwrap();
+        fs::write(d.path().join("html/css/a.css"), "x").unwrap();
+        std::os::unix::fs::symlink("index.html", d.path().join("html/home.html")).unwrap();
+        let t = ArchiveTree::walk(d.path()).unwrap();
+        assert_eq!(t.len(), 6);
+        let css = t.lookup(Path::new("/html/css/a.css")).unwrap();
+        assert_eq!(t.kind(css), AKind::File);
+        assert_eq!(t.full_path(css), d.path().join("html/css/a.css"));
+        let link = t.lookup(Path::new("html/home.html")).unwrap();
+        assert_eq!(
+            (t.kind(link), t.link_target(link)),
+            (AKind::Symlink, Some(&b"index.html"[..]))
+        );
+        assert_eq!(t.lookup(Path::new("/")), Some(ROOT));
+        assert_eq!(t.lookup(Path::new("html/../x")), None);
+        assert_eq!(t.lookup(Path::new("nope")), None);
+    }
+}

@@ -1,0 +1,425 @@
+//! The cleanup file (`<group>-cleanup`) and `install.json`, in the official
+//! agent's formats, so a host can switch agents between two deployments.
+//!
+//! The cleanup file lists, one per line, every path an install created;
+//! SELinux file-context rules are lines `semanage\0<path>`. The next install
+//! removes those paths (files first, then emptied directories) and deletes
+//! the file. A last line without a newline was cut short by a crash and is
+//! ignored, as the official agent does.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::fsutil;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Path(PathBuf),
+    Context(PathBuf),
+}
+
+/// Parse a cleanup file's bytes.
+pub fn parse(bytes: &[u8]) -> Vec<Entry> {
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    let complete = match bytes.iter().rposition(|b| *b == b'\n') {
+        Some(i) => &bytes[..=i],
+        None => return Vec::new(),
+    };
+    complete
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|line| match line.strip_prefix(b"semanage\0") {
+            Some(p) => Entry::Context(PathBuf::from(OsStr::from_bytes(p))),
+            None => Entry::Path(PathBuf::from(OsStr::from_bytes(line))),
+        })
+        .collect()
+}
+
+pub fn read(path: &Path) -> io::Result<Option<Vec<Entry>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(parse(&b))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ReplayReport {
+    pub removed: usize,
+    pub missing: usize,
+    /// Directories left because they still hold files that are not ours.
+    pub kept_dirs: Vec<PathBuf>,
+    /// Entries below a directory of ours that has since become a symlink:
+    /// following it could delete files elsewhere, so they are left.
+    pub unsafe_skipped: Vec<PathBuf>,
+    pub contexts: Vec<PathBuf>,
+}
+
+/// Remove what a previous install created. Only listed paths are touched,
+/// and never through a directory of the list that was swapped for a symlink.
+pub fn replay(entries: &[Entry], threads: usize) -> io::Result<ReplayReport> {
+    let mut report = ReplayReport::default();
+    let paths: Vec<&Path> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Path(p) => Some(p.as_path()),
+            Entry::Context(c) => {
+                report.contexts.push(c.clone());
+                None
+            }
+        })
+        .collect();
+    let listed: HashSet<&Path> = paths.iter().copied().collect();
+    // A listed path that is the parent of another listed path was a
+    // directory we created; if it is a symlink now, do not go below it.
+    let mut ledger_dirs: HashSet<&Path> = HashSet::new();
+    for p in &paths {
+        if let Some(parent) = p.parent() {
+            if listed.contains(parent) {
+                ledger_dirs.insert(parent);
+            }
+        }
+    }
+    let poisoned: HashSet<&Path> = ledger_dirs
+        .iter()
+        .copied()
+        .filter(|d| {
+            fs::symlink_metadata(d)
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(false)
+        })
+        .collect();
+    let safe: Vec<&Path> = if poisoned.is_empty() {
+        paths.clone()
+    } else {
+        paths
+            .iter()
+            .copied()
+            .filter(|p| {
+                let below = p.ancestors().skip(1).any(|a| poisoned.contains(a));
+                if below {
+                    report.unsafe_skipped.push(p.to_path_buf());
+                }
+                !below
+            })
+            .collect()
+    };
+
+    let removed = AtomicUsize::new(0);
+    let missing = AtomicUsize::new(0);
+    let dirs: Mutex<Vec<&Path>> = Mutex::new(Vec::new());
+    fsutil::parallel_try(&safe, threads, 256, |p| {
+        match fs::remove_file(p) {
+            Ok(()) => {
+                removed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                missing.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e)
+                if e.raw_os_error() == Some(libc::EISDIR)
+                    || e.raw_os_error() == Some(libc::EPERM) =>
+            {
+                dirs.lock().unwrap_or_else(|p| p.into_inner()).push(p);
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot remove {}: {e}", p.display()),
+                ))
+            }
+        }
+        Ok(())
+    })?;
+    let mut dirs = dirs.into_inner().unwrap_or_else(|p| p.into_inner());
+    // Deepest first, so each directory is empty of our files when its turn comes.
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for d in dirs {
+        match fs::remove_dir(d) {
+            Ok(()) => report.removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => report.missing += 1,
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
+                report.kept_dirs.push(d.to_path_buf())
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot remove directory {}: {e}", d.display()),
+                ))
+            }
+        }
+    }
+    report.removed += removed.into_inner();
+    report.missing += missing.into_inner();
+    Ok(report)
+}
+
+/// Appends the cleanup file as an install proceeds. Entries are written
+/// before the paths they name are created, so a crash never leaves a file of
+/// ours that the next deployment does not know about.
+pub struct Writer {
+    out: BufWriter<File>,
+    path: PathBuf,
+}
+
+impl Writer {
+    pub fn create(path: &Path) -> io::Result<Writer> {
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(path)?;
+        Ok(Writer {
+            out: BufWriter::with_capacity(256 * 1024, f),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&mut self, p: &Path) -> io::Result<()> {
+        self.out.write_all(p.as_os_str().as_bytes())?;
+        self.out.write_all(b"\n")
+    }
+
+    pub fn context(&mut self, p: &Path) -> io::Result<()> {
+        self.out.write_all(b"semanage\0")?;
+        self.path(p)
+    }
+
+    /// Hand what is buffered to the kernel (survives a process crash).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Flush and fsync (survives a power loss).
+    pub fn finish(mut self) -> io::Result<()> {
+        self.out.flush()?;
+        self.out.get_ref().sync_all()?;
+        if let Some(dir) = self.path.parent() {
+            fsutil::sync_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// Streams `install.json`: `{"instructions":[{"type":"copy",...},...]}`.
+pub struct InstructionsWriter {
+    out: BufWriter<File>,
+    first: bool,
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+impl InstructionsWriter {
+    pub fn create(dest: &Path) -> io::Result<InstructionsWriter> {
+        let tmp = dest.with_extension(format!("json.tmp-{}", std::process::id()));
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        let mut out = BufWriter::with_capacity(256 * 1024, f);
+        out.write_all(b"{\"instructions\":[")?;
+        Ok(InstructionsWriter {
+            out,
+            first: true,
+            tmp,
+            dest: dest.to_path_buf(),
+        })
+    }
+
+    fn begin(&mut self, kind: &str) -> io::Result<()> {
+        if !self.first {
+            self.out.write_all(b",")?;
+        }
+        self.first = false;
+        write!(self.out, "{{\"type\":\"{kind}\"")
+    }
+
+    fn field(&mut self, key: &str, value: &str) -> io::Result<()> {
+        write!(self.out, ",\"{key}\":")?;
+        serde_json::to_writer(&mut self.out, value).map_err(io::Error::other)
+    }
+
+    fn path_field(&mut self, key: &str, p: &Path) -> io::Result<()> {
+        self.field(key, &p.to_string_lossy())
+    }
+
+    pub fn copy(&mut self, source: &Path, destination: &Path) -> io::Result<()> {
+        self.begin("copy")?;
+        self.path_field("source", source)?;
+        self.path_field("destination", destination)?;
+        self.out.write_all(b"}")
+    }
+
+    pub fn mkdir(&mut self, dir: &Path) -> io::Result<()> {
+        self.begin("mkdir")?;
+        self.path_field("directory", dir)?;
+        self.out.write_all(b"}")
+    }
+
+    pub fn chmod(&mut self, file: &Path, mode: &str) -> io::Result<()> {
+        self.begin("chmod")?;
+        self.field("mode", mode)?;
+        self.path_field("file", file)?;
+        self.out.write_all(b"}")
+    }
+
+    pub fn chown(
+        &mut self,
+        file: &Path,
+        owner: Option<&str>,
+        group: Option<&str>,
+    ) -> io::Result<()> {
+        self.begin("chown")?;
+        for (k, v) in [("owner", owner), ("group", group)] {
+            match v {
+                Some(v) => self.field(k, v)?,
+                None => write!(self.out, ",\"{k}\":null")?,
+            }
+        }
+        self.path_field("file", file)?;
+        self.out.write_all(b"}")
+    }
+
+    pub fn setfacl(&mut self, file: &Path, entries: &[String]) -> io::Result<()> {
+        self.begin("setfacl")?;
+        self.out.write_all(b",\"acl\":")?;
+        serde_json::to_writer(&mut self.out, entries).map_err(io::Error::other)?;
+        self.path_field("file", file)?;
+        self.out.write_all(b"}")
+    }
+
+    pub fn semanage(
+        &mut self,
+        file: &Path,
+        user: Option<&str>,
+        type_: &str,
+        range: Option<&str>,
+    ) -> io::Result<()> {
+        self.begin("semanage")?;
+        let ctx = serde_json::json!({"user": user, "role": null, "type": type_, "range": range});
+        self.out.write_all(b",\"context\":")?;
+        serde_json::to_writer(&mut self.out, &ctx).map_err(io::Error::other)?;
+        self.path_field("file", file)?;
+        self.out.write_all(b"}")
+    }
+
+    pub fn finish(mut self) -> io::Result<()> {
+        self.out.write_all(b"]}")?;
+        self.out.flush()?;
+        drop(self.out);
+        fs::rename(&self.tmp, &self.dest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_official_format() {
+        let bytes = b"/srv/app\n/srv/app/a.txt\nsemanage\0/srv/app/a.txt\n/srv/app/partial";
+        assert_eq!(
+            parse(bytes),
+            vec![
+                Entry::Path("/srv/app".into()),
+                Entry::Path("/srv/app/a.txt".into()),
+                Entry::Context("/srv/app/a.txt".into()),
+            ]
+        );
+        assert!(parse(b"").is_empty());
+        assert!(parse(b"/only/partial").is_empty());
+    }
+
+    #[test]
+    fn replay_removes_listed_paths_and_keeps_foreign_content() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("app/sub")).unwrap();
+        fs::create_dir_all(r.join("keep")).unwrap();
+        fs::write(r.join("app/a"), "").unwrap();
+        fs::write(r.join("app/sub/b"), "").unwrap();
+        fs::write(r.join("keep/ours"), "").unwrap();
+        fs::write(r.join("keep/theirs"), "").unwrap();
+        std::os::unix::fs::symlink("a", r.join("app/link")).unwrap();
+        let list = [
+            "app",
+            "app/a",
+            "app/sub",
+            "app/sub/b",
+            "app/link",
+            "keep",
+            "keep/ours",
+            "app/gone",
+        ];
+        let text: String = list
+            .iter()
+            .map(|p| format!("{}\n", r.join(p).display()))
+            .collect();
+        let rep = replay(&parse(text.as_bytes()), 4).unwrap();
+        assert!(!r.join("app").exists());
+        assert!(r.join("keep/theirs").exists());
+        assert!(!r.join("keep/ours").exists());
+        assert_eq!(rep.kept_dirs, vec![r.join("keep")]);
+        assert_eq!((rep.removed, rep.missing), (6, 1));
+    }
+
+    #[test]
+    fn replay_never_follows_a_swapped_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        let outside = r.join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("precious"), "keep me").unwrap();
+        // The previous install created app/ and app/precious; app was later
+        // replaced by a symlink to somewhere else.
+        std::os::unix::fs::symlink(&outside, r.join("app")).unwrap();
+        let text = format!(
+            "{}\n{}\n",
+            r.join("app").display(),
+            r.join("app/precious").display()
+        );
+        let rep = replay(&parse(text.as_bytes()), 2).unwrap();
+        assert_eq!(
+            fs::read_to_string(outside.join("precious")).unwrap(),
+            "keep me"
+        );
+        assert_eq!(rep.unsafe_skipped, vec![r.join("app/precious")]);
+        // The symlink itself was ours to remove.
+        assert!(fs::symlink_metadata(r.join("app")).is_err());
+    }
+
+    #[test]
+    fn instructions_are_official_json() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("g-install.json");
+        let mut w = InstructionsWriter::create(&p).unwrap();
+        w.mkdir(Path::new("/srv/app")).unwrap();
+        w.copy(Path::new("/arch/a \"x\""), Path::new("/srv/app/a \"x\""))
+            .unwrap();
+        w.chmod(Path::new("/srv/app/a"), "644").unwrap();
+        w.chown(Path::new("/srv/app/a"), Some("web"), None).unwrap();
+        w.finish().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+        assert_eq!(
+            v["instructions"][0],
+            serde_json::json!({"type": "mkdir", "directory": "/srv/app"})
+        );
+        assert_eq!(v["instructions"][1]["destination"], "/srv/app/a \"x\"");
+        assert_eq!(
+            v["instructions"][3],
+            serde_json::json!({"type": "chown", "owner": "web", "group": null, "file": "/srv/app/a"})
+        );
+    }
+}

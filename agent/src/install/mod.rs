@@ -1,0 +1,246 @@
+//! The Install command: remove the previous deployment's files, then put
+//! this revision's files in place with their permissions.
+//!
+//! Order of work, so that bad input never changes the host:
+//! 1. list the revision, read the previous cleanup file;
+//! 2. plan against the host as it will be once the previous files are gone,
+//!    and resolve every user and group named; any error stops here;
+//! 3. remove the previous files;
+//! 4. plan again against the real host and apply the plan (see `apply`).
+
+pub mod acl;
+pub mod apply;
+pub mod archive_tree;
+pub mod ledger;
+pub mod plan;
+pub mod selinux;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashSet;
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use appspec::permissions::AclTag;
+use appspec::{AppSpec, FileExistsBehavior};
+
+use crate::layout::Layout;
+use crate::users;
+use apply::{Applier, ApplyReport, Ids};
+use archive_tree::ArchiveTree;
+use plan::{Counts, Existing, PlanError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("{}", render_plan_errors(.file, .errors))]
+    Plan {
+        file: String,
+        errors: Vec<PlanError>,
+    },
+    #[error("{0}")]
+    Lookup(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+    #[error("install failed and was rolled back: {0}")]
+    Apply(#[from] apply::ApplyError),
+}
+
+fn render_plan_errors(file: &str, errors: &[PlanError]) -> String {
+    errors
+        .iter()
+        .map(|e| {
+            format!(
+                "{file}:{}:{}: {}: {}",
+                e.pos.line, e.pos.column, e.field, e.message
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> InstallError {
+    let context = context.into();
+    move |source| InstallError::Io { context, source }
+}
+
+pub struct Request<'a> {
+    pub layout: &'a Layout,
+    pub group: &'a str,
+    pub archive_dir: &'a Path,
+    pub spec: &'a AppSpec,
+    /// The appspec file name, for messages.
+    pub appspec_file: &'a str,
+    pub behavior: FileExistsBehavior,
+    /// Relative destinations resolve against this (the agent's cwd).
+    pub cwd: PathBuf,
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub counts: Counts,
+    pub applied: ApplyReport,
+    pub previous_removed: usize,
+    pub previous_kept_dirs: Vec<PathBuf>,
+    pub previous_unsafe_skipped: usize,
+    pub cleanup_time: Duration,
+    pub copy_time: Duration,
+}
+
+/// What a path is on the host; symlinks to directories count as directories
+/// (the official agent installs through them).
+pub fn probe_host(p: &Path) -> Existing {
+    match fs::symlink_metadata(p) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Existing::Missing,
+        Err(_) => Existing::NonDir,
+        Ok(m) if m.is_dir() => Existing::Dir,
+        Ok(m) if m.file_type().is_symlink() => match fs::metadata(p) {
+            Ok(t) if t.is_dir() => Existing::Dir,
+            _ => Existing::NonDir,
+        },
+        Ok(_) => Existing::NonDir,
+    }
+}
+
+fn path_hash(p: &Path) -> u64 {
+    let mut h = DefaultHasher::new();
+    p.hash(&mut h);
+    h.finish()
+}
+
+pub fn install(req: &Request) -> Result<Outcome, InstallError> {
+    let archive = ArchiveTree::walk(req.archive_dir)
+        .map_err(io_err(format!("cannot list {}", req.archive_dir.display())))?;
+    let cleanup_path = req.layout.cleanup_file(req.group);
+    let previous = ledger::read(&cleanup_path)
+        .map_err(io_err(format!("cannot read {}", cleanup_path.display())))?;
+    let threads = crate::fsutil::workers();
+    let plan_err = |errors| InstallError::Plan {
+        file: req.appspec_file.to_string(),
+        errors,
+    };
+
+    // 2. Check everything before touching anything.
+    if let Some(entries) = &previous {
+        let going: HashSet<u64> = entries
+            .iter()
+            .filter_map(|e| match e {
+                ledger::Entry::Path(p) => Some(path_hash(p)),
+                ledger::Entry::Context(_) => None,
+            })
+            .collect();
+        let mut probe = |p: &Path| {
+            if going.contains(&path_hash(p)) {
+                Existing::Ledger
+            } else {
+                probe_host(p)
+            }
+        };
+        plan::plan(req.spec, &archive, req.behavior, &req.cwd, &mut probe).map_err(plan_err)?;
+    }
+    let ids = resolve_ids(req.spec)?;
+    let selinux_on = selinux::enabled();
+
+    // 3. Remove the previous deployment's files.
+    let mut outcome = Outcome::default();
+    let t0 = Instant::now();
+    if let Some(entries) = previous {
+        let rep = ledger::replay(&entries, threads)
+            .map_err(io_err("cannot remove the previous deployment's files"))?;
+        if selinux_on {
+            for c in &rep.contexts {
+                selinux::remove(c);
+            }
+        }
+        if !rep.unsafe_skipped.is_empty() {
+            tracing::warn!(count = rep.unsafe_skipped.len(), first = %rep.unsafe_skipped[0].display(), "left previous files below a directory that became a symlink");
+        }
+        if !rep.kept_dirs.is_empty() {
+            tracing::info!(count = rep.kept_dirs.len(), first = %rep.kept_dirs[0].display(), "kept directories that hold files not installed by CodeDeploy");
+        }
+        outcome.previous_removed = rep.removed;
+        outcome.previous_unsafe_skipped = rep.unsafe_skipped.len();
+        outcome.previous_kept_dirs = rep.kept_dirs;
+        fs::remove_file(&cleanup_path)
+            .map_err(io_err(format!("cannot remove {}", cleanup_path.display())))?;
+    }
+    outcome.cleanup_time = t0.elapsed();
+
+    // 4. Plan against the host as it is now, and apply.
+    let t1 = Instant::now();
+    let plan = plan::plan(req.spec, &archive, req.behavior, &req.cwd, &mut probe_host)
+        .map_err(plan_err)?;
+    outcome.counts = plan.counts();
+    fs::create_dir_all(req.layout.instructions_dir())
+        .map_err(io_err("cannot create deployment-instructions"))?;
+    let mut json = ledger::InstructionsWriter::create(&req.layout.install_json(req.group))
+        .map_err(io_err("cannot write install.json"))?;
+    let mut cleanup = ledger::Writer::create(&cleanup_path)
+        .map_err(io_err(format!("cannot create {}", cleanup_path.display())))?;
+    let applier = Applier {
+        plan: &plan,
+        archive: &archive,
+        ids: &ids,
+        threads,
+        as_root: crate::sys::is_root(),
+        selinux: selinux_on,
+    };
+    outcome.applied = applier.run(&mut cleanup, &mut json)?;
+    json.finish().map_err(io_err("cannot write install.json"))?;
+    cleanup
+        .finish()
+        .map_err(io_err(format!("cannot write {}", cleanup_path.display())))?;
+    outcome.copy_time = t1.elapsed();
+    Ok(outcome)
+}
+
+/// Every user and group the permissions name, resolved up front.
+fn resolve_ids(spec: &AppSpec) -> Result<Ids, InstallError> {
+    let mut ids = Ids::default();
+    let mut errors = Vec::new();
+    for p in &spec.permissions {
+        let at = format!("permissions[{}]", p.index);
+        let mut users: Vec<&str> = p.owner.iter().map(String::as_str).collect();
+        let mut groups: Vec<&str> = p.group.iter().map(String::as_str).collect();
+        for e in p
+            .acls
+            .iter()
+            .flat_map(|a| &a.entries)
+            .filter(|e| !e.name.is_empty())
+        {
+            match e.tag {
+                AclTag::User => users.push(&e.name),
+                AclTag::Group => groups.push(&e.name),
+                _ => {}
+            }
+        }
+        for u in users {
+            if ids.users.contains_key(u) {
+                continue;
+            }
+            match users::account(u) {
+                Ok(a) => {
+                    ids.users.insert(u.to_string(), a.uid);
+                }
+                Err(e) => errors.push(format!("{at} (line {}): {e}", p.pos.line)),
+            }
+        }
+        for g in groups {
+            if ids.groups.contains_key(g) {
+                continue;
+            }
+            match users::group_id(g) {
+                Ok(gid) => {
+                    ids.groups.insert(g.to_string(), gid);
+                }
+                Err(e) => errors.push(format!("{at} (line {}): {e}", p.pos.line)),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(ids)
+    } else {
+        Err(InstallError::Lookup(errors.join("\n")))
+    }
+}

@@ -1,0 +1,16 @@
+//! The CodeDeploy host agent: everything host-side, as a library so the
+//! binary stays a thin command-line shell.
+
+pub mod config;
+pub mod diagnostics;
+pub mod executor;
+pub mod fsutil;
+pub mod hooks;
+pub mod install;
+pub mod layout;
+pub mod local;
+pub mod revision;
+pub mod spec;
+pub mod sys;
+pub mod users;
+pub mod validate;

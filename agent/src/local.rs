@@ -1,0 +1,297 @@
+//! `codedeploy-agent local`: a deployment on this host without the
+//! CodeDeploy service, with the official `codedeploy-local` options,
+//! defaults and event-ordering rules.
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use appspec::{events, FileExistsBehavior};
+
+use crate::config::Config;
+use crate::executor::Executor;
+use crate::layout;
+use crate::spec::{BundleType, DeploymentSpec, RevisionSource};
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub bundle_location: String,
+    pub bundle_type: String,
+    pub file_exists_behavior: String,
+    pub deployment_group: String,
+    pub deployment_group_name: String,
+    pub application_name: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub appspec_filename: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// Bad options: nothing was done.
+    #[error("ERROR: {0}")]
+    Invalid(String),
+    /// The deployment ran and failed; the details were printed.
+    #[error("the local deployment failed")]
+    Failed,
+}
+
+fn invalid(m: impl Into<String>) -> LocalError {
+    LocalError::Invalid(m.into())
+}
+
+/// A deployment id in the official local format, `d-XXXXXXXXX-local`.
+fn random_deployment_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut bytes = [0u8; 9];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (t >> (i * 7)) as u8 ^ std::process::id() as u8;
+        }
+    }
+    let id: String = bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
+    format!("d-{id}-local")
+}
+
+/// The checks of the official CLI validator, then the deployment spec.
+pub fn build_spec(o: &Options, cwd: &Path) -> Result<(DeploymentSpec, Vec<String>), LocalError> {
+    let loc = o.bundle_location.as_str();
+    if loc.starts_with("http://") {
+        return Err(invalid(format!(
+            "location {loc} cannot be http, only encrypted (https) url endpoints supported"
+        )));
+    }
+    if loc.starts_with("s3://") || loc.starts_with("https://") {
+        return Err(invalid(format!(
+            "location {loc}: S3 and GitHub bundle locations are not supported by this build yet; download the bundle and pass its local path"
+        )));
+    }
+    let Some(bundle_type) = BundleType::parse(&o.bundle_type) else {
+        return Err(invalid(format!(
+            "type {} is not a valid type. Must be one of tgz,tar,zip,directory",
+            o.bundle_type
+        )));
+    };
+    let feb = FileExistsBehavior::parse(&o.file_exists_behavior).ok_or_else(|| {
+        invalid(format!(
+            "file-exists-behavior {} is not valid. Must be one of DISALLOW,OVERWRITE,RETAIN",
+            o.file_exists_behavior
+        ))
+    })?;
+    let group = &o.deployment_group;
+    if group.is_empty()
+        || group == "."
+        || group == ".."
+        || group.contains('/')
+        || group.contains('\0')
+    {
+        return Err(invalid(format!(
+            "deployment group {group:?} must be a single directory name (no '/')"
+        )));
+    }
+    let path = crate::fsutil::expand_path(Path::new(loc), cwd);
+    let md = std::fs::metadata(&path).map_err(|_| {
+        invalid(format!(
+            "location {loc} is specified as a file or directory which does not exist"
+        ))
+    })?;
+    let revision = match bundle_type {
+        BundleType::Directory => {
+            if md.is_file() {
+                return Err(invalid(format!(
+                    "location {loc} is specified with type directory but it is a file"
+                )));
+            }
+            let found = ["appspec.yml", "appspec.yaml", o.appspec_filename.as_str()]
+                .iter()
+                .any(|n| path.join(n).is_file());
+            if !found {
+                return Err(invalid(format!(
+                    "Expecting appspec file at location {}/{} but it is not found there. Please either run the CLI from within a directory containing the {} file or specify a bundle location containing an {} file in its root directory",
+                    path.display(),
+                    o.appspec_filename,
+                    o.appspec_filename,
+                    o.appspec_filename
+                )));
+            }
+            RevisionSource::LocalDirectory { location: path }
+        }
+        t => {
+            if md.is_dir() {
+                return Err(invalid(format!(
+                    "location {loc} is specified as a compressed local file but it is a directory"
+                )));
+            }
+            RevisionSource::LocalFile {
+                location: path,
+                bundle_type: t,
+            }
+        }
+    };
+    let sequence = events::local_sequence(o.events.as_deref()).map_err(invalid)?;
+    let spec = DeploymentSpec {
+        deployment_id: random_deployment_id(),
+        deployment_group_id: group.clone(),
+        deployment_group_name: o.deployment_group_name.clone(),
+        application_name: o
+            .application_name
+            .clone()
+            .unwrap_or_else(|| loc.to_string()),
+        deployment_creator: "user".into(),
+        blue_green: false,
+        appspec_filename: o.appspec_filename.clone(),
+        file_exists_behavior: Some(feb),
+        all_possible_events: Some(events::local_all_possible(o.events.as_deref())),
+        revision,
+    };
+    Ok((spec, sequence))
+}
+
+/// Run the deployment, printing one line per event. Returns the
+/// deployment directory.
+pub fn run(config: &Config, o: &Options) -> Result<PathBuf, LocalError> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let (spec, sequence) = build_spec(o, &cwd)?;
+    let exec = Executor::new(config);
+    let dir = exec.deployment_dir(&spec);
+    println!(
+        "Starting to execute deployment from within folder {}",
+        dir.display()
+    );
+    let _lock = exec
+        .layout
+        .lock_group(&spec.deployment_group_id)
+        .map_err(|e| {
+            invalid(format!(
+                "cannot lock deployment group {}: {e}",
+                spec.deployment_group_id
+            ))
+        })?;
+    tracing::info!(deployment = %spec.deployment_id, group = %spec.deployment_group_id, events = %sequence.join(","), "local deployment started");
+    for event in &sequence {
+        let t0 = Instant::now();
+        let result = exec.execute(event, &spec, &mut |script| {
+            println!("{:<20} running {script}", event)
+        });
+        let secs = t0.elapsed().as_secs_f64();
+        match result {
+            Ok(r) => {
+                println!("{event:<20} ok ({secs:.2}s): {}", r.summary);
+                tracing::info!(deployment = %spec.deployment_id, event = %event, elapsed_ms = (secs * 1000.0) as u64, summary = %r.summary, "event succeeded");
+            }
+            Err(d) => {
+                println!("{event:<20} FAILED ({secs:.2}s): {}", d.message);
+                tracing::error!(deployment = %spec.deployment_id, event = %event, error_code = d.code as u8, script = %d.script_name, message = %d.message, "event failed");
+                let mut out = String::new();
+                if !d.log.is_empty() {
+                    let _ = writeln!(out, "--- last output of {event} ---");
+                    out.push_str(&d.log);
+                    if !d.log.ends_with('\n') {
+                        out.push('\n');
+                    }
+                    let _ = writeln!(out, "---");
+                }
+                if !d.script_name.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "Your local deployment failed while trying to execute your script at {}/{}",
+                        layout::archive_dir(&dir).display(),
+                        d.script_name.trim_start_matches('/')
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "See the deployment log at {} for more details",
+                    layout::scripts_log(&dir).display()
+                );
+                print!("{out}");
+                return Err(LocalError::Failed);
+            }
+        }
+    }
+    println!("Successfully deployed your bundle locally");
+    Ok(dir)
+}
+
+pub fn default_options() -> Options {
+    Options {
+        bundle_location: ".".into(),
+        bundle_type: "directory".into(),
+        file_exists_behavior: "DISALLOW".into(),
+        deployment_group: "default-local-deployment-group".into(),
+        deployment_group_name: "LocalFleet".into(),
+        application_name: None,
+        events: None,
+        appspec_filename: "appspec.yml".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_like_the_official_cli() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("bundle.tgz"), "x").unwrap();
+        let base = Options {
+            bundle_location: d.path().display().to_string(),
+            ..default_options()
+        };
+        let err = |o: &Options| match build_spec(o, d.path()) {
+            Err(LocalError::Invalid(m)) => m,
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        assert!(err(&base).contains("Expecting appspec file"));
+        std::fs::write(d.path().join("appspec.yml"), "version: 0.0\nos: linux\n").unwrap();
+        let (spec, seq) = build_spec(&base, d.path()).unwrap();
+        assert_eq!(seq.len(), 11);
+        assert!(
+            spec.deployment_id.starts_with("d-")
+                && spec.deployment_id.ends_with("-local")
+                && spec.deployment_id.len() == 17
+        );
+        assert_eq!(spec.deployment_group_id, "default-local-deployment-group");
+        assert_eq!(spec.application_name, base.bundle_location);
+        let file = Options {
+            bundle_location: "bundle.tgz".into(),
+            ..default_options()
+        };
+        assert!(err(&file).contains("type directory but it is a file"));
+        let dir_as_tgz = Options {
+            bundle_type: "tgz".into(),
+            ..base.clone()
+        };
+        assert!(err(&dir_as_tgz).contains("compressed local file but it is a directory"));
+        assert!(err(&Options {
+            bundle_type: "rar".into(),
+            ..base.clone()
+        })
+        .contains("not a valid type"));
+        assert!(err(&Options {
+            bundle_location: "http://x/y".into(),
+            ..base.clone()
+        })
+        .contains("only encrypted"));
+        assert!(err(&Options {
+            deployment_group: "../etc".into(),
+            ..base.clone()
+        })
+        .contains("single directory name"));
+        assert!(err(&Options {
+            events: Some(vec!["ApplicationStart".into(), "DownloadBundle".into()]),
+            ..base.clone()
+        })
+        .contains("before DownloadBundle"));
+    }
+}

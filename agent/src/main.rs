@@ -1,0 +1,211 @@
+//! `codedeploy-agent`: the command-line shell over the agent library.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::prelude::*;
+
+use codedeploy_agent::config::{Config, DEFAULT_CONFIG_PATH};
+use codedeploy_agent::{local, validate};
+
+#[derive(Parser)]
+#[command(
+    name = "codedeploy-agent",
+    version,
+    about = "AWS CodeDeploy host agent"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Deploy a revision on this host without the CodeDeploy service (codedeploy-local).
+    Local(LocalArgs),
+    /// Check an appspec, a bundle directory or a bundle archive, offline.
+    Validate {
+        /// appspec.yml, a bundle directory, or a .zip/.tar/.tgz bundle.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// The appspec file name inside a bundle.
+        #[arg(short = 'A', long = "appspec-filename", default_value = "appspec.yml")]
+        appspec_filename: String,
+    },
+    #[command(name = "__drain", hide = true)]
+    Drain,
+    #[command(name = "__drain-detached", hide = true)]
+    DrainDetached,
+}
+
+#[derive(clap::Args)]
+struct LocalArgs {
+    /// The bundle: a directory or a tgz/tar/zip file (default: the current directory).
+    #[arg(short = 'l', long = "bundle-location", default_value = ".")]
+    bundle_location: String,
+    /// tgz, tar, zip or directory.
+    #[arg(short = 't', long = "type", default_value = "directory")]
+    bundle_type: String,
+    /// DISALLOW, OVERWRITE or RETAIN, for files that exist but were not part of the previous deployment.
+    #[arg(short = 'b', long = "file-exists-behavior", default_value = "DISALLOW")]
+    file_exists_behavior: String,
+    /// The deployment group id: the folder of the deployments under the deployment root.
+    #[arg(
+        short = 'g',
+        long = "deployment-group",
+        default_value = "default-local-deployment-group"
+    )]
+    deployment_group: String,
+    /// The deployment group name, given to scripts as DEPLOYMENT_GROUP_NAME.
+    #[arg(
+        short = 'd',
+        long = "deployment-group-name",
+        default_value = "LocalFleet"
+    )]
+    deployment_group_name: String,
+    /// The application name, given to scripts as APPLICATION_NAME (default: the bundle location).
+    #[arg(short = 'a', long = "application-name")]
+    application_name: Option<String>,
+    /// Lifecycle events to run, in order, comma-separated.
+    #[arg(short = 'e', long = "events", value_delimiter = ',')]
+    events: Option<Vec<String>>,
+    /// The agent configuration file.
+    #[arg(short = 'c', long = "agent-configuration-file")]
+    agent_configuration_file: Option<PathBuf>,
+    /// The appspec file name inside the bundle.
+    #[arg(short = 'A', long = "appspec-filename", default_value = "appspec.yml")]
+    appspec_filename: String,
+}
+
+fn load_config(explicit: Option<&Path>) -> Result<Config, String> {
+    let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
+    if explicit.is_none() && !path.exists() {
+        eprintln!("note: {DEFAULT_CONFIG_PATH} does not exist; using the default configuration");
+        return Ok(Config::default());
+    }
+    let (cfg, warnings) = Config::load(path).map_err(|e| e.to_string())?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(cfg)
+}
+
+/// Log to `<log_dir>/<file>` with fields, and warnings to stderr.
+fn init_logging(cfg: &Config, file: &str) {
+    let level = if cfg.verbose {
+        LevelFilter::DEBUG
+    } else {
+        LevelFilter::INFO
+    };
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_filter(LevelFilter::WARN);
+    let path = cfg.log_dir.join(file);
+    let file_layer = std::fs::create_dir_all(&cfg.log_dir)
+        .and_then(|_| OpenOptions::new().create(true).append(true).open(&path))
+        .map_err(|e| eprintln!("warning: cannot write {}: {e}", path.display()))
+        .ok()
+        .map(|f| {
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(Mutex::new(f))
+                .with_filter(level)
+        });
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(file_layer)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    // Installed as `codedeploy-local`, behave as `codedeploy-agent local`.
+    let mut args: Vec<String> = std::env::args().collect();
+    if args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .is_some_and(|n| n == "codedeploy-local")
+    {
+        args.insert(1, "local".into());
+    }
+    let cli = Cli::parse_from(args);
+    match cli.command {
+        Command::Drain => exit_io(codedeploy_agent::hooks::runner::drain_main(false)),
+        Command::DrainDetached => exit_io(codedeploy_agent::hooks::runner::drain_main(true)),
+        Command::Validate {
+            path,
+            appspec_filename,
+        } => run_validate(&path, &appspec_filename),
+        Command::Local(a) => {
+            let cfg = match load_config(a.agent_configuration_file.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("ERROR: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&cfg, "codedeploy-local.log");
+            let opts = local::Options {
+                bundle_location: a.bundle_location,
+                bundle_type: a.bundle_type,
+                file_exists_behavior: a.file_exists_behavior,
+                deployment_group: a.deployment_group,
+                deployment_group_name: a.deployment_group_name,
+                application_name: a.application_name,
+                events: a.events,
+                appspec_filename: a.appspec_filename,
+            };
+            match local::run(&cfg, &opts) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e @ local::LocalError::Invalid(_)) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+                Err(local::LocalError::Failed) => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn exit_io(r: std::io::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+fn run_validate(path: &Path, appspec_filename: &str) -> ExitCode {
+    match validate::validate(path, appspec_filename) {
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+        Ok(f) => {
+            for w in &f.warnings {
+                eprintln!("{w}");
+            }
+            if f.errors.is_empty() {
+                if let Some(spec) = &f.spec {
+                    println!("{}", validate::summary(&f.name, spec));
+                }
+                ExitCode::SUCCESS
+            } else {
+                for e in &f.errors {
+                    eprintln!("{e}");
+                }
+                eprintln!(
+                    "{}: {} error{}",
+                    f.name,
+                    f.errors.len(),
+                    if f.errors.len() == 1 { "" } else { "s" }
+                );
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! Writes archive entries under one root and nowhere else.
+//!
+//! Every format (tar, zip, a local directory) feeds entries through this one
+//! writer, so the rules are in one place:
+//! - names are relative, without `..`; absolute names are refused;
+//! - nothing is written through a symlink: no entry may sit below one, and
+//!   files are opened with `O_NOFOLLOW | O_EXCL`;
+//! - a symlink's target must stay inside the root. `..` is allowed only at
+//!   the start of the target, where it is resolved against real directories
+//!   this writer created, so a chain of links cannot climb out;
+//! - hard links must name a regular file already written;
+//! - devices, FIFOs and sockets are refused.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::users::IdCache;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("archive entry {entry:?} refused: {reason}")]
+    Refused { entry: String, reason: String },
+    #[error("cannot write archive entry {entry:?}: {source}")]
+    Io { entry: String, source: io::Error },
+}
+
+/// Metadata an archive carries for an entry.
+#[derive(Clone, Debug, Default)]
+pub struct Meta {
+    /// Permission bits (including set-id bits); `None` uses a default.
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub uname: Option<String>,
+    pub gname: Option<String>,
+    pub mtime: Option<SystemTime>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub bytes: u64,
+}
+
+struct DirMeta {
+    rel: PathBuf,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    mtime: Option<SystemTime>,
+}
+
+pub struct SafeWriter {
+    root: PathBuf,
+    /// Directories known to exist (relative; "" is the root).
+    dirs: HashSet<PathBuf>,
+    /// Symlinks written so far: nothing may be written below them.
+    symlinks: HashSet<PathBuf>,
+    dir_meta: Vec<DirMeta>,
+    /// Apply archive ownership and set-id bits, as tar does for root.
+    as_root: bool,
+    apply_owner: bool,
+    umask: u32,
+    ids: IdCache,
+    stats: Stats,
+    buf: Vec<u8>,
+}
+
+impl SafeWriter {
+    /// `root` must exist and be empty. `apply_owner`: restore the archive's
+    /// owners (tar does this when run by root; zip and directories do not).
+    pub fn new(root: &Path, apply_owner: bool) -> SafeWriter {
+        let as_root = crate::sys::is_root();
+        let mut dirs = HashSet::new();
+        dirs.insert(PathBuf::new());
+        SafeWriter {
+            root: root.to_path_buf(),
+            dirs,
+            symlinks: HashSet::new(),
+            dir_meta: Vec::new(),
+            as_root,
+            apply_owner: apply_owner && as_root,
+            umask: crate::sys::current_umask(),
+            ids: IdCache::default(),
+            stats: Stats::default(),
+            buf: vec![0; 128 * 1024],
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Validate an entry name: relative, no `..`, no NUL. `None` for the root itself.
+    pub fn clean_name(name: &[u8]) -> Result<Option<PathBuf>, WriteError> {
+        let refuse = |reason: &str| WriteError::Refused {
+            entry: String::from_utf8_lossy(name).into_owned(),
+            reason: reason.into(),
+        };
+        if name.contains(&0) {
+            return Err(refuse("the name contains a NUL byte"));
+        }
+        let path = Path::new(OsStr::from_bytes(name));
+        let mut out = PathBuf::new();
+        for c in path.components() {
+            match c {
+                Component::Normal(n) => out.push(n),
+                Component::CurDir => {}
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(refuse("absolute paths are not allowed"))
+                }
+                Component::ParentDir => return Err(refuse("'..' is not allowed in archive paths")),
+            }
+        }
+        Ok((!out.as_os_str().is_empty()).then_some(out))
+    }
+
+    fn refuse(rel: &Path, reason: impl Into<String>) -> WriteError {
+        WriteError::Refused {
+            entry: rel.display().to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn io(rel: &Path, source: io::Error) -> WriteError {
+        WriteError::Io {
+            entry: rel.display().to_string(),
+            source,
+        }
+    }
+
+    /// No ancestor of `rel` may be a symlink we wrote.
+    fn check_ancestors(&self, rel: &Path) -> Result<(), WriteError> {
+        if self.symlinks.is_empty() {
+            return Ok(());
+        }
+        let mut cur = PathBuf::new();
+        let mut comps = rel.components().peekable();
+        while let Some(c) = comps.next() {
+            if comps.peek().is_none() {
+                break;
+            }
+            cur.push(c);
+            if self.symlinks.contains(&cur) {
+                return Err(Self::refuse(
+                    rel,
+                    format!("it would be written through the symlink {}", cur.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Create the missing parent directories of `rel` (mode 755, like tar).
+    fn ensure_parent(&mut self, rel: &Path) -> Result<(), WriteError> {
+        let Some(parent) = rel.parent() else {
+            return Ok(());
+        };
+        if self.dirs.contains(parent) {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        let mut p = parent;
+        while !self.dirs.contains(p) {
+            missing.push(p.to_path_buf());
+            match p.parent() {
+                Some(pp) => p = pp,
+                None => break,
+            }
+        }
+        for d in missing.into_iter().rev() {
+            self.make_dir(&d, None)?;
+        }
+        Ok(())
+    }
+
+    fn make_dir(&mut self, rel: &Path, meta: Option<&Meta>) -> Result<(), WriteError> {
+        let full = self.root.join(rel);
+        match fs::create_dir(&full) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let m = fs::symlink_metadata(&full).map_err(|e| Self::io(rel, e))?;
+                if !m.is_dir() {
+                    return Err(Self::refuse(
+                        rel,
+                        "a directory entry collides with an earlier non-directory entry",
+                    ));
+                }
+            }
+            Err(e) => return Err(Self::io(rel, e)),
+        }
+        // Directories stay 0700 until the end so nothing else can write into
+        // them during extraction; their real mode is applied by `finish`.
+        fs::set_permissions(&full, fs::Permissions::from_mode(0o700))
+            .map_err(|e| Self::io(rel, e))?;
+        if self.dirs.insert(rel.to_path_buf()) {
+            self.stats.dirs += 1;
+        }
+        let mode = meta.and_then(|m| m.mode).unwrap_or(0o755);
+        let owner = meta.and_then(|m| self.owner_of(m));
+        self.dir_meta.push(DirMeta {
+            rel: rel.to_path_buf(),
+            mode,
+            owner,
+            mtime: meta.and_then(|m| m.mtime),
+        });
+        Ok(())
+    }
+
+    fn owner_of(&mut self, m: &Meta) -> Option<(u32, u32)> {
+        if !self.apply_owner {
+            return None;
+        }
+        // GNU tar prefers the names when they exist on this host.
+        let uid = m.uname.as_deref().and_then(|n| self.ids.uid(n)).or(m.uid)?;
+        let gid = m.gname.as_deref().and_then(|n| self.ids.gid(n)).or(m.gid)?;
+        Some((uid, gid))
+    }
+
+    fn final_mode(&self, mode: u32) -> u32 {
+        if self.as_root {
+            mode & 0o7777
+        } else {
+            mode & 0o777 & !self.umask
+        }
+    }
+
+    pub fn dir(&mut self, rel: &Path, meta: &Meta) -> Result<(), WriteError> {
+        self.check_ancestors(rel)?;
+        if self.symlinks.contains(rel) {
+            return Err(Self::refuse(
+                rel,
+                "a directory entry collides with an earlier symlink",
+            ));
+        }
+        self.ensure_parent(rel)?;
+        if self.dirs.contains(rel) {
+            // Explicit entry for a directory created implicitly: take its metadata.
+            let owner = self.owner_of(meta);
+            if let Some(d) = self.dir_meta.iter_mut().rev().find(|d| d.rel == rel) {
+                d.mode = meta.mode.unwrap_or(0o755);
+                d.owner = owner;
+                d.mtime = meta.mtime;
+            }
+            return Ok(());
+        }
+        self.make_dir(rel, Some(meta))
+    }
+
+    /// Remove an earlier non-directory entry at `rel` (tar lets later
+    /// entries replace earlier ones).
+    fn replace_existing(&mut self, rel: &Path, full: &Path) -> Result<(), WriteError> {
+        let m = fs::symlink_metadata(full).map_err(|e| Self::io(rel, e))?;
+        if m.is_dir() {
+            return Err(Self::refuse(
+                rel,
+                "an entry collides with an earlier directory entry",
+            ));
+        }
+        fs::remove_file(full).map_err(|e| Self::io(rel, e))?;
+        self.symlinks.remove(rel);
+        Ok(())
+    }
+
+    fn create_file(&mut self, rel: &Path, full: &Path) -> Result<File, WriteError> {
+        let open = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(full)
+        };
+        match open() {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.replace_existing(rel, full)?;
+                open().map_err(|e| Self::io(rel, e))
+            }
+            Err(e) => Err(Self::io(rel, e)),
+        }
+    }
+
+    pub fn file(
+        &mut self,
+        rel: &Path,
+        meta: &Meta,
+        content: &mut dyn Read,
+    ) -> Result<u64, WriteError> {
+        self.check_ancestors(rel)?;
+        self.ensure_parent(rel)?;
+        let full = self.root.join(rel);
+        let mut f = self.create_file(rel, &full)?;
+        let mut n = 0u64;
+        loop {
+            let r = match content.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Self::io(rel, e)),
+            };
+            io::Write::write_all(&mut f, &self.buf[..r]).map_err(|e| Self::io(rel, e))?;
+            n += r as u64;
+        }
+        // Owner first: chown clears set-id bits, which the mode then restores.
+        if let Some((uid, gid)) = self.owner_of(meta) {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(|e| Self::io(rel, e))?;
+        }
+        let mode = self.final_mode(meta.mode.unwrap_or(0o644));
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| Self::io(rel, e))?;
+        if let Some(t) = meta.mtime {
+            f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
+                .map_err(|e| Self::io(rel, e))?;
+        }
+        self.stats.files += 1;
+        self.stats.bytes += n;
+        Ok(n)
+    }
+
+    pub fn symlink(&mut self, rel: &Path, target: &[u8], meta: &Meta) -> Result<(), WriteError> {
+        self.check_ancestors(rel)?;
+        check_link_target(rel, target)?;
+        self.ensure_parent(rel)?;
+        let full = self.root.join(rel);
+        let target_path = Path::new(OsStr::from_bytes(target));
+        if let Err(e) = std::os::unix::fs::symlink(target_path, &full) {
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                return Err(Self::io(rel, e));
+            }
+            self.replace_existing(rel, &full)?;
+            std::os::unix::fs::symlink(target_path, &full).map_err(|e| Self::io(rel, e))?;
+        }
+        if let Some((uid, gid)) = self.owner_of(meta) {
+            std::os::unix::fs::lchown(&full, Some(uid), Some(gid)).map_err(|e| Self::io(rel, e))?;
+        }
+        self.symlinks.insert(rel.to_path_buf());
+        self.stats.symlinks += 1;
+        Ok(())
+    }
+
+    pub fn hardlink(&mut self, rel: &Path, target_name: &[u8]) -> Result<(), WriteError> {
+        self.check_ancestors(rel)?;
+        let Some(target) = Self::clean_name(target_name).map_err(|_| {
+            Self::refuse(
+                rel,
+                format!(
+                    "its hard link target {:?} is outside the archive",
+                    String::from_utf8_lossy(target_name)
+                ),
+            )
+        })?
+        else {
+            return Err(Self::refuse(rel, "a hard link to the archive root"));
+        };
+        self.check_ancestors(&target)?;
+        let target_full = self.root.join(&target);
+        match fs::symlink_metadata(&target_full) {
+            Ok(m) if m.is_file() => {}
+            _ => {
+                return Err(Self::refuse(
+                    rel,
+                    format!(
+                    "its hard link target {} is not a regular file written earlier in the archive",
+                    target.display()
+                ),
+                ))
+            }
+        }
+        self.ensure_parent(rel)?;
+        let full = self.root.join(rel);
+        if let Err(e) = fs::hard_link(&target_full, &full) {
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                return Err(Self::io(rel, e));
+            }
+            self.replace_existing(rel, &full)?;
+            fs::hard_link(&target_full, &full).map_err(|e| Self::io(rel, e))?;
+        }
+        self.stats.hardlinks += 1;
+        Ok(())
+    }
+
+    /// Apply directory modes, owners and times, deepest first (a read-only
+    /// directory must get its mode after its children were written).
+    pub fn finish(mut self) -> Result<Stats, WriteError> {
+        let metas = std::mem::take(&mut self.dir_meta);
+        for d in metas.iter().rev() {
+            let full = self.root.join(&d.rel);
+            if let Some((uid, gid)) = d.owner {
+                std::os::unix::fs::lchown(&full, Some(uid), Some(gid))
+                    .map_err(|e| Self::io(&d.rel, e))?;
+            }
+            fs::set_permissions(&full, fs::Permissions::from_mode(self.final_mode(d.mode)))
+                .map_err(|e| Self::io(&d.rel, e))?;
+            if let Some(t) = d.mtime {
+                let f = File::open(&full).map_err(|e| Self::io(&d.rel, e))?;
+                let _ = f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t));
+            }
+        }
+        Ok(self.stats)
+    }
+}
+
+/// A symlink target must be relative and must not leave the root: `..` only
+/// as leading components, and no more of them than the link's depth.
+pub fn check_link_target(rel: &Path, target: &[u8]) -> Result<(), WriteError> {
+    let refuse = |reason: String| WriteError::Refused {
+        entry: rel.display().to_string(),
+        reason,
+    };
+    let shown = String::from_utf8_lossy(target);
+    if target.is_empty() || target.contains(&0) {
+        return Err(refuse("the symlink has an empty or invalid target".into()));
+    }
+    let t = Path::new(OsStr::from_bytes(target));
+    if t.is_absolute() {
+        return Err(refuse(format!(
+            "the symlink points to the absolute path {shown}, outside the revision"
+        )));
+    }
+    let depth = rel.components().count() as i64 - 1;
+    let mut ups = 0i64;
+    let mut seen_normal = false;
+    for c in t.components() {
+        match c {
+            Component::ParentDir if seen_normal => {
+                return Err(refuse(format!(
+                    "the symlink target {shown} climbs with '..' after a directory name, which could leave the revision through another link"
+                )))
+            }
+            Component::ParentDir => ups += 1,
+            Component::Normal(_) => seen_normal = true,
+            _ => {}
+        }
+    }
+    if ups > depth {
+        return Err(refuse(format!(
+            "the symlink target {shown} points outside the revision"
+        )));
+    }
+    Ok(())
+}
+
+pub fn unix_time(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(r: Result<impl std::fmt::Debug, WriteError>) -> String {
+        match r {
+            Err(WriteError::Refused { reason, .. }) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_are_relative_and_without_dotdot() {
+        assert_eq!(
+            SafeWriter::clean_name(b"./a/b/").unwrap(),
+            Some(PathBuf::from("a/b"))
+        );
+        assert_eq!(SafeWriter::clean_name(b"./").unwrap(), None);
+        assert!(refused(SafeWriter::clean_name(b"/etc/passwd")).contains("absolute"));
+        assert!(refused(SafeWriter::clean_name(b"a/../../x")).contains(".."));
+        assert!(refused(SafeWriter::clean_name(b"a\0b")).contains("NUL"));
+    }
+
+    #[test]
+    fn link_targets_stay_inside() {
+        let ok = |rel: &str, t: &str| check_link_target(Path::new(rel), t.as_bytes()).is_ok();
+        assert!(ok("a/b/link", "../../x"));
+        assert!(ok("a/link", "b/c"));
+        assert!(ok("link", "."));
+        assert!(!ok("a/link", "../../x"));
+        assert!(!ok("link", "/etc/passwd"));
+        assert!(!ok("a/link", "b/../../x"));
+        assert!(!ok("a/link", "up/.."));
+    }
+
+    #[test]
+    fn writes_and_refuses() {
+        let d = tempfile::tempdir().unwrap();
+        let mut w = SafeWriter::new(d.path(), false);
+        w.file(
+            Path::new("a/b/f.txt"),
+            &Meta {
+                mode: Some(0o640),
+                ..Meta::default()
+            },
+            &mut &b"hi"[..],
+        )
+        .unwrap();
+        w.symlink(Path::new("a/l"), b"b", &Meta::default()).unwrap();
+        assert!(
+            refused(w.file(Path::new("a/l/x"), &Meta::default(), &mut &b""[..]))
+                .contains("through the symlink")
+        );
+        w.hardlink(Path::new("h"), b"a/b/f.txt").unwrap();
+        assert!(refused(w.hardlink(Path::new("h2"), b"a/l")).contains("not a regular file"));
+        assert!(refused(w.hardlink(Path::new("h3"), b"../x")).contains("outside"));
+        assert!(refused(w.dir(Path::new("a/b/f.txt"), &Meta::default())).contains("collides"));
+        let stats = w.finish().unwrap();
+        assert_eq!((stats.files, stats.symlinks, stats.hardlinks), (1, 1, 1));
+        assert_eq!(fs::read(d.path().join("h")).unwrap(), b"hi");
+        let mode = fs::metadata(d.path().join("a/b/f.txt"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o640);
+        assert_eq!(
+            fs::metadata(d.path().join("a"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o755
+        );
+    }
+}

@@ -1,0 +1,27 @@
+//! The CodeDeploy `appspec.yml` model for EC2/on-premises deployments:
+//! parse, validate, explain. Pure: takes text, returns values.
+//!
+//! Documents are accepted and rejected as the official agent does, with the
+//! YAML 1.1 reading of Ruby's Psych, and every problem is reported with the
+//! file, line, column and field.
+
+mod diag;
+pub mod events;
+mod fields;
+pub mod load_balancer;
+mod model;
+mod parse;
+pub mod permissions;
+pub mod yaml;
+
+pub use diag::{Diagnostic, Errors, Severity};
+pub use load_balancer::LoadBalancer;
+pub use model::*;
+pub use parse::{parse, Parsed};
+
+/// The names the official agent looks for, in order, when a deployment does
+/// not name its appspec file.
+pub const DEFAULT_NAMES: [&str; 2] = ["appspec.yml", "appspec.yaml"];
+
+#[cfg(test)]
+mod tests;
