@@ -13,26 +13,51 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The agent binary: `$CODEDEPLOY_AGENT_BIN`, else the one cargo built next
-/// to this test executable (`cargo test --workspace` builds it).
+/// The agent binary: `$CODEDEPLOY_AGENT_BIN`, else the workspace's own,
+/// built (once per test process) with the profile of this test, so a test
+/// never runs a stale binary whichever package `cargo test` was asked for.
 pub fn agent_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("CODEDEPLOY_AGENT_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let bin = profile_dir.join("codedeploy-agent");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (which builds it) or set CODEDEPLOY_AGENT_BIN",
-        bin.display()
-    );
-    bin
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("CODEDEPLOY_AGENT_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args([
+            "build",
+            "--offline",
+            "-p",
+            "codedeploy-agent",
+            "--bin",
+            "codedeploy-agent",
+        ]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let out = build.output().expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "cargo build of the agent failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bin = profile_dir.join("codedeploy-agent");
+        assert!(
+            bin.exists(),
+            "{} is missing after cargo build",
+            bin.display()
+        );
+        bin
+    })
+    .clone()
 }
 
 /// Tests that switch users or set owners need root; say so instead of

@@ -442,6 +442,44 @@ fn a_failed_preflight_does_not_remove_the_previous_revision() {
 }
 
 #[test]
+fn a_conflict_found_before_cleanup_keeps_the_previous_revision() {
+    let host = Host::new();
+    let dest = host.path("srv/app");
+    let v1 = Bundle::new(host.path("v1"));
+    let spec = format!(
+        "version: 0.0\nos: linux\nfiles:\n  - source: /s\n    destination: {}\n",
+        dest.display()
+    );
+    v1.appspec(&spec).file("s/v1.txt", "1");
+    host.deploy_dir(&v1.dir, &[]).assert_ok();
+    // A file the operator created, which v2 would also install.
+    fs::write(dest.join("foreign.txt"), "mine").unwrap();
+    let v2 = Bundle::new(host.path("v2"));
+    v2.appspec(&spec)
+        .file("s/v2.txt", "2")
+        .file("s/foreign.txt", "theirs");
+    let before = snapshot(&dest);
+    let run = host.deploy_dir(&v2.dir, &[]);
+    run.assert_failed();
+    assert!(
+        run.event_line("Install")
+            .contains("already exists at this location"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        snapshot(&dest),
+        before,
+        "the previous revision and the operator's file are untouched"
+    );
+    assert!(
+        host.instructions("default-local-deployment-group-cleanup")
+            .exists(),
+        "v1's cleanup file is kept"
+    );
+}
+
+#[test]
 fn archives_of_every_type_deploy_and_a_single_top_directory_is_stripped() {
     let host = Host::new();
     let b = Bundle::new(host.path("bundle"));
