@@ -25,7 +25,18 @@ pub struct Executor<'a> {
 /// What a successful command did, for the operator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
+    /// Nothing to do (no scripts, no previous revision ...).
+    pub skipped: bool,
     pub summary: String,
+}
+
+impl Report {
+    fn done(summary: String) -> Report {
+        Report {
+            skipped: false,
+            summary,
+        }
+    }
 }
 
 impl<'a> Executor<'a> {
@@ -67,7 +78,8 @@ impl<'a> Executor<'a> {
                 };
                 match hooks::run_event(event, &ctx, progress)? {
                     EventOutcome::NoScripts(why) => Ok(Report {
-                        summary: format!("skipped ({why})"),
+                        skipped: true,
+                        summary: why,
                     }),
                     EventOutcome::Ran {
                         scripts,
@@ -82,7 +94,7 @@ impl<'a> Executor<'a> {
                         if output_left_open > 0 {
                             s.push_str(&format!(", {output_left_open} left output open"));
                         }
-                        Ok(Report { summary: s })
+                        Ok(Report::done(s))
                     }
                 }
             }
@@ -140,22 +152,22 @@ impl<'a> Executor<'a> {
             Diagnostics::unknown(format!("cannot record the most recent deployment: {e}"))
         })?;
         let mut summary = format!(
-            "{} files, {} directories{} ({} MB) from a {} bundle",
-            stats.files,
-            stats.dirs,
+            "{}, {}{} ({}) from a {} bundle",
+            count(stats.files, "file"),
+            count(stats.dirs, "directory"),
             if stats.symlinks > 0 {
-                format!(", {} symlinks", stats.symlinks)
+                format!(", {}", count(stats.symlinks, "symlink"))
             } else {
                 String::new()
             },
-            stats.bytes / 1_000_000,
+            human_bytes(stats.bytes),
             bundle_type.as_str()
         );
         if !pruned.is_empty() {
             summary.push_str(&format!("; removed {} old revision(s)", pruned.len()));
         }
         tracing::info!(deployment = %spec.deployment_id, files = stats.files, dirs = stats.dirs, bytes = stats.bytes, elapsed_ms = t0.elapsed().as_millis() as u64, "bundle unpacked");
-        Ok(Report { summary })
+        Ok(Report::done(summary))
     }
 
     fn install(&self, spec: &DeploymentSpec, dir: &Path) -> Result<Report, Diagnostics> {
@@ -193,7 +205,11 @@ impl<'a> Executor<'a> {
             Diagnostics::unknown(format!("cannot record the last successful deployment: {e}"))
         })?;
         let c = out.counts;
-        let mut s = format!("{} files, {} new directories", c.files, c.dirs_created);
+        let mut s = format!(
+            "{}, {} created",
+            count(c.files as u64, "file"),
+            count(c.dirs_created as u64, "directory")
+        );
         if c.replaced > 0 {
             s.push_str(&format!(", {} overwritten", c.replaced));
         }
@@ -210,7 +226,10 @@ impl<'a> Executor<'a> {
             ));
         }
         if out.previous_removed > 0 {
-            s.push_str(&format!("; removed {} previous", out.previous_removed));
+            s.push_str(&format!(
+                "; removed {} of the previous revision",
+                count(out.previous_removed as u64, "path")
+            ));
         }
         if !out.previous_kept_dirs.is_empty() {
             s.push_str(&format!(
@@ -227,7 +246,24 @@ impl<'a> Executor<'a> {
             behavior = behavior.as_str(),
             "install complete"
         );
-        Ok(Report { summary: s })
+        Ok(Report::done(s))
+    }
+}
+
+fn count(n: impl Into<u64>, what: &str) -> String {
+    let n = n.into();
+    match (n, what) {
+        (1, _) => format!("1 {what}"),
+        (_, "directory") => format!("{n} directories"),
+        _ => format!("{n} {what}s"),
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 10_000_000 => format!("{} MB", b / 1_000_000),
+        b if b >= 10_000 => format!("{} kB", b / 1_000),
+        b => format!("{b} bytes"),
     }
 }
 

@@ -181,16 +181,20 @@ pub fn run(config: &Config, o: &Options) -> Result<PathBuf, LocalError> {
     for event in &sequence {
         let t0 = Instant::now();
         let result = exec.execute(event, &spec, &mut |script| {
-            println!("{:<20} running {script}", event)
+            println!("{event:<20} {:<8} {script}", "running")
         });
         let secs = t0.elapsed().as_secs_f64();
         match result {
             Ok(r) => {
-                println!("{event:<20} ok ({secs:.2}s): {}", r.summary);
+                let status = if r.skipped { "skipped" } else { "ok" };
+                println!("{event:<20} {status:<8} {secs:>6.2}s  {}", r.summary);
+                if event == "DownloadBundle" {
+                    note_load_balancer(&exec, &spec);
+                }
                 tracing::info!(deployment = %spec.deployment_id, event = %event, elapsed_ms = (secs * 1000.0) as u64, summary = %r.summary, "event succeeded");
             }
             Err(d) => {
-                println!("{event:<20} FAILED ({secs:.2}s): {}", d.message);
+                println!("{event:<20} {:<8} {secs:>6.2}s  {}", "FAILED", d.message);
                 tracing::error!(deployment = %spec.deployment_id, event = %event, error_code = d.code as u8, script = %d.script_name, message = %d.message, "event failed");
                 let mut out = String::new();
                 if !d.log.is_empty() {
@@ -221,6 +225,26 @@ pub fn run(config: &Config, o: &Options) -> Result<PathBuf, LocalError> {
     }
     println!("Successfully deployed your bundle locally");
     Ok(dir)
+}
+
+/// Local deployments run without AWS, so a `loadBalancer` section is not
+/// acted on; say where a fleet deployment would drain and restore.
+fn note_load_balancer(exec: &Executor, spec: &DeploymentSpec) {
+    let archive = layout::archive_dir(&exec.deployment_dir(spec));
+    let Ok((appspec, _)) = crate::hooks::load_appspec(&archive, &spec.appspec_filename) else {
+        return;
+    };
+    let events = spec.all_possible_events.clone().unwrap_or_default();
+    if hooks_builtin::forces_command(
+        hooks_builtin::drain_event(&events),
+        appspec.load_balancer.as_ref(),
+        &events,
+    ) {
+        println!(
+            "note: loadBalancer is not acted on by local deployments (no AWS here); a CodeDeploy deployment drains before {} and restores after ValidateService",
+            hooks_builtin::drain_event(&events)
+        );
+    }
 }
 
 pub fn default_options() -> Options {
