@@ -425,19 +425,31 @@ fn auto_scaling(n: &Node, path: &str, sink: &mut Sink) -> AutoScaling {
     a
 }
 
-fn classic(n: &Node, path: &str, sink: &mut Sink) -> Selection<String> {
+/// `auto` (`None`), or the items of a list; anything else is reported and
+/// treated as `auto`.
+fn auto_or_items<'n>(n: &'n Node, path: &str, what: &str, sink: &mut Sink) -> Option<&'n [Node]> {
     if is_word(n, "auto") {
-        return Selection::Auto;
+        return None;
     }
-    let Some(items) = n.as_seq() else {
+    if n.as_seq().is_none() {
         sink.error(
             n.pos,
             path,
-            format!(
-                "expected auto or a list of load balancer names, found {}",
-                n.describe()
-            ),
+            format!("expected auto or a list of {what}, found {}", n.describe()),
         );
+    }
+    n.as_seq()
+}
+
+/// Classic load balancer and target group names: 1-32 letters, digits, hyphens.
+fn is_lb_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+fn classic(n: &Node, path: &str, sink: &mut Sink) -> Selection<String> {
+    let Some(items) = auto_or_items(n, path, "load balancer names", sink) else {
         return Selection::Auto;
     };
     let mut names = Vec::new();
@@ -446,10 +458,7 @@ fn classic(n: &Node, path: &str, sink: &mut Sink) -> Selection<String> {
         let Some(name) = text(item, &f, sink) else {
             continue;
         };
-        if name.is_empty()
-            || name.len() > 32
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
+        if !is_lb_name(&name) {
             sink.error(
                 item.pos,
                 f,
@@ -465,18 +474,7 @@ fn classic(n: &Node, path: &str, sink: &mut Sink) -> Selection<String> {
 }
 
 fn target_groups(n: &Node, path: &str, sink: &mut Sink) -> Selection<TargetGroupRef> {
-    if is_word(n, "auto") {
-        return Selection::Auto;
-    }
-    let Some(items) = n.as_seq() else {
-        sink.error(
-            n.pos,
-            path,
-            format!(
-                "expected auto or a list of target groups, found {}",
-                n.describe()
-            ),
-        );
+    let Some(items) = auto_or_items(n, path, "target groups", sink) else {
         return Selection::Auto;
     };
     let mut refs = Vec::new();
@@ -507,10 +505,7 @@ fn target_groups(n: &Node, path: &str, sink: &mut Sink) -> Selection<TargetGroup
                 continue;
             }
             (Some(name), None) => {
-                if name.is_empty()
-                    || name.len() > 32
-                    || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                {
+                if !is_lb_name(&name) {
                     sink.error(
                         item.pos,
                         join(&p, "name"),

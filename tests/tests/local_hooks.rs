@@ -17,6 +17,22 @@ fn one_hook(host: &Host, event: &str, body: &str, extra: &str) -> Bundle {
     b
 }
 
+/// An output file the test user may write, and a bundle whose `event`
+/// script runs `body` (with `{out}` replaced by that file) as the test user.
+fn runas_hook(host: &Host, user: &nix::unistd::User, body: &str) -> (std::path::PathBuf, Bundle) {
+    let out = host.path("out.txt");
+    fs::write(&out, "").unwrap();
+    std::os::unix::fs::chown(&out, Some(user.uid.as_raw()), None).unwrap();
+    let body = body.replace("{out}", &out.display().to_string());
+    let b = one_hook(
+        host,
+        "ApplicationStart",
+        &body,
+        &format!("      runas: {TEST_USER}\n"),
+    );
+    (out, b)
+}
+
 fn read_pid(p: &Path) -> i32 {
     let mut pid = 0;
     wait_until(
@@ -235,18 +251,10 @@ fn runas_switches_user_groups_and_environment() {
     require_root();
     let user = require_test_user();
     let host = Host::new();
-    let out = host.path("who.txt");
-    fs::write(&out, "").unwrap();
-    std::os::unix::fs::chown(&out, Some(user.uid.as_raw()), None).unwrap();
-    let body = format!(
-        "echo \"$(id -u)|$(id -gn)|$(id -Gn)|$HOME|$USER|$LOGNAME|$SHELL|$LIFECYCLE_EVENT\" > {}",
-        out.display()
-    );
-    let b = one_hook(
+    let (out, b) = runas_hook(
         &host,
-        "ApplicationStart",
-        &body,
-        &format!("      runas: {TEST_USER}\n"),
+        &user,
+        "echo \"$(id -u)|$(id -gn)|$(id -Gn)|$HOME|$USER|$LOGNAME|$SHELL|$LIFECYCLE_EVENT\" > {out}",
     );
     host.deploy_dir(&b.dir, &[]).assert_ok();
     let v = fs::read_to_string(&out).unwrap();
@@ -276,18 +284,10 @@ fn runas_login_shell_reads_the_users_profile_when_asked() {
     fs::write(&profile, "export FROM_PROFILE=yes\n").unwrap();
     for (config, expected) in [("", "unset"), (":runas_login_shell: true\n", "yes")] {
         let host = Host::with_config(config);
-        let out = host.path("profile.txt");
-        fs::write(&out, "").unwrap();
-        std::os::unix::fs::chown(&out, Some(user.uid.as_raw()), None).unwrap();
-        let body = format!(
-            "echo \"${{FROM_PROFILE-unset}}|$DEPLOYMENT_GROUP_ID\" > {}",
-            out.display()
-        );
-        let b = one_hook(
+        let (out, b) = runas_hook(
             &host,
-            "ApplicationStart",
-            &body,
-            &format!("      runas: {TEST_USER}\n"),
+            &user,
+            "echo \"${FROM_PROFILE-unset}|$DEPLOYMENT_GROUP_ID\" > {out}",
         );
         host.deploy_dir(&b.dir, &[]).assert_ok();
         assert_eq!(

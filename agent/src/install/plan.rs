@@ -696,6 +696,15 @@ mod tests {
         plan(s, &t, b, Path::new("/"), &mut |p| host.probe(p))
     }
 
+    /// Plan on a host that has only `/var`, with DISALLOW.
+    fn on_var(s: &AppSpec) -> Result<InstallPlan<'_>, Vec<PlanError>> {
+        run(
+            s,
+            &mut Host::new(&["/var"], &[]),
+            FileExistsBehavior::Disallow,
+        )
+    }
+
     fn listing(p: &InstallPlan) -> Vec<String> {
         p.ids()
             .map(|id| {
@@ -925,12 +934,7 @@ mod tests {
         let s = spec(&format!(
             "{SEED}permissions:\n  - object: /var/www/html\n    pattern: '*.tmp'\n    mode: 600\n  - object: /var/www/html/index.html\n    owner: root\n  - object: /var/www/html/css\n    except: ['*.tmp']\n    type: [file]\n    mode: 644\n"
         ));
-        let p = run(
-            &s,
-            &mut Host::new(&["/var"], &[]),
-            FileExistsBehavior::Disallow,
-        )
-        .unwrap();
+        let p = on_var(&s).unwrap();
         let with: Vec<(String, usize)> = p
             .ids()
             .filter_map(|id| {
@@ -953,24 +957,14 @@ mod tests {
         // The official agent's quirk, kept for compatibility: with the
         // default pattern, `except` does not reach into subdirectories.
         let s = spec(&format!("{SEED}permissions:\n  - object: /var/www\n    except: ['*.tmp']\n    type: [file]\n    mode: 640\n"));
-        let p = run(
-            &s,
-            &mut Host::new(&["/var"], &[]),
-            FileExistsBehavior::Disallow,
-        )
-        .unwrap();
+        let p = on_var(&s).unwrap();
         assert_eq!(p.counts().with_permissions, 5);
     }
 
     #[test]
     fn permission_errors() {
         let twice = spec(&format!("{SEED}permissions:\n  - object: /var/www/html\n    mode: 600\n  - object: /var/www/html/css\n    mode: 644\n"));
-        let err = run(
-            &twice,
-            &mut Host::new(&["/var"], &[]),
-            FileExistsBehavior::Disallow,
-        )
-        .unwrap_err();
+        let err = on_var(&twice).unwrap_err();
         assert!(
             err[0]
                 .message
@@ -979,12 +973,7 @@ mod tests {
         );
         assert_eq!(err[0].field, "permissions[1]");
         let file_pattern = spec(&format!("{SEED}permissions:\n  - object: /var/www/html/index.html\n    pattern: 'x*'\n    mode: 600\n"));
-        let err = run(
-            &file_pattern,
-            &mut Host::new(&["/var"], &[]),
-            FileExistsBehavior::Disallow,
-        )
-        .unwrap_err();
+        let err = on_var(&file_pattern).unwrap_err();
         assert!(
             err[0]
                 .message
@@ -992,12 +981,7 @@ mod tests {
             "{err:?}"
         );
         let file_default_acl = spec(&format!("{SEED}permissions:\n  - object: /var/www/html/index.html\n    acls: ['d:u:root:rwx']\n"));
-        let err = run(
-            &file_default_acl,
-            &mut Host::new(&["/var"], &[]),
-            FileExistsBehavior::Disallow,
-        )
-        .unwrap_err();
+        let err = on_var(&file_default_acl).unwrap_err();
         assert!(err[0].message.contains("directories only"), "{err:?}");
     }
 
