@@ -429,7 +429,7 @@ fn a_failed_preflight_does_not_remove_the_previous_revision() {
     run.assert_failed();
     assert!(
         run.event_line("Install")
-            .contains("user \"no-such-user-here\" does not exist"),
+            .contains("appspec.yml:7:5: permissions[0]: user \"no-such-user-here\" does not exist"),
         "{}",
         run.stdout
     );

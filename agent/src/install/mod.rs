@@ -139,7 +139,7 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
         };
         plan::plan(req.spec, &archive, req.behavior, &req.cwd, &mut probe).map_err(plan_err)?;
     }
-    let ids = resolve_ids(req.spec)?;
+    let ids = resolve_ids(req.spec, req.appspec_file)?;
     let selinux_on = selinux::enabled();
 
     // 3. Remove the previous deployment's files.
@@ -196,11 +196,14 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
 }
 
 /// Every user and group the permissions name, resolved up front.
-fn resolve_ids(spec: &AppSpec) -> Result<Ids, InstallError> {
+fn resolve_ids(spec: &AppSpec, file: &str) -> Result<Ids, InstallError> {
     let mut ids = Ids::default();
     let mut errors = Vec::new();
     for p in &spec.permissions {
-        let at = format!("permissions[{}]", p.index);
+        let at = format!(
+            "{file}:{}:{}: permissions[{}]",
+            p.pos.line, p.pos.column, p.index
+        );
         let mut users: Vec<&str> = p.owner.iter().map(String::as_str).collect();
         let mut groups: Vec<&str> = p.group.iter().map(String::as_str).collect();
         for e in p
@@ -223,7 +226,7 @@ fn resolve_ids(spec: &AppSpec) -> Result<Ids, InstallError> {
                 Ok(a) => {
                     ids.users.insert(u.to_string(), a.uid);
                 }
-                Err(e) => errors.push(format!("{at} (line {}): {e}", p.pos.line)),
+                Err(e) => errors.push(format!("{at}: {e}")),
             }
         }
         for g in groups {
@@ -234,7 +237,7 @@ fn resolve_ids(spec: &AppSpec) -> Result<Ids, InstallError> {
                 Ok(gid) => {
                     ids.groups.insert(g.to_string(), gid);
                 }
-                Err(e) => errors.push(format!("{at} (line {}): {e}", p.pos.line)),
+                Err(e) => errors.push(format!("{at}: {e}")),
             }
         }
     }
