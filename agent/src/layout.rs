@@ -118,12 +118,18 @@ pub fn read_pointer(path: &Path) -> io::Result<Option<PathBuf>> {
     }
 }
 
-/// Write a pointer as the Ruby agent does (the bare path, no newline).
+/// Write a pointer as the Ruby agent does (the bare path, no newline),
+/// atomically (the Ruby agent truncates and writes in place).
 pub fn write_pointer(path: &Path, deployment_dir: &Path) -> io::Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
     }
-    fsutil::write_atomic(path, deployment_dir.as_os_str().as_encoded_bytes(), 0o644)
+    fsutil::write_atomic(
+        path,
+        deployment_dir.as_os_str().as_encoded_bytes(),
+        0o644,
+        fsutil::Durability::Atomic,
+    )
 }
 
 /// Which entries of a group directory to delete so that at most

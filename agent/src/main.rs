@@ -94,8 +94,10 @@ fn load_config(explicit: Option<&Path>) -> Result<Config, String> {
     Ok(cfg)
 }
 
-/// Log to `<log_dir>/<file>` with fields, and warnings to stderr.
+/// Log to `<log_dir>/<file>` with fields, and warnings to stderr (except
+/// what the `local` command already prints on its own lines).
 fn init_logging(cfg: &Config, file: &str) {
+    use std::io::IsTerminal;
     let level = if cfg.verbose {
         LevelFilter::DEBUG
     } else {
@@ -103,9 +105,13 @@ fn init_logging(cfg: &Config, file: &str) {
     };
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .without_time()
-        .with_filter(LevelFilter::WARN);
+        .with_filter(LevelFilter::WARN)
+        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            m.target() != "codedeploy_agent::local"
+        }));
     let path = cfg.log_dir.join(file);
     let file_layer = std::fs::create_dir_all(&cfg.log_dir)
         .and_then(|_| OpenOptions::new().create(true).append(true).open(&path))

@@ -12,7 +12,10 @@ floor measured in the same run on the same filesystem:
 
 Usage: tests/bench/local_install.py [--files N] [--runs R] [--agent PATH] [--keep]
 The agent defaults to target/release/codedeploy-agent (build it first with
-`cargo build --release -p codedeploy-agent`).
+`cargo build --release -p codedeploy-agent`). The work directory is
+$BENCH_DIR (default: the system temporary directory). Use a tmpfs such as
+/dev/shm for repeatable figures: on a throttled cloud volume both the floor
+and the agent vary several-fold from run to run.
 """
 
 import argparse
@@ -101,8 +104,7 @@ def main():
         first, second, floor1, floor2, floor2full = [], [], [], [], []
         rss1, rss2 = [], []
         agent = [args.agent, "local", "-l", bundle, "-t", "tgz", "-c", conf, "-g", "bench"]
-        for r in range(args.runs):
-            # Floor: what tar and cp take for the same work.
+        def floor():
             fx, fd = os.path.join(work, "fx"), os.path.join(work, "fd")
             for p in (fx, fd):
                 shutil.rmtree(p, ignore_errors=True)
@@ -117,7 +119,8 @@ def main():
             shutil.rmtree(fx)
             shutil.rmtree(fd)
 
-            # Ours: a fresh host, then a second deployment over the first.
+        def ours():
+            # A fresh host, then a second deployment over the first.
             shutil.rmtree(os.path.join(work, "root"), ignore_errors=True)
             shutil.rmtree(dest, ignore_errors=True)
             t, rss = timed_rss(agent)
@@ -128,6 +131,12 @@ def main():
             rss2.append(rss)
             count = sum(len(fs) for _, _, fs in os.walk(dest))
             assert count == args.files + 1, f"installed {count} files"
+
+        for r in range(args.runs):
+            # Alternate who goes first: on volumes with burst credits or
+            # writeback pressure, the second runner pays for the first.
+            for step in ((floor, ours) if r % 2 == 0 else (ours, floor)):
+                step()
             print(f"run {r + 1}: first {first[-1]:.2f}s (floor {floor1[-1]:.2f}s), second {second[-1]:.2f}s (floor {floor2[-1]:.2f}s)", flush=True)
 
         med = statistics.median

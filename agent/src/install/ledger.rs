@@ -168,7 +168,6 @@ pub fn replay(entries: &[Entry], threads: usize) -> io::Result<ReplayReport> {
 /// ours that the next deployment does not know about.
 pub struct Writer {
     out: BufWriter<File>,
-    path: PathBuf,
 }
 
 impl Writer {
@@ -181,7 +180,6 @@ impl Writer {
             .open(path)?;
         Ok(Writer {
             out: BufWriter::with_capacity(256 * 1024, f),
-            path: path.to_path_buf(),
         })
     }
 
@@ -200,14 +198,12 @@ impl Writer {
         self.out.flush()
     }
 
-    /// Flush and fsync (survives a power loss).
+    /// Flush what is left. No fsync: the entries precede the files they
+    /// name in the same filesystem journal, which keeps the two consistent
+    /// across a power loss, and an fsync here would flush every file just
+    /// installed (see `fsutil::Durability`).
     pub fn finish(mut self) -> io::Result<()> {
-        self.out.flush()?;
-        self.out.get_ref().sync_all()?;
-        if let Some(dir) = self.path.parent() {
-            fsutil::sync_dir(dir)?;
-        }
-        Ok(())
+        self.out.flush()
     }
 }
 
