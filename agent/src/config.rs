@@ -50,6 +50,11 @@ pub struct Config {
     pub hook_output_grace: Duration,
     /// Run `runas` scripts through the user's login shell so its profile is read.
     pub runas_login_shell: bool,
+    /// Do not give unpacked files the owners recorded in a tar bundle (GNU
+    /// tar, and so the official agent, restores them when run as root). A
+    /// local user whose uid matches the bundle's could otherwise edit hook
+    /// scripts before they run as root. Same key as the official Rust agent.
+    pub ignore_ownership_in_bundle: bool,
 }
 
 impl Default for Config {
@@ -80,6 +85,7 @@ impl Default for Config {
             hook_kill_grace: Duration::from_secs(5),
             hook_output_grace: Duration::from_secs(2),
             runas_login_shell: false,
+            ignore_ownership_in_bundle: false,
         }
     }
 }
@@ -109,6 +115,25 @@ const ACCEPTED_LEGACY: &[&str] = &[
     "enable_command_port",
     "enable_archive_reuse",
     "disable_core_dumps",
+    // The official Rust agent's opt-in hardening that this agent always
+    // applies: traversal and escaping links are refused, permissions never
+    // follow symlinks.
+    "reject_path_traversal_in_bundle",
+    "reject_symlink_permission_targets",
+];
+
+/// The official Rust agent's other opt-in hardening keys, which this agent
+/// does not implement: accepted, with a warning when turned on.
+const UNSUPPORTED_HARDENING: &[&str] = &[
+    "reject_symlinks_in_bundle",
+    "reject_unconfined_selinux_in_bundle",
+    "reject_unsafe_permissions_in_bundle",
+    "restrict_agent_dir_permissions",
+    "restrict_log_dir_permissions",
+    "strip_loader_env_in_hooks",
+    "restrict_hook_env_to_allowlist",
+    "disable_powershell_profile_in_hooks",
+    "archive_max_extraction_size",
 ];
 
 impl Config {
@@ -155,6 +180,16 @@ impl Config {
             }
             if let Err(e) = cfg.set(key, v) {
                 let _ = writeln!(errors, "{at} {e}");
+            } else if UNSUPPORTED_HARDENING.contains(&key) {
+                if !matches!(
+                    v.as_scalar().map(|s| &s.value),
+                    Some(Value::Bool(false) | Value::Null)
+                ) {
+                    warnings.push(format!(
+                        "{shown}:{}: {raw:?} is not supported by this agent and is ignored",
+                        k.pos.line
+                    ));
+                }
             } else if !is_known(key) && !ACCEPTED_LEGACY.contains(&key) {
                 warnings.push(format!(
                     "{shown}:{}: unknown key {raw:?} is ignored",
@@ -208,6 +243,7 @@ impl Config {
             "hook_kill_grace_seconds" => self.hook_kill_grace = secs(v, 0)?,
             "hook_output_grace_seconds" => self.hook_output_grace = secs(v, 0)?,
             "runas_login_shell" => self.runas_login_shell = boolean(v)?,
+            "ignore_ownership_in_bundle" => self.ignore_ownership_in_bundle = boolean(v)?,
             "children" if integer(v)? != 1 => return Err("children can only be set to 1".into()),
             _ => {}
         }
@@ -247,6 +283,7 @@ fn is_known(key: &str) -> bool {
             | "hook_kill_grace_seconds"
             | "hook_output_grace_seconds"
             | "runas_login_shell"
+            | "ignore_ownership_in_bundle"
     )
 }
 
@@ -326,6 +363,15 @@ mod tests {
         assert!(w.iter().any(|m| m.contains("unknown key \":max_revison\"")));
         assert!(w.iter().any(|m| m.contains("no leading colon")));
         assert_eq!(c.proxy_uri.as_deref(), Some("http://p:3128"));
+    }
+
+    #[test]
+    fn official_rust_agent_keys_are_understood() {
+        let text = ":reject_path_traversal_in_bundle: true\n:restrict_hook_env_to_allowlist: true\n:strip_loader_env_in_hooks: false\n:ignore_ownership_in_bundle: true\n";
+        let (c, w) = Config::parse(text, Path::new("c.yml")).unwrap();
+        assert!(c.ignore_ownership_in_bundle);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("restrict_hook_env_to_allowlist") && w[0].contains("not supported"));
     }
 
     #[test]

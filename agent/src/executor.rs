@@ -138,7 +138,13 @@ impl<'a> Executor<'a> {
         let staging = dir.join(".deployment-archive.partial");
         let _ = crate::fsutil::remove_tree(&staging);
         let names = appspec_names(&spec.appspec_filename);
-        let unpacked = revision::unpack(bundle_type, &source, &staging).and_then(|stats| {
+        let unpacked = revision::unpack(
+            bundle_type,
+            &source,
+            &staging,
+            !self.config.ignore_ownership_in_bundle,
+        )
+        .and_then(|stats| {
             revision::install_archive(&staging, &layout::archive_dir(dir), &names).map(|_| stats)
         });
         let stats = match unpacked {

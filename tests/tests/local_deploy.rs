@@ -480,6 +480,39 @@ fn a_conflict_found_before_cleanup_keeps_the_previous_revision() {
 }
 
 #[test]
+fn tar_owners_are_kept_as_by_tar_unless_configured_otherwise() {
+    require_root();
+    let user = require_test_user();
+    for (config, expected_uid) in [
+        ("", user.uid.as_raw()),
+        (":ignore_ownership_in_bundle: true\n", 0),
+    ] {
+        let host = Host::with_config(config);
+        let dest = host.path("srv/own");
+        let b = Bundle::new(host.path("bundle"));
+        b.appspec(&format!(
+            "version: 0.0\nos: linux\nfiles:\n  - source: /www\n    destination: {}\n",
+            dest.display()
+        ))
+        .file("www/page.html", "x");
+        std::os::unix::fs::chown(
+            b.dir.join("www/page.html"),
+            Some(user.uid.as_raw()),
+            Some(user.gid.as_raw()),
+        )
+        .unwrap();
+        let tar = b.tar(&host.path("b.tar"));
+        host.local(&["-l", &tar.display().to_string(), "-t", "tar"])
+            .assert_ok();
+        assert_eq!(
+            fs::metadata(dest.join("page.html")).unwrap().uid(),
+            expected_uid,
+            "config {config:?}"
+        );
+    }
+}
+
+#[test]
 fn archives_of_every_type_deploy_and_a_single_top_directory_is_stripped() {
     let host = Host::new();
     let b = Bundle::new(host.path("bundle"));

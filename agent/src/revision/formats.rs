@@ -105,11 +105,21 @@ impl Read for ChunkReader {
 
 const CHUNK: usize = 256 * 1024;
 
-pub fn untar(bundle: &Path, staging: &Path, gzip: bool) -> Result<Stats, RevisionError> {
+pub fn untar(
+    bundle: &Path,
+    staging: &Path,
+    gzip: bool,
+    restore_owners: bool,
+) -> Result<Stats, RevisionError> {
     let file =
         File::open(bundle).map_err(io_err(format!("cannot open bundle {}", bundle.display())))?;
     if !gzip {
-        return untar_stream(BufReader::with_capacity(CHUNK, file), bundle, staging);
+        return untar_stream(
+            BufReader::with_capacity(CHUNK, file),
+            bundle,
+            staging,
+            restore_owners,
+        );
     }
     // At most four chunks in flight: bounded memory whatever the bundle size.
     let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(4);
@@ -141,6 +151,7 @@ pub fn untar(bundle: &Path, staging: &Path, gzip: bool) -> Result<Stats, Revisio
             },
             bundle,
             staging,
+            restore_owners,
         )
     })
 }
@@ -158,12 +169,17 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-fn untar_stream(reader: impl Read, bundle: &Path, staging: &Path) -> Result<Stats, RevisionError> {
+fn untar_stream(
+    reader: impl Read,
+    bundle: &Path,
+    staging: &Path,
+    restore_owners: bool,
+) -> Result<Stats, RevisionError> {
     let bad = |e: io::Error| RevisionError::Format {
         path: bundle.into(),
         message: format!("corrupt tar archive: {e}"),
     };
-    let mut w = SafeWriter::new(staging, true);
+    let mut w = SafeWriter::new(staging, restore_owners);
     let mut ar = tar::Archive::new(reader);
     for entry in ar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;

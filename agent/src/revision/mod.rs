@@ -36,10 +36,12 @@ pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> Re
 }
 
 /// Unpack `bundle` (of the declared type) into the fresh directory `staging`.
+/// `restore_owners`: give tar entries their recorded owners (when root).
 pub fn unpack(
     bundle_type: BundleType,
     bundle: &Path,
     staging: &Path,
+    restore_owners: bool,
 ) -> Result<Stats, RevisionError> {
     fs::create_dir(staging).map_err(io_err(format!("cannot create {}", staging.display())))?;
     match bundle_type {
@@ -65,8 +67,8 @@ pub fn unpack(
                 }),
                 // Like GNU tar, read compressed and plain tar whatever the
                 // declared tar/tgz says.
-                (_, Sniffed::Gzip) => formats::untar(bundle, staging, true),
-                (_, Sniffed::Tar) => formats::untar(bundle, staging, false),
+                (_, Sniffed::Gzip) => formats::untar(bundle, staging, true, restore_owners),
+                (_, Sniffed::Tar) => formats::untar(bundle, staging, false, restore_owners),
                 (_, Sniffed::Unknown) => Err(RevisionError::Format {
                     path: bundle.into(),
                     message: format!("not a {} archive (unrecognised content)", declared.as_str()),
