@@ -235,14 +235,10 @@ fn note_load_balancer(exec: &Executor, spec: &DeploymentSpec) {
         return;
     };
     let events = spec.all_possible_events.clone().unwrap_or_default();
-    if hooks_builtin::forces_command(
-        hooks_builtin::drain_event(&events),
-        appspec.load_balancer.as_ref(),
-        &events,
-    ) {
+    let drain_at = hooks_builtin::drain_event(&events);
+    if hooks_builtin::forces_command(drain_at, appspec.load_balancer.as_ref(), &events) {
         println!(
-            "note: loadBalancer is not acted on by local deployments (no AWS here); a CodeDeploy deployment drains before {} and restores after ValidateService",
-            hooks_builtin::drain_event(&events)
+            "note: loadBalancer is not acted on by local deployments (no AWS here); a CodeDeploy deployment drains before {drain_at} and restores after ValidateService"
         );
     }
 }

@@ -431,14 +431,15 @@ fn auto_or_items<'n>(n: &'n Node, path: &str, what: &str, sink: &mut Sink) -> Op
     if is_word(n, "auto") {
         return None;
     }
-    if n.as_seq().is_none() {
+    let items = n.as_seq();
+    if items.is_none() {
         sink.error(
             n.pos,
             path,
             format!("expected auto or a list of {what}, found {}", n.describe()),
         );
     }
-    n.as_seq()
+    items
 }
 
 /// Classic load balancer and target group names: 1-32 letters, digits, hyphens.

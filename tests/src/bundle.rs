@@ -6,6 +6,14 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// An appspec with one `files` mapping of `source` to `destination`.
+pub fn single_mapping(source: &str, destination: &Path) -> String {
+    format!(
+        "version: 0.0\nos: linux\nfiles:\n  - source: {source}\n    destination: {}\n",
+        destination.display()
+    )
+}
+
 pub struct Bundle {
     pub dir: PathBuf,
 }

@@ -175,13 +175,8 @@ fn a_bundle_without_an_appspec_is_refused() {
 fn links_that_stay_inside_are_kept() {
     let host = Host::new();
     let dest = host.path("srv");
-    let spec: &'static str = Box::leak(
-        format!(
-            "version: 0.0\nos: linux\nfiles:\n  - source: /\n    destination: {}\n",
-            dest.display()
-        )
-        .into_boxed_str(),
-    );
+    let spec: &'static str =
+        Box::leak(testbed::bundle::single_mapping("/", &dest).into_boxed_str());
     let bytes = evil::tar(&[
         Entry::File("appspec.yml", spec),
         Entry::File("lib/v1/core.js", "core"),

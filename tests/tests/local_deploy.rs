@@ -6,7 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use testbed::bundle::Bundle;
+use testbed::bundle::{single_mapping, Bundle};
 use testbed::*;
 
 /// A script that appends "<event> <script> <user>" to `record`.
@@ -122,10 +122,7 @@ hooks:
 fn second_deployment_removes_the_first_ones_files() {
     let host = Host::new();
     let dest = host.path("srv/app");
-    let spec = format!(
-        "version: 0.0\nos: linux\nfiles:\n  - source: /site\n    destination: {}\n",
-        dest.display()
-    );
+    let spec = single_mapping("/site", &dest);
     let v1 = Bundle::new(host.path("v1"));
     v1.appspec(&spec)
         .file("site/a.txt", "a1")
@@ -289,11 +286,8 @@ fn a_cleanup_file_written_by_the_official_agent_is_honoured() {
     );
     fs::write(instr.join("g1-cleanup"), text).unwrap();
     let b = Bundle::new(host.path("bundle"));
-    b.appspec(&format!(
-        "version: 0.0\nos: linux\nfiles:\n  - source: /src\n    destination: {}\n",
-        dest.display()
-    ))
-    .file("src/new.js", "new");
+    b.appspec(&single_mapping("/src", &dest))
+        .file("src/new.js", "new");
     host.deploy_dir(&b.dir, &["-g", "g1"]).assert_ok();
     assert!(!dest.join("old.js").exists() && !dest.join("lib/util.js").exists());
     assert_eq!(
@@ -392,10 +386,10 @@ fn bad_appspec_reports_the_line_and_installs_nothing() {
     let host = Host::new();
     let dest = host.path("srv/bad");
     let b = Bundle::new(host.path("bundle"));
-    b.appspec(&format!(
-        "version: 0.0\nos: linux\nfiles:\n  - source: /\n    destination: {}\nhooks:\n  AfterInstall:\n    - location: a.sh\n      timeout: soon\n",
-        dest.display()
-    ));
+    b.appspec(
+        &(single_mapping("/", &dest)
+            + "hooks:\n  AfterInstall:\n    - location: a.sh\n      timeout: soon\n"),
+    );
     let run = host.deploy_dir(&b.dir, &[]);
     run.assert_failed();
     // The first event that reads the new revision's appspec reports it.
@@ -412,18 +406,17 @@ fn a_failed_preflight_does_not_remove_the_previous_revision() {
     let host = Host::new();
     let dest = host.path("srv/app");
     let v1 = Bundle::new(host.path("v1"));
-    v1.appspec(&format!(
-        "version: 0.0\nos: linux\nfiles:\n  - source: /s\n    destination: {}\n",
-        dest.display()
-    ))
-    .file("s/v1.txt", "1");
+    v1.appspec(&single_mapping("/s", &dest))
+        .file("s/v1.txt", "1");
     host.deploy_dir(&v1.dir, &[]).assert_ok();
     let v2 = Bundle::new(host.path("v2"));
-    v2.appspec(&format!(
-        "version: 0.0\nos: linux\nfiles:\n  - source: /s\n    destination: {}\npermissions:\n  - object: {}\n    owner: no-such-user-here\n",
-        dest.display(),
-        dest.display()
-    ))
+    v2.appspec(
+        &(single_mapping("/s", &dest)
+            + &format!(
+                "permissions:\n  - object: {}\n    owner: no-such-user-here\n",
+                dest.display()
+            )),
+    )
     .file("s/v2.txt", "2");
     let run = host.deploy_dir(&v2.dir, &[]);
     run.assert_failed();
@@ -446,10 +439,7 @@ fn a_conflict_found_before_cleanup_keeps_the_previous_revision() {
     let host = Host::new();
     let dest = host.path("srv/app");
     let v1 = Bundle::new(host.path("v1"));
-    let spec = format!(
-        "version: 0.0\nos: linux\nfiles:\n  - source: /s\n    destination: {}\n",
-        dest.display()
-    );
+    let spec = single_mapping("/s", &dest);
     v1.appspec(&spec).file("s/v1.txt", "1");
     host.deploy_dir(&v1.dir, &[]).assert_ok();
     // A file the operator created, which v2 would also install.
@@ -490,11 +480,8 @@ fn tar_owners_are_kept_as_by_tar_unless_configured_otherwise() {
         let host = Host::with_config(config);
         let dest = host.path("srv/own");
         let b = Bundle::new(host.path("bundle"));
-        b.appspec(&format!(
-            "version: 0.0\nos: linux\nfiles:\n  - source: /www\n    destination: {}\n",
-            dest.display()
-        ))
-        .file("www/page.html", "x");
+        b.appspec(&single_mapping("/www", &dest))
+            .file("www/page.html", "x");
         std::os::unix::fs::chown(
             b.dir.join("www/page.html"),
             Some(user.uid.as_raw()),
@@ -517,13 +504,10 @@ fn archives_of_every_type_deploy_and_a_single_top_directory_is_stripped() {
     let host = Host::new();
     let b = Bundle::new(host.path("bundle"));
     let dest = host.path("srv/t");
-    b.appspec(&format!(
-        "version: 0.0\nos: linux\nfiles:\n  - source: /\n    destination: {}\n",
-        dest.display()
-    ))
-    .script("bin/run.sh", "true")
-    .file("conf/app.conf", "k=v")
-    .symlink("current", "conf");
+    b.appspec(&single_mapping("/", &dest))
+        .script("bin/run.sh", "true")
+        .file("conf/app.conf", "k=v")
+        .symlink("current", "conf");
     let cases = [
         (
             "tgz",

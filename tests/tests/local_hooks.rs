@@ -17,8 +17,9 @@ fn one_hook(host: &Host, event: &str, body: &str, extra: &str) -> Bundle {
     b
 }
 
-/// An output file the test user may write, and a bundle whose `event`
-/// script runs `body` (with `{out}` replaced by that file) as the test user.
+/// An output file the test user may write, and a bundle whose
+/// ApplicationStart script runs `body` (with `{out}` replaced by that file)
+/// as the test user.
 fn runas_hook(host: &Host, user: &nix::unistd::User, body: &str) -> (std::path::PathBuf, Bundle) {
     let out = host.path("out.txt");
     fs::write(&out, "").unwrap();
