@@ -55,6 +55,18 @@ pub struct Config {
     /// local user whose uid matches the bundle's could otherwise edit hook
     /// scripts before they run as root. Same key as the official Rust agent.
     pub ignore_ownership_in_bundle: bool,
+    /// Where the instance metadata service answers (the testbed runs one per
+    /// simulated instance).
+    pub imds_endpoint: Option<String>,
+    /// Trust this PEM chain for deployment specifications instead of the
+    /// AWS chain the agent embeds (the testbed's CA).
+    pub deployment_spec_ca_file: Option<PathBuf>,
+    /// Accept unsigned `TEXT/JSON` specifications. Tests only.
+    pub allow_unsigned_specs: bool,
+    /// The GitHub API base URL (`https://api.github.com`).
+    pub github_endpoint: String,
+    /// Parallel ranged requests for large S3 objects.
+    pub s3_download_parts: usize,
 }
 
 impl Default for Config {
@@ -86,6 +98,11 @@ impl Default for Config {
             hook_output_grace: Duration::from_secs(2),
             runas_login_shell: false,
             ignore_ownership_in_bundle: false,
+            imds_endpoint: None,
+            deployment_spec_ca_file: None,
+            allow_unsigned_specs: false,
+            github_endpoint: "https://api.github.com".into(),
+            s3_download_parts: 4,
         }
     }
 }
@@ -244,6 +261,17 @@ impl Config {
             "hook_output_grace_seconds" => self.hook_output_grace = secs(v, 0)?,
             "runas_login_shell" => self.runas_login_shell = boolean(v)?,
             "ignore_ownership_in_bundle" => self.ignore_ownership_in_bundle = boolean(v)?,
+            "imds_endpoint" => self.imds_endpoint = opt_string(v)?,
+            "deployment_spec_ca_file" => self.deployment_spec_ca_file = opt_string(v)?.map(PathBuf::from),
+            "allow_unsigned_specs" => self.allow_unsigned_specs = boolean(v)?,
+            "github_endpoint" => self.github_endpoint = string(v)?,
+            "s3_download_parts" => {
+                let n = integer(v)?;
+                if !(1..=32).contains(&n) {
+                    return Err(format!("must be 1 to 32, found {n}"));
+                }
+                self.s3_download_parts = n as usize;
+            }
             "children" if integer(v)? != 1 => return Err("children can only be set to 1".into()),
             _ => {}
         }
@@ -284,6 +312,11 @@ fn is_known(key: &str) -> bool {
             | "hook_output_grace_seconds"
             | "runas_login_shell"
             | "ignore_ownership_in_bundle"
+            | "imds_endpoint"
+            | "deployment_spec_ca_file"
+            | "allow_unsigned_specs"
+            | "github_endpoint"
+            | "s3_download_parts"
     )
 }
 

@@ -20,6 +20,15 @@ pub struct Executor<'a> {
     pub layout: Layout,
     /// Where relative appspec destinations resolve (the agent's cwd).
     pub cwd: PathBuf,
+    /// Downloads remote (S3, GitHub) bundles; `None` refuses them.
+    pub fetcher: Option<&'a dyn Fetcher>,
+}
+
+/// Brings a remote bundle to a file. Blocking: the executor runs on a
+/// worker thread; the daemon's implementation drives its async clients.
+pub trait Fetcher: Sync {
+    /// Write the bundle to `dest`; returns a summary for the log.
+    fn fetch(&self, revision: &RevisionSource, dest: &Path) -> Result<String, String>;
 }
 
 /// What a successful command did, for the operator.
@@ -45,12 +54,33 @@ impl<'a> Executor<'a> {
             config,
             layout: Layout::new(&config.root_dir, &config.program_name),
             cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+            fetcher: None,
         }
     }
 
     pub fn deployment_dir(&self, spec: &DeploymentSpec) -> PathBuf {
         self.layout
             .deployment_dir(&spec.deployment_group_id, &spec.deployment_id)
+    }
+
+    /// For the acknowledgement: does this command do nothing here, and how
+    /// long may it take at most (summed script timeouts).
+    pub fn plan(&self, command: &str, spec: &DeploymentSpec) -> (bool, Option<u64>) {
+        if matches!(command, "DownloadBundle" | "Install") {
+            return (false, None);
+        }
+        let dir = self.deployment_dir(spec);
+        let ctx = hooks::Context {
+            config: self.config,
+            layout: &self.layout,
+            spec,
+            deployment_dir: &dir,
+        };
+        match hooks::planned(command, &ctx) {
+            Some((0, _)) => (true, None),
+            Some((_, secs)) => (false, Some(secs)),
+            None => (false, None),
+        }
     }
 
     pub fn execute(
@@ -114,6 +144,7 @@ impl<'a> Executor<'a> {
             self.config.max_revisions,
         )
         .map_err(|e| Diagnostics::unknown(format!("cannot remove old revisions: {e}")))?;
+        let mut fetched = String::new();
         let source: PathBuf = match &spec.revision {
             RevisionSource::LocalFile { location, .. } => {
                 let link = layout::bundle_file(dir);
@@ -128,10 +159,22 @@ impl<'a> Executor<'a> {
                 link
             }
             RevisionSource::LocalDirectory { location } => location.clone(),
-            RevisionSource::S3 { .. } | RevisionSource::GitHub { .. } => {
-                return Err(Diagnostics::unknown(
-                    "S3 and GitHub revisions are not supported by this build yet",
-                ));
+            remote @ (RevisionSource::S3 { .. } | RevisionSource::GitHub { .. }) => {
+                let bundle = layout::bundle_file(dir);
+                let _ = fs::remove_file(&bundle);
+                match self.reuse_bundle(spec, &bundle) {
+                    Some(from) => fetched = format!("reused the bundle of {from}"),
+                    None => {
+                        let fetcher = self.fetcher.ok_or_else(|| {
+                            Diagnostics::unknown("this command cannot download S3 or GitHub revisions")
+                        })?;
+                        fetched = fetcher.fetch(remote, &bundle).map_err(|e| {
+                            let _ = fs::remove_file(&bundle);
+                            Diagnostics::unknown(e)
+                        })?;
+                    }
+                }
+                bundle
             }
         };
         let bundle_type = spec.revision.bundle_type();
@@ -172,8 +215,46 @@ impl<'a> Executor<'a> {
         if !pruned.is_empty() {
             summary.push_str(&format!("; removed {} old revision(s)", pruned.len()));
         }
+        if !fetched.is_empty() {
+            summary.push_str(&format!("; {fetched}"));
+        }
         tracing::info!(deployment = %spec.deployment_id, files = stats.files, dirs = stats.dirs, bytes = stats.bytes, elapsed_ms = t0.elapsed().as_millis() as u64, "bundle unpacked");
         Ok(Report::done(summary))
+    }
+
+    /// RESTART deployments name an earlier deployment whose bundle may be
+    /// reused. Only a bundle that is on disk and intact is: a regular file
+    /// (never a link), and, when the revision's ETag is an MD5, with those
+    /// bytes. Anything else means downloading, never failing.
+    fn reuse_bundle(&self, spec: &DeploymentSpec, dest: &Path) -> Option<String> {
+        let from = spec.reuse_archive_from.as_deref()?;
+        let valid = from.len() <= 64
+            && from.strip_prefix("d-").is_some_and(|s| {
+                !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            });
+        if !valid || from == spec.deployment_id {
+            tracing::warn!(from, "not reusing an archive: not a deployment id of another deployment");
+            return None;
+        }
+        let src = layout::bundle_file(&self.layout.deployment_dir(&spec.deployment_group_id, from));
+        let meta = fs::symlink_metadata(&src).ok()?;
+        if !meta.file_type().is_file() {
+            tracing::info!(from, "no reusable bundle on disk; downloading");
+            return None;
+        }
+        if let RevisionSource::S3 { etag: Some(e), .. } = &spec.revision {
+            let e = revision::fetch::normalize_etag(e);
+            if e.len() == 32 && revision::fetch::md5_file(&src).ok().as_deref() != Some(e.as_str()) {
+                tracing::warn!(from, "the earlier bundle does not match the revision's ETag; downloading");
+                return None;
+            }
+        }
+        // A hard link keeps the bytes when retention removes the source.
+        if fs::hard_link(&src, dest).is_err() && fs::copy(&src, dest).is_err() {
+            let _ = fs::remove_file(dest);
+            return None;
+        }
+        Some(from.to_string())
     }
 
     fn install(&self, spec: &DeploymentSpec, dir: &Path) -> Result<Report, Diagnostics> {

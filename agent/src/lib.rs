@@ -2,13 +2,16 @@
 //! binary stays a thin command-line shell.
 
 pub mod config;
+pub mod daemon;
 pub mod diagnostics;
+pub mod envelope;
 pub mod executor;
 pub mod fsutil;
 pub mod hooks;
 pub mod install;
 pub mod layout;
 pub mod local;
+pub mod net;
 pub mod revision;
 pub mod spec;
 pub mod sys;

@@ -153,6 +153,7 @@ pub fn build_spec(o: &Options, cwd: &Path) -> Result<(DeploymentSpec, Vec<String
         file_exists_behavior: Some(feb),
         all_possible_events: Some(events::local_all_possible(o.events.as_deref())),
         revision,
+        reuse_archive_from: None,
     };
     Ok((spec, sequence))
 }

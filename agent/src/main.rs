@@ -10,7 +10,7 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
 use codedeploy_agent::config::{Config, DEFAULT_CONFIG_PATH};
-use codedeploy_agent::{local, validate};
+use codedeploy_agent::{daemon, local, validate};
 
 #[derive(Parser)]
 #[command(
@@ -19,12 +19,25 @@ use codedeploy_agent::{local, validate};
     about = "AWS CodeDeploy host agent"
 )]
 struct Cli {
+    /// The agent configuration file (default: /etc/codedeploy-agent/conf/codedeployagent.yml).
+    #[arg(long = "config_file", alias = "config-file", global = true, value_name = "PATH")]
+    config_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the agent in the foreground (what the systemd unit runs).
+    Run,
+    /// Start the agent in the background (pid file under :pid_dir:).
+    Start,
+    /// Stop the background agent, letting a running command finish.
+    Stop,
+    /// Stop, then start.
+    Restart,
+    /// Say whether the agent is running.
+    Status,
     /// Deploy a revision on this host without the CodeDeploy service (codedeploy-local).
     Local(LocalArgs),
     /// Check an appspec, a bundle directory or a bundle archive, offline.
@@ -96,7 +109,7 @@ fn load_config(explicit: Option<&Path>) -> Result<Config, String> {
 
 /// Log to `<log_dir>/<file>` with fields, and warnings to stderr (except
 /// what the `local` command already prints on its own lines).
-fn init_logging(cfg: &Config, file: &str) {
+fn init_logging(cfg: &Config, file: &str, stderr_level: LevelFilter) {
     use std::io::IsTerminal;
     let level = if cfg.verbose {
         LevelFilter::DEBUG
@@ -108,7 +121,7 @@ fn init_logging(cfg: &Config, file: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .without_time()
-        .with_filter(LevelFilter::WARN)
+        .with_filter(stderr_level)
         .with_filter(tracing_subscriber::filter::filter_fn(|m| {
             m.target() != "codedeploy_agent::local"
         }));
@@ -140,7 +153,59 @@ fn main() -> ExitCode {
         args.insert(1, "local".into());
     }
     let cli = Cli::parse_from(args);
+    let daemon_config = || -> Result<Config, ExitCode> {
+        let path = cli.config_file.as_deref();
+        load_config(path).map_err(|e| {
+            eprintln!("ERROR: {e}");
+            ExitCode::from(2)
+        })
+    };
+    let config_path = cli
+        .config_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
     match cli.command {
+        Command::Run => {
+            let cfg = match daemon_config() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let level = if cfg.verbose { LevelFilter::DEBUG } else { LevelFilter::INFO };
+            init_logging(&cfg, &format!("{}.log", cfg.program_name), level);
+            let _pid = match daemon::service::PidFile::claim(&cfg) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("ERROR: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match daemon::run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "the agent cannot start");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Start | Command::Stop | Command::Restart | Command::Status => {
+            let cfg = match daemon_config() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let r = match cli.command {
+                Command::Status => return ExitCode::from(daemon::service::status(&cfg) as u8),
+                Command::Start => daemon::service::start(&cfg, &config_path),
+                Command::Stop => daemon::service::stop(&cfg),
+                _ => daemon::service::stop(&cfg).and_then(|_| daemon::service::start(&cfg, &config_path)),
+            };
+            match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ERROR: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Drain => exit_io(codedeploy_agent::hooks::runner::drain_main(false)),
         Command::DrainDetached => exit_io(codedeploy_agent::hooks::runner::drain_main(true)),
         Command::Validate {
@@ -148,14 +213,14 @@ fn main() -> ExitCode {
             appspec_filename,
         } => run_validate(&path, &appspec_filename),
         Command::Local(a) => {
-            let cfg = match load_config(a.agent_configuration_file.as_deref()) {
+            let cfg = match load_config(a.agent_configuration_file.as_deref().or(cli.config_file.as_deref())) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("ERROR: {e}");
                     return ExitCode::from(2);
                 }
             };
-            init_logging(&cfg, "codedeploy-local.log");
+            init_logging(&cfg, "codedeploy-local.log", LevelFilter::WARN);
             let opts = local::Options {
                 bundle_location: a.bundle_location,
                 bundle_type: a.bundle_type,

@@ -34,6 +34,16 @@ impl BundleType {
     }
 }
 
+/// A credential that must never reach a log: `Debug` prints a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(REDACTED)")
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RevisionSource {
     S3 {
@@ -48,6 +58,8 @@ pub enum RevisionSource {
         repository: String,
         commit: String,
         bundle_type: BundleType,
+        /// `GitHubAccessToken` of the specification; `None` is anonymous.
+        token: Option<Secret>,
     },
     LocalFile {
         location: PathBuf,
@@ -112,6 +124,9 @@ pub struct DeploymentSpec {
     /// `None` when the service did not send the list (the Install check is skipped).
     pub all_possible_events: Option<Vec<String>>,
     pub revision: RevisionSource,
+    /// `ReuseArchiveFromDeploymentId`: a RESTART deployment may take the
+    /// archive of this earlier deployment instead of downloading it again.
+    pub reuse_archive_from: Option<String>,
 }
 
 impl DeploymentSpec {
@@ -135,5 +150,231 @@ impl DeploymentSpec {
         ];
         v.extend(self.revision.env());
         v
+    }
+}
+
+/// Why a deployment specification's JSON was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("deployment specification: {0}")]
+pub struct SpecError(pub String);
+
+impl DeploymentSpec {
+    /// The specification JSON the service signs (field names as the
+    /// official agents read them; Ruby `deployment_specification.rb`).
+    pub fn from_json(text: &str) -> Result<DeploymentSpec, SpecError> {
+        let v: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| SpecError(format!("not valid JSON: {e}")))?;
+        let o = v
+            .as_object()
+            .ok_or_else(|| SpecError("expected a JSON object".into()))?;
+        let text_of = |obj: &serde_json::Map<String, serde_json::Value>, k: &str| {
+            obj.get(k)
+                .and_then(|x| x.as_str())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let need = |obj: &serde_json::Map<String, serde_json::Value>, k: &str, at: &str| {
+            text_of(obj, k).ok_or_else(|| SpecError(format!("{at}{k} is missing")))
+        };
+        let mut deployment_id = need(o, "DeploymentId", "")?;
+        if deployment_id.starts_with("arn:") {
+            // arn:aws:codedeploy:<region>:<account>:deployment/<id>
+            deployment_id = deployment_id
+                .splitn(6, ':')
+                .nth(5)
+                .and_then(|r| r.split_once('/'))
+                .map(|(_, id)| id.to_string())
+                .ok_or_else(|| SpecError(format!("DeploymentId {deployment_id:?} is not a deployment ARN")))?;
+        }
+        for (what, value) in [("DeploymentId", &deployment_id)] {
+            check_component(what, value)?;
+        }
+        let group_id = need(o, "DeploymentGroupId", "")?;
+        check_component("DeploymentGroupId", &group_id)?;
+        let rev = o
+            .get("Revision")
+            .and_then(|r| r.as_object())
+            .ok_or_else(|| SpecError("Revision is missing".into()))?;
+        let kind = need(rev, "RevisionType", "Revision.")?;
+        let sub = |name: &str| {
+            rev.get(name)
+                .and_then(|r| r.as_object())
+                .ok_or_else(|| SpecError(format!("Revision.{name} is missing")))
+        };
+        let bundle = |obj: &serde_json::Map<String, serde_json::Value>, at: &str, allowed: &[&str]| {
+            let b = need(obj, "BundleType", at)?;
+            match BundleType::parse(&b) {
+                Some(t) if allowed.contains(&b.as_str()) => Ok(t),
+                _ => Err(SpecError(format!(
+                    "{at}BundleType must be one of {}, found {b:?}",
+                    allowed.join(", ")
+                ))),
+            }
+        };
+        let revision = match kind.as_str() {
+            "S3" => {
+                let s3 = sub("S3Revision")?;
+                let at = "Revision.S3Revision.";
+                RevisionSource::S3 {
+                    bucket: need(s3, "Bucket", at)?,
+                    key: need(s3, "Key", at)?,
+                    version: text_of(s3, "Version"),
+                    etag: text_of(s3, "ETag"),
+                    bundle_type: bundle(s3, at, &["tar", "tgz", "zip"])?,
+                }
+            }
+            "GitHub" => {
+                let gh = sub("GitHubRevision")?;
+                let at = "Revision.GitHubRevision.";
+                // The service sends no BundleType for GitHub in older
+                // specifications: the tarball is what the Ruby agent fetched.
+                let bundle_type = match text_of(gh, "BundleType") {
+                    None => BundleType::Tgz,
+                    Some(_) => bundle(gh, at, &["tar", "tgz", "zip"])?,
+                };
+                let account = need(gh, "Account", at)?;
+                let repository = need(gh, "Repository", at)?;
+                let commit = need(gh, "CommitId", at)?;
+                for (what, value) in [
+                    ("Account", &account),
+                    ("Repository", &repository),
+                    ("CommitId", &commit),
+                ] {
+                    check_component(what, value)?;
+                }
+                RevisionSource::GitHub {
+                    account,
+                    repository,
+                    commit,
+                    bundle_type,
+                    token: text_of(o, "GitHubAccessToken").map(Secret),
+                }
+            }
+            "Local File" => {
+                let l = sub("LocalRevision")?;
+                let at = "Revision.LocalRevision.";
+                RevisionSource::LocalFile {
+                    location: need(l, "Location", at)?.into(),
+                    bundle_type: bundle(l, at, &["tar", "tgz", "zip"])?,
+                }
+            }
+            "Local Directory" => {
+                let l = sub("LocalRevision")?;
+                RevisionSource::LocalDirectory {
+                    location: need(l, "Location", "Revision.LocalRevision.")?.into(),
+                }
+            }
+            other => {
+                return Err(SpecError(format!(
+                    "Revision.RevisionType {other:?} is not S3, GitHub, Local File or Local Directory"
+                )))
+            }
+        };
+        let file_exists_behavior = o
+            .get("AgentActionOverrides")
+            .and_then(|a| a.get("AgentOverrides"))
+            .and_then(|a| a.get("FileExistsBehavior"))
+            .and_then(|f| f.as_str())
+            .filter(|s| !s.is_empty())
+            .map(|f| {
+                FileExistsBehavior::parse(&f.to_ascii_uppercase()).ok_or_else(|| {
+                    SpecError(format!(
+                        "AgentActionOverrides.AgentOverrides.FileExistsBehavior {f:?} is not DISALLOW, OVERWRITE or RETAIN"
+                    ))
+                })
+            })
+            .transpose()?;
+        let all_possible_events = match o.get("AllPossibleLifecycleEvents") {
+            Some(serde_json::Value::Array(a)) if !a.is_empty() => Some(
+                a.iter()
+                    .map(|e| {
+                        e.as_str().map(str::to_string).ok_or_else(|| {
+                            SpecError("AllPossibleLifecycleEvents must list names".into())
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            _ => None,
+        };
+        let appspec_filename = text_of(o, "AppSpecFilename").unwrap_or_else(|| "appspec.yml".into());
+        if appspec_filename.starts_with('/') || appspec_filename.split('/').any(|c| c == "..") {
+            return Err(SpecError(format!(
+                "AppSpecFilename {appspec_filename:?} must be a path inside the revision"
+            )));
+        }
+        Ok(DeploymentSpec {
+            deployment_id,
+            deployment_group_id: group_id,
+            deployment_group_name: need(o, "DeploymentGroupName", "")?,
+            application_name: need(o, "ApplicationName", "")?,
+            deployment_creator: text_of(o, "DeploymentCreator").unwrap_or_else(|| "user".into()),
+            blue_green: text_of(o, "DeploymentType").as_deref() == Some("BLUE_GREEN"),
+            appspec_filename,
+            file_exists_behavior,
+            all_possible_events,
+            revision,
+            reuse_archive_from: text_of(o, "ReuseArchiveFromDeploymentId"),
+        })
+    }
+}
+
+/// Values that become one path component (or one URL path segment) must
+/// not be able to climb out of it.
+fn check_component(what: &str, value: &str) -> Result<(), SpecError> {
+    if value == "." || value == ".." || value.contains('/') || value.contains('\0') {
+        return Err(SpecError(format!(
+            "{what} {value:?} cannot be used as a path component"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3_spec(extra: &str) -> String {
+        format!(
+            r#"{{"DeploymentId":"arn:aws:codedeploy:us-east-1:123456789012:deployment/d-ABCDEFGHI",
+            "DeploymentGroupId":"0a1b2c3d-aaaa","DeploymentGroupName":"web","ApplicationName":"shop",
+            "DeploymentCreator":"user","DeploymentType":"IN_PLACE",
+            "AgentActionOverrides":{{"AgentOverrides":{{"FileExistsBehavior":"overwrite"}}}},
+            "AllPossibleLifecycleEvents":["ApplicationStop","DownloadBundle"],
+            "Revision":{{"RevisionType":"S3","S3Revision":{{"Bucket":"b","Key":"k/app.zip","BundleType":"zip","Version":"v1","ETag":"abc"}}}}{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn reads_an_s3_specification() {
+        let s = DeploymentSpec::from_json(&s3_spec("")).unwrap();
+        assert_eq!(s.deployment_id, "d-ABCDEFGHI");
+        assert_eq!(s.file_exists_behavior, Some(FileExistsBehavior::Overwrite));
+        assert_eq!(s.appspec_filename, "appspec.yml");
+        assert_eq!(s.all_possible_events.as_ref().unwrap().len(), 2);
+        assert!(matches!(&s.revision, RevisionSource::S3 { version: Some(v), bundle_type: BundleType::Zip, .. } if v == "v1"));
+        assert_eq!(s.reuse_archive_from, None);
+    }
+
+    #[test]
+    fn github_token_is_kept_out_of_debug_output() {
+        let j = r#"{"DeploymentId":"d-1","DeploymentGroupId":"g","DeploymentGroupName":"n","ApplicationName":"a",
+            "GitHubAccessToken":"ghp_supersecret","ReuseArchiveFromDeploymentId":"d-0",
+            "Revision":{"RevisionType":"GitHub","GitHubRevision":{"Account":"acme","Repository":"web","CommitId":"0123abc"}}}"#;
+        let s = DeploymentSpec::from_json(j).unwrap();
+        assert!(!format!("{s:?}").contains("supersecret"));
+        assert!(matches!(&s.revision, RevisionSource::GitHub { token: Some(t), bundle_type: BundleType::Tgz, .. } if t.0 == "ghp_supersecret"));
+        assert_eq!(s.reuse_archive_from.as_deref(), Some("d-0"));
+    }
+
+    #[test]
+    fn refuses_missing_and_hostile_fields() {
+        let e = DeploymentSpec::from_json(r#"{"DeploymentId":"d-1"}"#).unwrap_err();
+        assert_eq!(e.0, "DeploymentGroupId is missing");
+        let e = DeploymentSpec::from_json(&s3_spec("").replace("0a1b2c3d-aaaa", "../etc")).unwrap_err();
+        assert!(e.0.contains("DeploymentGroupId \"../etc\""), "{e}");
+        let e = DeploymentSpec::from_json(&s3_spec("").replace("\"zip\"", "\"rar\"")).unwrap_err();
+        assert!(e.0.contains("Revision.S3Revision.BundleType must be one of tar, tgz, zip"), "{e}");
+        let e = DeploymentSpec::from_json(&s3_spec(r#","AppSpecFilename":"../x.yml""#)).unwrap_err();
+        assert!(e.0.contains("AppSpecFilename"), "{e}");
     }
 }

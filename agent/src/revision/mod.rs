@@ -5,6 +5,7 @@
 //! half-written archive. Archives are streamed; nothing holds a bundle in
 //! memory.
 
+pub mod fetch;
 mod formats;
 pub mod safe_writer;
 

@@ -1,0 +1,115 @@
+//! The executor's `Fetcher` for S3 and GitHub revisions: drives the async
+//! clients from the executor's worker thread.
+
+use std::path::Path;
+
+use aws_config::BehaviorVersion;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use aws_smithy_http_client::Connector;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use tokio::runtime::Handle;
+
+use crate::config::Config;
+use crate::executor::Fetcher;
+use crate::net::http::HttpClient;
+use crate::revision::fetch::{self, S3Fetch};
+use crate::spec::RevisionSource;
+
+/// The HTTP client the AWS SDK clients use: rustls on ring (no C crypto to
+/// build), the system's roots, and `:proxy_uri:`.
+pub fn sdk_http_client(proxy: Option<&str>) -> Result<SharedHttpClient, String> {
+    let proxy = proxy
+        .map(|p| ProxyConfig::all(p).map_err(|e| format!("invalid proxy_uri {p:?}: {e}")))
+        .transpose()?;
+    Ok(aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
+        let mut b = Connector::builder();
+        if let Some(s) = settings {
+            b = b.connector_settings(s.clone());
+        }
+        if let Some(sleep) = components.and_then(|c| c.sleep_impl()) {
+            b = b.sleep_impl(sleep);
+        }
+        if let Some(p) = &proxy {
+            b = b.proxy_config(p.clone());
+        }
+        b.tls_provider(Provider::Rustls(CryptoMode::Ring)).build()
+    }))
+}
+
+pub struct RemoteFetcher {
+    pub handle: Handle,
+    pub s3: S3Fetch,
+    pub http: HttpClient,
+    pub github_endpoint: String,
+}
+
+impl RemoteFetcher {
+    pub fn new(
+        config: &Config,
+        region: &str,
+        credentials: SharedCredentialsProvider,
+        sdk_http: SharedHttpClient,
+        http: HttpClient,
+        handle: Handle,
+    ) -> RemoteFetcher {
+        let mut b = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_string()))
+            .credentials_provider(credentials)
+            .http_client(sdk_http)
+            .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
+            .use_fips(config.use_fips_mode);
+        if let Some(ep) = &config.s3_endpoint_override {
+            // A custom endpoint (S3-compatible store, VPC endpoint URL) is
+            // addressed path-style: bucket names need not be DNS labels there.
+            b = b.endpoint_url(ep).force_path_style(true);
+        }
+        RemoteFetcher {
+            handle,
+            s3: S3Fetch {
+                client: aws_sdk_s3::Client::from_conf(b.build()),
+                parts: config.s3_download_parts,
+                part_size: fetch::PART_SIZE,
+            },
+            http,
+            github_endpoint: config.github_endpoint.clone(),
+        }
+    }
+}
+
+impl Fetcher for RemoteFetcher {
+    fn fetch(&self, revision: &RevisionSource, dest: &Path) -> Result<String, String> {
+        let t0 = std::time::Instant::now();
+        let got = self.handle.block_on(async {
+            match revision {
+                RevisionSource::S3 { bucket, key, version, etag, .. } => {
+                    self.s3.download(bucket, key, version.as_deref(), etag.as_deref(), dest).await
+                }
+                RevisionSource::GitHub { account, repository, commit, bundle_type, token } => {
+                    fetch::github_download(
+                        &self.http,
+                        &self.github_endpoint,
+                        account,
+                        repository,
+                        commit,
+                        *bundle_type,
+                        token.as_ref(),
+                        dest,
+                    )
+                    .await
+                }
+                _ => Err(fetch::FetchError::Io("not a remote revision".into())),
+            }
+        });
+        let f = got.map_err(|e| e.to_string())?;
+        tracing::info!(bytes = f.bytes, parts = f.parts, etag = f.etag.as_deref().unwrap_or(""), elapsed_ms = t0.elapsed().as_millis() as u64, "bundle downloaded");
+        Ok(format!(
+            "downloaded {} bytes in {:.2}s{}",
+            f.bytes,
+            t0.elapsed().as_secs_f64(),
+            if f.parts > 1 { format!(" ({} parts)", f.parts) } else { String::new() }
+        ))
+    }
+}

@@ -1,0 +1,80 @@
+//! Commands in progress, on disk, so a restart after a crash can report
+//! them failed instead of leaving the deployment to time out. Same place and
+//! format as the Ruby agent (`deployment_command_tracker.rb`): one file per
+//! deployment under `<root>/<ongoing_deployment_tracking>/`, named by the
+//! deployment id, holding the host command identifier.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use crate::fsutil::{self, Durability};
+
+pub struct Tracker {
+    dir: PathBuf,
+}
+
+impl Tracker {
+    pub fn new(dir: PathBuf) -> Tracker {
+        Tracker { dir }
+    }
+
+    pub fn begin(&self, deployment_id: &str, host_command_id: &str) -> io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        // Synced: this record is what a restart after a power loss reads.
+        // It is written before the command runs, so it never waits behind a
+        // large unpack of the same command.
+        fsutil::write_atomic(
+            &self.dir.join(deployment_id),
+            host_command_id.as_bytes(),
+            0o644,
+            Durability::Synced,
+        )
+    }
+
+    pub fn end(&self, deployment_id: &str) {
+        let _ = fs::remove_file(self.dir.join(deployment_id));
+    }
+
+    /// Commands that were running when the agent stopped: (deployment id,
+    /// host command id). Newest first.
+    pub fn interrupted(&self) -> Vec<(String, String)> {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut v: Vec<(std::time::SystemTime, String, String)> = rd
+            .flatten()
+            .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    return None;
+                }
+                let id = fs::read_to_string(e.path()).ok()?.trim().to_string();
+                let t = e.metadata().and_then(|m| m.modified()).ok()?;
+                (!id.is_empty()).then_some((t, name, id))
+            })
+            .collect();
+        v.sort_by(|a, b| b.0.cmp(&a.0));
+        v.into_iter().map(|(_, d, c)| (d, c)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_until_ended() {
+        let t = tempfile::tempdir().unwrap();
+        let tr = Tracker::new(t.path().join("ongoing-deployment"));
+        assert!(tr.interrupted().is_empty());
+        tr.begin("d-1", "hc-1").unwrap();
+        tr.begin("d-2", "hc-2").unwrap();
+        let mut got = tr.interrupted();
+        got.sort();
+        assert_eq!(got, vec![("d-1".into(), "hc-1".into()), ("d-2".into(), "hc-2".into())]);
+        tr.end("d-1");
+        assert_eq!(tr.interrupted(), vec![("d-2".into(), "hc-2".into())]);
+    }
+}
