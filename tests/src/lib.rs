@@ -306,3 +306,12 @@ pub fn alive(pid: i32) -> bool {
             .map(|s| s.contains(") Z "))
             .unwrap_or(false)
 }
+
+pub mod control;
+pub mod server;
+pub mod signer;
+pub mod sigv4;
+pub mod bed;
+pub mod faulty;
+pub mod github;
+pub mod imds;

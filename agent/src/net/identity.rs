@@ -149,6 +149,7 @@ pub async fn resolve(config: &Config, http: SharedHttpClient) -> Result<HostIden
         .map_err(|e| IdentityError::Other(format!("imds endpoint: {e}")))?
         .build();
     let chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+        .region(aws_config::Region::new(region.clone()))
         .configure(pc)
         .imds_client(imds_client)
         .build()

@@ -1,0 +1,287 @@
+//! The testbed control plane: the public CodeDeploy API subset the AWS CLI
+//! needs, and the private commands API the agent polls, on one loopback
+//! port, SigV4 verified on every request. Tests hold it in-process to
+//! inject faults, tamper with specifications and read what happened.
+
+mod commands;
+mod public;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use serde_json::{json, Value};
+
+use crate::server::{self, json_response, Dropped, Reply};
+use crate::signer::{Authority, SigningKey};
+use crate::sigv4::{self, Keyring, Secret};
+pub use state::State;
+
+pub const REGION: &str = "us-east-1";
+pub const ACCOUNT: &str = "123456789012";
+pub const OPERATOR_KEY: &str = "AKIDTESTBEDOPERATOR1";
+pub const OPERATOR_SECRET: &str = "testbed-operator-secret";
+
+/// How a deployment specification is spoiled before it is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tamper {
+    /// One byte of the signed JSON changed after signing.
+    Content,
+    /// Signed by a CA the agent does not trust, with the right subject.
+    UntrustedSigner,
+    /// Signed by the trusted CA, but for another region.
+    WrongSubject,
+    /// Sent as unsigned TEXT/JSON.
+    Unsigned,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// HTTP 500 InternalFailure, request not applied.
+    ServerError,
+    /// HTTP 400 ThrottlingException, request not applied.
+    Throttle,
+    /// Connection closed before the request is applied.
+    DropBefore,
+    /// Request applied, then the connection closed: the answer is lost.
+    DropAfter,
+    /// Answer late.
+    Delay(Duration),
+}
+
+#[derive(Clone, Debug)]
+pub struct Fault {
+    /// Operation name, or `None` for every commands API operation.
+    pub operation: Option<String>,
+    pub kind: FaultKind,
+    pub remaining: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub principal: String,
+    pub operation: String,
+    pub at: f64,
+    pub status: u16,
+    pub fault: Option<FaultKind>,
+}
+
+pub(crate) struct Inner {
+    pub state: Mutex<State>,
+    pub keys: Keyring,
+    pub signer: SigningKey,
+    rogue: SigningKey,
+    wrong_subject: SigningKey,
+    pub tamper: Mutex<Option<Tamper>>,
+    faults: Mutex<Vec<Fault>>,
+    pub calls: Mutex<Vec<Call>>,
+    pub wake: tokio::sync::Notify,
+    pub long_poll: Duration,
+}
+
+#[derive(Clone)]
+pub struct ControlPlane {
+    pub(crate) inner: Arc<Inner>,
+    pub addr: SocketAddr,
+}
+
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+pub fn api_error(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError { status, code, message: message.into() }
+}
+
+impl ControlPlane {
+    /// A control plane whose signer chains to `ca`.
+    pub fn start(ca: &Authority, keys: Keyring) -> ControlPlane {
+        let rogue_ca = Authority::new("rogue CA");
+        keys.add(
+            OPERATOR_KEY,
+            Secret { secret: OPERATOR_SECRET.into(), token: None, principal: "operator".into() },
+        );
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State { region: REGION.into(), account: ACCOUNT.into(), ..State::default() }),
+            keys,
+            signer: ca.signer_for_region(REGION),
+            rogue: rogue_ca.signer_for_region(REGION),
+            wrong_subject: ca.signer_for_region("eu-west-1"),
+            tamper: Mutex::new(None),
+            faults: Mutex::new(Vec::new()),
+            calls: Mutex::new(Vec::new()),
+            wake: tokio::sync::Notify::new(),
+            long_poll: Duration::from_secs(2),
+        });
+        let h = inner.clone();
+        let addr = server::serve(Arc::new(move |req| {
+            let h = h.clone();
+            Box::pin(async move { handle(h, req).await })
+        }));
+        ControlPlane { inner, addr }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// An EC2 instance the control plane knows, with its tags. Returns the
+    /// host identifier the agent will poll with.
+    pub fn register_ec2(&self, instance_id: &str, tags: &[(&str, &str)]) -> String {
+        let host = format!("arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{instance_id}");
+        let mut s = self.inner.state.lock().unwrap();
+        s.ec2.insert(
+            instance_id.to_string(),
+            state::Registered {
+                host: host.clone(),
+                tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            },
+        );
+        host
+    }
+
+    pub fn set_tamper(&self, t: Option<Tamper>) {
+        *self.inner.tamper.lock().unwrap() = t;
+    }
+
+    /// The token the "GitHub connection" hands to deployments.
+    pub fn set_github_token(&self, token: Option<&str>) {
+        self.inner.state.lock().unwrap().github_token = token.map(str::to_string);
+    }
+
+    pub fn inject(&self, operation: Option<&str>, kind: FaultKind, times: u32) {
+        self.inner.faults.lock().unwrap().push(Fault {
+            operation: operation.map(str::to_string),
+            kind,
+            remaining: times,
+        });
+    }
+
+    pub fn faults_pending(&self) -> u32 {
+        self.inner.faults.lock().unwrap().iter().map(|f| f.remaining).sum()
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.inner.calls.lock().unwrap().clone()
+    }
+
+    pub fn with_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.inner.state.lock().unwrap())
+    }
+
+    /// Status of a deployment (`None` if unknown).
+    pub fn deployment_status(&self, id: &str) -> Option<String> {
+        self.with_state(|s| s.deployments.get(id).map(|d| d.status.to_string()))
+    }
+
+    /// Host commands of a deployment, in the order they were issued.
+    pub fn commands_of(&self, deployment: &str) -> Vec<state::Command> {
+        self.with_state(|s| {
+            let mut v: Vec<state::Command> =
+                s.commands.values().filter(|c| c.deployment == deployment).cloned().collect();
+            v.sort_by(|a, b| a.acked.partial_cmp(&b.acked).unwrap_or(std::cmp::Ordering::Equal));
+            v
+        })
+    }
+
+    pub(crate) fn sign_spec(inner: &Inner, json: &str) -> (String, String) {
+        match *inner.tamper.lock().unwrap() {
+            None => ("PKCS7/JSON".into(), inner.signer.sign(json.as_bytes())),
+            Some(Tamper::Content) => {
+                let pem = inner.signer.sign(json.as_bytes());
+                // The deployment group name is signed content; change it.
+                (
+                    "PKCS7/JSON".into(),
+                    crate::signer::tamper_content(&pem, "\"ApplicationName\"", "\"ApplicationNamf\""),
+                )
+            }
+            Some(Tamper::UntrustedSigner) => ("PKCS7/JSON".into(), inner.rogue.sign(json.as_bytes())),
+            Some(Tamper::WrongSubject) => ("PKCS7/JSON".into(), inner.wrong_subject.sign(json.as_bytes())),
+            Some(Tamper::Unsigned) => ("TEXT/JSON".into(), json.to_string()),
+        }
+    }
+}
+
+fn take_fault(inner: &Inner, op: &str, commands_api: bool) -> Option<FaultKind> {
+    let mut faults = inner.faults.lock().unwrap();
+    let f = faults.iter_mut().find(|f| {
+        f.remaining > 0
+            && match &f.operation {
+                Some(o) => o == op,
+                None => commands_api,
+            }
+    })?;
+    f.remaining -= 1;
+    Some(f.kind)
+}
+
+async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
+    let target = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (service, op, commands_api) =
+        if let Some(op) = target.strip_prefix("CodeDeployCommandService_v20141006.") {
+            ("codedeploy-commands", op.to_string(), true)
+        } else if let Some(op) = target.strip_prefix("CodeDeploy_20141006.") {
+            ("codedeploy", op.to_string(), false)
+        } else {
+            return Ok(json_response(400, &json!({"__type": "UnknownOperationException", "message": format!("unknown target {target:?}")})));
+        };
+    let principal = match sigv4::verify(&req, &inner.keys, REGION, service) {
+        Ok(p) => p,
+        Err(m) => {
+            record(&inner, "-", &op, 403, None);
+            return Ok(json_response(403, &json!({"__type": "InvalidSignatureException", "message": m})));
+        }
+    };
+    let fault = take_fault(&inner, &op, commands_api);
+    match fault {
+        Some(FaultKind::ServerError) => {
+            record(&inner, &principal, &op, 500, fault);
+            return Ok(json_response(500, &json!({"__type": "InternalFailure", "message": "injected"})));
+        }
+        Some(FaultKind::Throttle) => {
+            record(&inner, &principal, &op, 400, fault);
+            return Ok(json_response(400, &json!({"__type": "ThrottlingException", "message": "Rate exceeded"})));
+        }
+        Some(FaultKind::DropBefore) => {
+            record(&inner, &principal, &op, 0, fault);
+            return Err(Dropped);
+        }
+        Some(FaultKind::Delay(d)) => tokio::time::sleep(d).await,
+        _ => {}
+    }
+    let input: Value = serde_json::from_slice(req.body()).unwrap_or(json!({}));
+    let result = if commands_api {
+        commands::dispatch(&inner, &principal, &op, &input).await
+    } else {
+        public::dispatch(&inner, &op, &input)
+    };
+    let (status, body) = match result {
+        Ok(v) => (200, v),
+        Err(e) => (e.status, json!({"__type": e.code, "message": e.message})),
+    };
+    record(&inner, &principal, &op, status, fault);
+    if fault == Some(FaultKind::DropAfter) {
+        return Err(Dropped);
+    }
+    Ok(json_response(status, &body))
+}
+
+fn record(inner: &Inner, principal: &str, op: &str, status: u16, fault: Option<FaultKind>) {
+    inner.calls.lock().unwrap().push(Call {
+        principal: principal.to_string(),
+        operation: op.to_string(),
+        at: state::now(),
+        status,
+        fault,
+    });
+}
