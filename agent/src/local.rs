@@ -71,9 +71,9 @@ pub fn build_spec(o: &Options, cwd: &Path) -> Result<(DeploymentSpec, Vec<String
             "location {loc} cannot be http, only encrypted (https) url endpoints supported"
         )));
     }
-    if loc.starts_with("s3://") || loc.starts_with("https://") {
+    if loc.starts_with("https://") {
         return Err(invalid(format!(
-            "location {loc}: S3 and GitHub bundle locations are not supported by this build yet; download the bundle and pass its local path"
+            "location {loc}: GitHub locations are not supported by codedeploy-local; use s3://bucket/key or a local path"
         )));
     }
     let Some(bundle_type) = BundleType::parse(&o.bundle_type) else {
@@ -99,44 +99,9 @@ pub fn build_spec(o: &Options, cwd: &Path) -> Result<(DeploymentSpec, Vec<String
             "deployment group {group:?} must be a single directory name (no '/')"
         )));
     }
-    let path = crate::fsutil::expand_path(Path::new(loc), cwd);
-    let md = std::fs::metadata(&path).map_err(|_| {
-        invalid(format!(
-            "location {loc} is specified as a file or directory which does not exist"
-        ))
-    })?;
-    let revision = match bundle_type {
-        BundleType::Directory => {
-            if md.is_file() {
-                return Err(invalid(format!(
-                    "location {loc} is specified with type directory but it is a file"
-                )));
-            }
-            let found = ["appspec.yml", "appspec.yaml", o.appspec_filename.as_str()]
-                .iter()
-                .any(|n| path.join(n).is_file());
-            if !found {
-                return Err(invalid(format!(
-                    "Expecting appspec file at location {}/{} but it is not found there. Please either run the CLI from within a directory containing the {} file or specify a bundle location containing an {} file in its root directory",
-                    path.display(),
-                    o.appspec_filename,
-                    o.appspec_filename,
-                    o.appspec_filename
-                )));
-            }
-            RevisionSource::LocalDirectory { location: path }
-        }
-        t => {
-            if md.is_dir() {
-                return Err(invalid(format!(
-                    "location {loc} is specified as a compressed local file but it is a directory"
-                )));
-            }
-            RevisionSource::LocalFile {
-                location: path,
-                bundle_type: t,
-            }
-        }
+    let revision = match loc.strip_prefix("s3://") {
+        Some(rest) => parse_s3_location(loc, rest, bundle_type)?,
+        None => local_revision(o, loc, bundle_type, cwd)?,
     };
     let sequence = events::local_sequence(o.events.as_deref()).map_err(invalid)?;
     let spec = DeploymentSpec {
@@ -163,7 +128,12 @@ pub fn build_spec(o: &Options, cwd: &Path) -> Result<(DeploymentSpec, Vec<String
 pub fn run(config: &Config, o: &Options) -> Result<PathBuf, LocalError> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let (spec, sequence) = build_spec(o, &cwd)?;
-    let exec = Executor::new(config);
+    let remote = match spec.revision {
+        RevisionSource::S3 { .. } => Some(crate::daemon::remote::local_remote(config).map_err(invalid)?),
+        _ => None,
+    };
+    let mut exec = Executor::new(config);
+    exec.fetcher = remote.as_ref().map(|r| &r.fetcher as &dyn crate::executor::Fetcher);
     let dir = exec.deployment_dir(&spec);
     println!(
         "Starting to execute deployment from within folder {}",
@@ -315,4 +285,77 @@ mod tests {
         })
         .contains("before DownloadBundle"));
     }
+}
+
+/// `s3://bucket/key[?versionId=V][&etag=E]`, for tar, tgz or zip bundles.
+fn parse_s3_location(loc: &str, rest: &str, bundle_type: BundleType) -> Result<RevisionSource, LocalError> {
+    if bundle_type == BundleType::Directory {
+        return Err(invalid(format!(
+            "location {loc} is in S3: the type must be tgz, tar or zip"
+        )));
+    }
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (bucket, key) = path
+        .split_once('/')
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+        .ok_or_else(|| invalid(format!("location {loc} must be s3://bucket/key")))?;
+    let mut version = None;
+    let mut etag = None;
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        match kv.split_once('=') {
+            Some(("versionId", v)) => version = Some(v.to_string()),
+            Some(("etag", v)) => etag = Some(v.to_string()),
+            _ => return Err(invalid(format!("location {loc}: unknown parameter {kv:?} (versionId and etag are known)"))),
+        }
+    }
+    Ok(RevisionSource::S3 {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        version,
+        etag,
+        bundle_type,
+    })
+}
+
+fn local_revision(o: &Options, loc: &str, bundle_type: BundleType, cwd: &Path) -> Result<RevisionSource, LocalError> {
+    let path = crate::fsutil::expand_path(Path::new(loc), cwd);
+    let md = std::fs::metadata(&path).map_err(|_| {
+        invalid(format!(
+            "location {loc} is specified as a file or directory which does not exist"
+        ))
+    })?;
+    let revision = match bundle_type {
+        BundleType::Directory => {
+            if md.is_file() {
+                return Err(invalid(format!(
+                    "location {loc} is specified with type directory but it is a file"
+                )));
+            }
+            let found = ["appspec.yml", "appspec.yaml", o.appspec_filename.as_str()]
+                .iter()
+                .any(|n| path.join(n).is_file());
+            if !found {
+                return Err(invalid(format!(
+                    "Expecting appspec file at location {}/{} but it is not found there. Please either run the CLI from within a directory containing the {} file or specify a bundle location containing an {} file in its root directory",
+                    path.display(),
+                    o.appspec_filename,
+                    o.appspec_filename,
+                    o.appspec_filename
+                )));
+            }
+            RevisionSource::LocalDirectory { location: path }
+        }
+        t => {
+            if md.is_dir() {
+                return Err(invalid(format!(
+                    "location {loc} is specified as a compressed local file but it is a directory"
+                )));
+            }
+            RevisionSource::LocalFile {
+                location: path,
+                bundle_type: t,
+            }
+        }
+    };
+    Ok(revision)
 }

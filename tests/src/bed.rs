@@ -142,12 +142,27 @@ impl Testbed {
     /// its agent (not started yet).
     pub fn instance(&self, instance_id: &str, tags: &[(&str, &str)]) -> Agent {
         self.control.register_ec2(instance_id, tags);
+        self.agent(instance_id, None)
+    }
+
+    /// An on-premises instance's agent (registered with the CLI by the
+    /// test), with `onpremises_yml` as its codedeploy.onpremises.yml. It
+    /// still gets an IMDS, so a test can prove it is never asked.
+    pub fn on_premises(&self, name: &str, onpremises_yml: &str) -> Agent {
+        self.agent(name, Some(onpremises_yml))
+    }
+
+    fn agent(&self, instance_id: &str, onpremises: Option<&str>) -> Agent {
         let imds = Imds::start(instance_id, control::REGION, control::ACCOUNT, &self.keys, false);
         let dir = self.path(instance_id);
         fs::create_dir_all(&dir).unwrap();
+        let onprem_file = dir.join("codedeploy.onpremises.yml");
+        if let Some(text) = onpremises {
+            fs::write(&onprem_file, text).unwrap();
+        }
         let config = dir.join("codedeployagent.yml");
         let text = format!(
-            ":program_name: codedeploy-agent\n:root_dir: {root}\n:log_dir: {dir}/log\n:pid_dir: {dir}/pid\n:wait_between_runs: 1\n:wait_after_error: 2\n:http_read_timeout: 20\n:kill_agent_max_wait_time_seconds: 60\n:hook_kill_grace_seconds: 1\n:hook_output_grace_seconds: 1\n:on_premises_config_file: {dir}/no-onpremises.yml\n:deploy_control_endpoint: {control}\n:s3_endpoint_override: {s3}\n:github_endpoint: {github}\n:imds_endpoint: {imds}\n:deployment_spec_ca_file: {ca}\n",
+            ":program_name: codedeploy-agent\n:root_dir: {root}\n:log_dir: {dir}/log\n:pid_dir: {dir}/pid\n:wait_between_runs: 1\n:wait_after_error: 2\n:http_read_timeout: 20\n:kill_agent_max_wait_time_seconds: 60\n:hook_kill_grace_seconds: 1\n:hook_output_grace_seconds: 1\n:on_premises_config_file: {onprem}\n:deploy_control_endpoint: {control}\n:s3_endpoint_override: {s3}\n:github_endpoint: {github}\n:imds_endpoint: {imds}\n:deployment_spec_ca_file: {ca}\n",
             root = dir.join("root").display(),
             dir = dir.display(),
             control = self.control.endpoint(),
@@ -155,6 +170,7 @@ impl Testbed {
             github = self.github.endpoint(),
             imds = imds.endpoint(),
             ca = self.path("ca.pem").display(),
+            onprem = onprem_file.display(),
         );
         fs::write(&config, text).unwrap();
         Agent { dir, config, imds, child: None }

@@ -1,7 +1,8 @@
 //! A loopback GitHub: `GET /repos/{owner}/{repo}/{tarball|zipball}/{sha}`
 //! answers 302 to a separate archive path (as api.github.com redirects to
 //! codeload), private repositories need `Authorization: token ...` on the
-//! API path, and the archive host must never see the token.
+//! API path, and the archive host (another port here, another host there)
+//! must never see the token.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,7 +32,7 @@ impl GitHub {
         let r = repos.clone();
         let addr_cell: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
         let a = addr_cell.clone();
-        let addr = server::serve(Arc::new(move |req| {
+        let handler: server::Handler = Arc::new(move |req| {
             let path = req.uri().path().to_string();
             let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
             let mut repos = r.lock().unwrap();
@@ -69,8 +70,12 @@ impl GitHub {
                 _ => text_response(404, ""),
             };
             Box::pin(async move { Ok(reply) })
-        }));
-        *addr_cell.lock().unwrap() = Some(addr);
+        });
+        // Two hosts, as api.github.com and codeload.github.com: a
+        // credential must not cross from one to the other.
+        let addr = server::serve(handler.clone());
+        let codeload = server::serve(handler);
+        *addr_cell.lock().unwrap() = Some(codeload);
         GitHub { addr, repos }
     }
 

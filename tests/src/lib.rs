@@ -312,6 +312,7 @@ pub mod server;
 pub mod signer;
 pub mod sigv4;
 pub mod bed;
+pub mod scenario;
 pub mod faulty;
 pub mod github;
 pub mod imds;

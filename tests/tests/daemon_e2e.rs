@@ -3,81 +3,11 @@
 //! revisions in moto S3 and the loopback GitHub.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use serde_json::Value;
 use testbed::bed::{Agent, Testbed};
-use testbed::bundle::Bundle;
+use testbed::scenario::*;
 
-const LIMIT: Duration = Duration::from_secs(60);
-
-/// A revision whose hooks record what ran, where (relative paths resolve
-/// in the agent's working directory: its own instance directory).
-fn recording_bundle(dir: &Path, version: &str, validate_exit: i32) -> Bundle {
-    let b = Bundle::new(dir);
-    b.file("site/index.html", &format!("<h1>{version}</h1>\n"));
-    b.script(
-        "hooks/record.sh",
-        "#!/bin/sh\necho \"$LIFECYCLE_EVENT $DEPLOYMENT_ID ${BUNDLE_BUCKET:-}${BUNDLE_COMMIT:-}\" >> hooks.log\n",
-    );
-    b.script(
-        "hooks/validate.sh",
-        &format!("#!/bin/sh\necho \"$LIFECYCLE_EVENT $DEPLOYMENT_ID\" >> hooks.log\necho checking the service\necho 'health check failed: 503 from localhost:8080' >&2\nexit {validate_exit}\n"),
-    );
-    b.appspec(
-        "version: 0.0\nos: linux\nfiles:\n  - source: site\n    destination: www\nhooks:\n  ApplicationStop:\n    - location: hooks/record.sh\n  BeforeInstall:\n    - location: hooks/record.sh\n  AfterInstall:\n    - location: hooks/record.sh\n  ApplicationStart:\n    - location: hooks/record.sh\n  ValidateService:\n    - location: hooks/validate.sh\n      timeout: 60\n",
-    );
-    b
-}
-
-fn fleet(bed: &Testbed, n: usize) -> Vec<Agent> {
-    (0..n)
-        .map(|i| {
-            let mut a = bed.instance(&format!("i-0e2e{i:04}"), &[("role", "web")]);
-            a.start();
-            a
-        })
-        .collect()
-}
-
-fn setup_group(bed: &Testbed, config: &str) {
-    bed.aws_ok(&["deploy", "create-application", "--application-name", "shop"]);
-    bed.aws_ok(&[
-        "deploy",
-        "create-deployment-group",
-        "--application-name",
-        "shop",
-        "--deployment-group-name",
-        "web",
-        "--deployment-config-name",
-        config,
-        "--ec2-tag-filters",
-        "Key=role,Value=web,Type=KEY_AND_VALUE",
-        "--service-role-arn",
-        "arn:aws:iam::123456789012:role/CodeDeployServiceRole",
-    ]);
-}
-
-fn create_s3_deployment(bed: &Testbed, bucket: &str, key: &str, bundle_type: &str) -> String {
-    let out = bed.aws_ok(&[
-        "deploy",
-        "create-deployment",
-        "--application-name",
-        "shop",
-        "--deployment-group-name",
-        "web",
-        "--s3-location",
-        &format!("bucket={bucket},key={key},bundleType={bundle_type}"),
-    ]);
-    out["deploymentId"].as_str().expect("deploymentId").to_string()
-}
-
-fn instance_summary(bed: &Testbed, deployment: &str, instance: &str) -> Value {
-    bed.aws_ok(&["deploy", "get-deployment-instance", "--deployment-id", deployment, "--instance-id", instance])["instanceSummary"].clone()
-}
-
-/// Every host ran every event, and (OneAtATime) no two hosts overlapped.
+/// Every host ran every event, and no two hosts were deployed at once.
 fn assert_one_at_a_time(bed: &Testbed, deployment: &str, agents: &[Agent]) {
     let mut windows = Vec::new();
     for a in agents {
@@ -94,12 +24,15 @@ fn assert_one_at_a_time(bed: &Testbed, deployment: &str, agents: &[Agent]) {
     }
     windows.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
     for w in windows.windows(2) {
-        assert!(w[0].1 <= w[1].0, "hosts overlapped: {} ended at {} after {} started at {}", w[0].2, w[0].1, w[1].2, w[1].0);
+        assert!(
+            w[0].1 <= w[1].0,
+            "hosts overlapped: {} ended at {} after {} started at {}",
+            w[0].2,
+            w[0].1,
+            w[1].2,
+            w[1].0
+        );
     }
-}
-
-fn hook_lines(a: &Agent) -> Vec<String> {
-    fs::read_to_string(a.dir.join("hooks.log")).unwrap_or_default().lines().map(str::to_string).collect()
 }
 
 #[test]
@@ -109,39 +42,140 @@ fn three_hosts_one_at_a_time_from_s3_zip_then_tgz() {
     let agents = fleet(&bed, 3);
     setup_group(&bed, "CodeDeployDefault.OneAtATime");
 
-    let zip = recording_bundle(&bed.path("v1"), "v1", 0).zip(&bed.path("v1.zip"));
-    bed.upload("e2e-zip", "shop/v1.zip", &zip);
-    let d1 = create_s3_deployment(&bed, "e2e-zip", "shop/v1.zip", "zip");
-    assert_eq!(bed.wait_deployment(&d1, LIMIT), "Succeeded", "{}", agents[0].log_tail());
+    let d1 = deploy_version(&bed, "e2e-one", "v1", "zip", 0);
+    assert_eq!(bed.wait_deployment(&d1, LIMIT), "Succeeded", "{}", logs(&agents));
     let info = bed.aws_ok(&["deploy", "get-deployment", "--deployment-id", &d1])["deploymentInfo"].clone();
     assert_eq!(info["status"], "Succeeded");
     assert_eq!(info["deploymentOverview"]["Succeeded"], 3, "{info:#}");
     assert_one_at_a_time(&bed, &d1, &agents);
     for a in &agents {
         assert_eq!(fs::read_to_string(a.dir.join("www/index.html")).unwrap(), "<h1>v1</h1>\n");
-        let lines = hook_lines(a);
         let expected: Vec<String> = ["BeforeInstall", "AfterInstall", "ApplicationStart"]
             .iter()
-            .map(|e| format!("{e} {d1} e2e-zip"))
+            .map(|e| format!("{e} {d1} e2e-one"))
             .chain([format!("ValidateService {d1}")])
             .collect();
-        assert_eq!(lines, expected, "first deployment: no ApplicationStop (nothing deployed before)");
+        assert_eq!(hook_lines(a), expected, "first deployment: no ApplicationStop (nothing deployed before)");
     }
 
-    // The same group, a tgz revision: ApplicationStop now runs the previous
-    // revision's script, and the new files replace the old.
-    let tgz = recording_bundle(&bed.path("v2"), "v2", 0).tgz(&bed.path("v2.tgz"));
-    bed.upload("e2e-zip", "shop/v2.tgz", &tgz);
-    let d2 = create_s3_deployment(&bed, "e2e-zip", "shop/v2.tgz", "tgz");
-    assert_eq!(bed.wait_deployment(&d2, LIMIT), "Succeeded", "{}", agents[1].log_tail());
+    // A tgz revision: ApplicationStop now runs the previous revision's
+    // script, and the new files replace the old.
+    let d2 = deploy_version(&bed, "e2e-one", "v2", "tgz", 0);
+    assert_eq!(bed.wait_deployment(&d2, LIMIT), "Succeeded", "{}", logs(&agents));
     assert_one_at_a_time(&bed, &d2, &agents);
     for a in &agents {
         assert_eq!(fs::read_to_string(a.dir.join("www/index.html")).unwrap(), "<h1>v2</h1>\n");
         let lines = hook_lines(a);
-        assert_eq!(lines[4], format!("ApplicationStop {d2} e2e-zip"), "{lines:#?}");
         assert_eq!(lines.len(), 9, "{lines:#?}");
+        assert_eq!(lines[4], format!("ApplicationStop {d2} e2e-one"), "{lines:#?}");
     }
 }
 
-#[allow(dead_code)]
-fn unused(_: PathBuf) {}
+#[test]
+fn github_revision_from_a_private_repository() {
+    testbed::require_root();
+    let bed = Testbed::new();
+    let agents = fleet(&bed, 3);
+    setup_group(&bed, "CodeDeployDefault.OneAtATime");
+    let sha = "3f786850e387550fdab836ed7e6dc881de23001b";
+    // GitHub tarballs hold one top-level directory <owner>-<repo>-<sha>/.
+    let b = recording_bundle(&bed.path("gh"), "from-github", 0);
+    let tgz = b.tgz_with_prefix(&bed.path("gh.tgz"), &format!("acme-shop-{}", &sha[..7]));
+    bed.github.publish("acme/shop", sha, "tarball", fs::read(&tgz).unwrap());
+    bed.github.make_private("acme/shop", "gho_testbedtoken");
+    bed.control.set_github_token(Some("gho_testbedtoken"));
+
+    let d = deployment_id(bed.aws_ok(&[
+        "deploy",
+        "create-deployment",
+        "--application-name",
+        "shop",
+        "--deployment-group-name",
+        "web",
+        "--github-location",
+        &format!("repository=acme/shop,commitId={sha}"),
+    ]));
+    assert_eq!(bed.wait_deployment(&d, LIMIT), "Succeeded", "{}", logs(&agents));
+    for a in &agents {
+        assert_eq!(fs::read_to_string(a.dir.join("www/index.html")).unwrap(), "<h1>from-github</h1>\n");
+        assert!(hook_lines(a).contains(&format!("BeforeInstall {d} {sha}")), "{:?}", hook_lines(a));
+        assert!(!a.log().contains("gho_testbedtoken"), "the token reached the log");
+    }
+    assert_eq!(bed.github.api_requests(), 3);
+    assert!(bed.github.leaked_authorization().is_empty(), "the token followed the redirect to the archive host");
+}
+
+#[test]
+fn failing_validate_service_fails_the_deployment_with_the_script_and_its_output() {
+    testbed::require_root();
+    let bed = Testbed::new();
+    let agents = fleet(&bed, 3);
+    setup_group(&bed, "CodeDeployDefault.OneAtATime");
+    let d = deploy_version(&bed, "e2e-fail", "broken", "zip", 3);
+    assert_eq!(bed.wait_deployment(&d, LIMIT), "Failed", "{}", logs(&agents));
+
+    let info = bed.aws_ok(&["deploy", "get-deployment", "--deployment-id", &d])["deploymentInfo"].clone();
+    assert_eq!(info["status"], "Failed");
+    assert_eq!(info["errorInformation"]["code"], "HEALTH_CONSTRAINTS", "{info:#}");
+    assert_eq!(info["deploymentOverview"]["Failed"], 1, "{info:#}");
+    assert_eq!(info["deploymentOverview"]["Skipped"], 2, "OneAtATime stops at the first failure: {info:#}");
+
+    let ids = bed.aws_ok(&["deploy", "list-deployment-instances", "--deployment-id", &d])["instancesList"].clone();
+    let failed: Vec<serde_json::Value> = ids
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| instance_summary(&bed, &d, i.as_str().unwrap()))
+        .filter(|s| s["status"] == "Failed")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    let v = event(&failed[0], "ValidateService");
+    assert_eq!(v["status"], "Failed");
+    let diag = &v["diagnostics"];
+    assert_eq!(diag["errorCode"], "ScriptFailed", "{diag:#}");
+    assert_eq!(diag["scriptName"], "hooks/validate.sh", "{diag:#}");
+    let tail = diag["logTail"].as_str().unwrap();
+    assert!(tail.contains("[stdout]checking the service"), "{tail}");
+    assert!(tail.contains("[stderr]health check failed: 503 from localhost:8080"), "{tail}");
+    assert!(diag["message"].as_str().unwrap().contains("exit code 3"), "{diag:#}");
+
+    // The deployments-targets view says the same.
+    let target_id = failed[0]["instanceId"].as_str().unwrap();
+    let t = bed.aws_ok(&["deploy", "get-deployment-target", "--deployment-id", &d, "--target-id", target_id]);
+    assert_eq!(t["deploymentTarget"]["instanceTarget"]["status"], "Failed", "{t:#}");
+}
+
+#[test]
+fn on_premises_instances_by_tag_with_iam_user_credentials() {
+    testbed::require_root();
+    let bed = Testbed::new();
+    let mut agents = Vec::new();
+    for i in 0..2 {
+        let name = format!("onprem-{i}");
+        let arn = format!("arn:aws:iam::123456789012:user/{name}");
+        let key = format!("AKIDONPREM{i:010}");
+        bed.keys.add(&key, testbed::sigv4::Secret { secret: format!("secret-{i}"), token: None, principal: arn.clone() });
+        bed.aws_ok(&["deploy", "register-on-premises-instance", "--instance-name", &name, "--iam-user-arn", &arn]);
+        bed.aws_ok(&["deploy", "add-tags-to-on-premises-instances", "--instance-names", &name, "--tags", "Key=fleet,Value=dc1"]);
+        let a = bed.on_premises(&name, &format!(
+            "---\nregion: us-east-1\niam_user_arn: {arn}\naws_access_key_id: {key}\naws_secret_access_key: secret-{i}\n"
+        ));
+        agents.push(a);
+    }
+    for a in &mut agents {
+        a.start();
+    }
+    bed.aws_ok(&["deploy", "create-application", "--application-name", "shop"]);
+    bed.aws_ok(&[
+        "deploy", "create-deployment-group", "--application-name", "shop", "--deployment-group-name", "web",
+        "--deployment-config-name", "CodeDeployDefault.AllAtOnce",
+        "--on-premises-instance-tag-filters", "Key=fleet,Value=dc1,Type=KEY_AND_VALUE",
+        "--service-role-arn", ROLE_ARN,
+    ]);
+    let d = deploy_version(&bed, "e2e-onprem", "v1", "zip", 0);
+    assert_eq!(bed.wait_deployment(&d, LIMIT), "Succeeded", "{}", logs(&agents));
+    for a in &agents {
+        assert_eq!(fs::read_to_string(a.dir.join("www/index.html")).unwrap(), "<h1>v1</h1>\n");
+        assert_eq!(a.imds.requests(), 0, "an on-premises agent must not ask instance metadata");
+    }
+}

@@ -113,3 +113,34 @@ impl Fetcher for RemoteFetcher {
         ))
     }
 }
+
+/// `codedeploy-agent local` with an `s3://` bundle: credentials and region
+/// from the standard AWS chain (environment, profile, instance metadata).
+pub struct LocalRemote {
+    pub fetcher: RemoteFetcher,
+    _runtime: tokio::runtime::Runtime,
+}
+
+pub fn local_remote(config: &Config) -> Result<LocalRemote, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let sdk_http = sdk_http_client(config.proxy_uri.as_deref())?;
+    let shared = rt.block_on(
+        aws_config::defaults(BehaviorVersion::latest())
+            .http_client(sdk_http.clone())
+            .load(),
+    );
+    let region = shared
+        .region()
+        .map(|r| r.to_string())
+        .ok_or("no AWS region: set AWS_REGION (or a profile's region) to read a bundle from S3")?;
+    let credentials = shared
+        .credentials_provider()
+        .ok_or("no AWS credentials provider is available")?;
+    let http = HttpClient::new(config.proxy_uri.as_deref(), config.http_read_timeout).map_err(|e| e.to_string())?;
+    let fetcher = RemoteFetcher::new(config, &region, credentials, sdk_http, http, rt.handle().clone());
+    Ok(LocalRemote { fetcher, _runtime: rt })
+}

@@ -169,6 +169,9 @@ fn spec_json(s: &super::State, d: &super::state::Deployment) -> String {
     if let Some(f) = &d.file_exists_behavior {
         spec["AgentActionOverrides"] = json!({"AgentOverrides": {"FileExistsBehavior": f}});
     }
+    if let Some(r) = &s.reuse_archive_from {
+        spec["ReuseArchiveFromDeploymentId"] = json!(r);
+    }
     if let Some(t) = &d.github_token {
         spec["GitHubAccessToken"] = json!(t);
     }

@@ -154,6 +154,10 @@ impl ControlPlane {
         self.inner.state.lock().unwrap().github_token = token.map(str::to_string);
     }
 
+    pub fn set_reuse_archive_from(&self, deployment: Option<&str>) {
+        self.inner.state.lock().unwrap().reuse_archive_from = deployment.map(str::to_string);
+    }
+
     pub fn inject(&self, operation: Option<&str>, kind: FaultKind, times: u32) {
         self.inner.faults.lock().unwrap().push(Fault {
             operation: operation.map(str::to_string),

@@ -216,6 +216,9 @@ pub struct State {
     pub counter: u64,
     /// A GitHub token the "account connection" gives deployments.
     pub github_token: Option<String>,
+    /// `ReuseArchiveFromDeploymentId` put in every specification (the
+    /// service sets it on RESTART deployments; the CLI cannot ask for it).
+    pub reuse_archive_from: Option<String>,
 }
 
 fn matches(tags: &[(String, String)], filters: &[(String, String)]) -> bool {

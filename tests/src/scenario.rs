@@ -1,0 +1,122 @@
+//! Steps the daemon end-to-end tests share: a fleet of simulated EC2
+//! instances, an application and group made with the AWS CLI, revisions
+//! whose hooks record what ran.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::bed::{Agent, Testbed};
+use crate::bundle::Bundle;
+
+pub const LIMIT: Duration = Duration::from_secs(90);
+pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/CodeDeployServiceRole";
+
+/// A revision whose hooks append `<event> <deployment> <bucket|commit>` to
+/// `hooks.log` in the agent's working directory (its instance directory),
+/// and whose ValidateService prints a diagnosis and exits `validate_exit`.
+pub fn recording_bundle(dir: &Path, version: &str, validate_exit: i32) -> Bundle {
+    let b = Bundle::new(dir);
+    b.file("site/index.html", &format!("<h1>{version}</h1>\n"));
+    b.script(
+        "hooks/record.sh",
+        "#!/bin/sh\necho \"$LIFECYCLE_EVENT $DEPLOYMENT_ID ${BUNDLE_BUCKET:-}${BUNDLE_COMMIT:-}\" >> hooks.log\n",
+    );
+    b.script(
+        "hooks/validate.sh",
+        &format!("#!/bin/sh\necho \"$LIFECYCLE_EVENT $DEPLOYMENT_ID\" >> hooks.log\necho checking the service\necho 'health check failed: 503 from localhost:8080' >&2\nexit {validate_exit}\n"),
+    );
+    b.appspec(&appspec_with(""));
+    b
+}
+
+/// The recording appspec, with extra hook entries appended under `hooks:`.
+pub fn appspec_with(extra_hooks: &str) -> String {
+    format!("version: 0.0\nos: linux\nfiles:\n  - source: site\n    destination: www\nhooks:\n  ApplicationStop:\n    - location: hooks/record.sh\n  BeforeInstall:\n    - location: hooks/record.sh\n  AfterInstall:\n    - location: hooks/record.sh\n  ApplicationStart:\n    - location: hooks/record.sh\n  ValidateService:\n    - location: hooks/validate.sh\n      timeout: 60\n{extra_hooks}")
+}
+
+/// `n` instances tagged role=web, agents started.
+pub fn fleet(bed: &Testbed, n: usize) -> Vec<Agent> {
+    (0..n)
+        .map(|i| {
+            let mut a = bed.instance(&format!("i-0e2e{i:04}"), &[("role", "web")]);
+            a.start();
+            a
+        })
+        .collect()
+}
+
+/// Application `shop`, group `web` over the role=web instances.
+pub fn setup_group(bed: &Testbed, config: &str) {
+    bed.aws_ok(&["deploy", "create-application", "--application-name", "shop"]);
+    bed.aws_ok(&[
+        "deploy",
+        "create-deployment-group",
+        "--application-name",
+        "shop",
+        "--deployment-group-name",
+        "web",
+        "--deployment-config-name",
+        config,
+        "--ec2-tag-filters",
+        "Key=role,Value=web,Type=KEY_AND_VALUE",
+        "--service-role-arn",
+        ROLE_ARN,
+    ]);
+}
+
+/// `aws deploy create-deployment --s3-location <location>`; returns the id.
+pub fn create_s3_deployment(bed: &Testbed, location: &str) -> String {
+    deployment_id(bed.aws_ok(&[
+        "deploy",
+        "create-deployment",
+        "--application-name",
+        "shop",
+        "--deployment-group-name",
+        "web",
+        "--s3-location",
+        location,
+    ]))
+}
+
+pub fn deployment_id(out: Value) -> String {
+    out["deploymentId"].as_str().expect("deploymentId").to_string()
+}
+
+/// Upload a recording bundle of `version` as `key` (zip or tgz by its
+/// extension) and deploy it; returns the deployment id.
+pub fn deploy_version(bed: &Testbed, bucket: &str, version: &str, kind: &str, validate_exit: i32) -> String {
+    let b = recording_bundle(&bed.path(version), version, validate_exit);
+    let key = format!("shop/{version}.{kind}");
+    let file = bed.path(&format!("{version}.{kind}"));
+    let file = if kind == "zip" { b.zip(&file) } else { b.tgz(&file) };
+    bed.upload(bucket, &key, &file);
+    create_s3_deployment(bed, &format!("bucket={bucket},key={key},bundleType={kind}"))
+}
+
+pub fn instance_summary(bed: &Testbed, deployment: &str, instance: &str) -> Value {
+    bed.aws_ok(&["deploy", "get-deployment-instance", "--deployment-id", deployment, "--instance-id", instance])
+        ["instanceSummary"]
+        .clone()
+}
+
+pub fn event<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["lifecycleEvents"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["lifecycleEventName"] == name))
+        .unwrap_or_else(|| panic!("no {name} in {summary:#}"))
+}
+
+pub fn hook_lines(a: &Agent) -> Vec<String> {
+    fs::read_to_string(a.dir.join("hooks.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn logs(agents: &[Agent]) -> String {
+    agents.iter().map(|a| a.log_tail()).collect::<Vec<_>>().join("\n")
+}
