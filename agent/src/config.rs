@@ -262,7 +262,9 @@ impl Config {
             "runas_login_shell" => self.runas_login_shell = boolean(v)?,
             "ignore_ownership_in_bundle" => self.ignore_ownership_in_bundle = boolean(v)?,
             "imds_endpoint" => self.imds_endpoint = opt_string(v)?,
-            "deployment_spec_ca_file" => self.deployment_spec_ca_file = opt_string(v)?.map(PathBuf::from),
+            "deployment_spec_ca_file" => {
+                self.deployment_spec_ca_file = opt_string(v)?.map(PathBuf::from)
+            }
             "allow_unsigned_specs" => self.allow_unsigned_specs = boolean(v)?,
             "github_endpoint" => self.github_endpoint = string(v)?,
             "s3_download_parts" => {

@@ -19,7 +19,8 @@ use crate::spec::{DeploymentSpec, SpecError};
 
 /// The chain the official agents ship, embedded so a packaging mistake
 /// cannot leave the agent without a trust anchor.
-pub const AWS_SIGNER_CHAIN: &str = include_str!("../certs/host-agent-deployment-signer-ca-chain.pem");
+pub const AWS_SIGNER_CHAIN: &str =
+    include_str!("../certs/host-agent-deployment-signer-ca-chain.pem");
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
@@ -47,14 +48,20 @@ pub struct Verifier {
 
 impl Verifier {
     /// `chain_pem`: the trusted certificates (PEM, one or more).
-    pub fn new(chain_pem: &[u8], region: &str, allow_text: bool) -> Result<Verifier, EnvelopeError> {
-        let certs = X509::stack_from_pem(chain_pem).map_err(|e| EnvelopeError::Trust(e.to_string()))?;
+    pub fn new(
+        chain_pem: &[u8],
+        region: &str,
+        allow_text: bool,
+    ) -> Result<Verifier, EnvelopeError> {
+        let certs =
+            X509::stack_from_pem(chain_pem).map_err(|e| EnvelopeError::Trust(e.to_string()))?;
         if certs.is_empty() {
             return Err(EnvelopeError::Trust("it holds no certificate".into()));
         }
         let mut b = X509StoreBuilder::new().map_err(|e| EnvelopeError::Trust(e.to_string()))?;
         for c in certs {
-            b.add_cert(c).map_err(|e| EnvelopeError::Trust(e.to_string()))?;
+            b.add_cert(c)
+                .map_err(|e| EnvelopeError::Trust(e.to_string()))?;
         }
         Ok(Verifier {
             store: b.build(),
@@ -84,10 +91,17 @@ impl Verifier {
                 "the message must carry exactly one signer certificate, it carries {carried}"
             )));
         }
-        let empty: Stack<X509> = Stack::new().map_err(|e| EnvelopeError::Signature(e.to_string()))?;
+        let empty: Stack<X509> =
+            Stack::new().map_err(|e| EnvelopeError::Signature(e.to_string()))?;
         let mut out = Vec::new();
-        p7.verify(&empty, &self.store, None, Some(&mut out), Pkcs7Flags::NOCHAIN)
-            .map_err(|e| EnvelopeError::Signature(e.to_string()))?;
+        p7.verify(
+            &empty,
+            &self.store,
+            None,
+            Some(&mut out),
+            Pkcs7Flags::NOCHAIN,
+        )
+        .map_err(|e| EnvelopeError::Signature(e.to_string()))?;
         let cert = signed
             .certificates()
             .and_then(|s| s.iter().next())
@@ -99,7 +113,8 @@ impl Verifier {
                 expected: self.expected_subject.clone(),
             });
         }
-        String::from_utf8(out).map_err(|_| EnvelopeError::Decode("the signed content is not UTF-8".into()))
+        String::from_utf8(out)
+            .map_err(|_| EnvelopeError::Decode("the signed content is not UTF-8".into()))
     }
 }
 
@@ -148,14 +163,22 @@ mod tests {
 
     #[test]
     fn subjects_follow_the_partition() {
-        assert!(signer_subject("us-west-2").ends_with("CN=codedeploy-signer-us-west-2.amazonaws.com"));
+        assert!(
+            signer_subject("us-west-2").ends_with("CN=codedeploy-signer-us-west-2.amazonaws.com")
+        );
         assert!(signer_subject("cn-north-1").ends_with(".amazonaws.com.cn"));
     }
 
     #[test]
     fn text_json_is_refused_unless_allowed() {
         let v = Verifier::new(AWS_SIGNER_CHAIN.as_bytes(), "us-east-1", false).unwrap();
-        assert!(matches!(v.open("TEXT/JSON", "{}"), Err(EnvelopeError::Format(_))));
-        assert!(matches!(v.open("PKCS7/JSON", "garbage!"), Err(EnvelopeError::Decode(_))));
+        assert!(matches!(
+            v.open("TEXT/JSON", "{}"),
+            Err(EnvelopeError::Format(_))
+        ));
+        assert!(matches!(
+            v.open("PKCS7/JSON", "garbage!"),
+            Err(EnvelopeError::Decode(_))
+        ));
     }
 }

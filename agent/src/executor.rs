@@ -166,7 +166,9 @@ impl<'a> Executor<'a> {
                     Some(from) => fetched = format!("reused the bundle of {from}"),
                     None => {
                         let fetcher = self.fetcher.ok_or_else(|| {
-                            Diagnostics::unknown("this command cannot download S3 or GitHub revisions")
+                            Diagnostics::unknown(
+                                "this command cannot download S3 or GitHub revisions",
+                            )
                         })?;
                         fetched = fetcher.fetch(remote, &bundle).map_err(|e| {
                             let _ = fs::remove_file(&bundle);
@@ -230,10 +232,15 @@ impl<'a> Executor<'a> {
         let from = spec.reuse_archive_from.as_deref()?;
         let valid = from.len() <= 64
             && from.strip_prefix("d-").is_some_and(|s| {
-                !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
             });
         if !valid || from == spec.deployment_id {
-            tracing::warn!(from, "not reusing an archive: not a deployment id of another deployment");
+            tracing::warn!(
+                from,
+                "not reusing an archive: not a deployment id of another deployment"
+            );
             return None;
         }
         let src = layout::bundle_file(&self.layout.deployment_dir(&spec.deployment_group_id, from));
@@ -244,8 +251,12 @@ impl<'a> Executor<'a> {
         }
         if let RevisionSource::S3 { etag: Some(e), .. } = &spec.revision {
             let e = revision::fetch::normalize_etag(e);
-            if e.len() == 32 && revision::fetch::md5_file(&src).ok().as_deref() != Some(e.as_str()) {
-                tracing::warn!(from, "the earlier bundle does not match the revision's ETag; downloading");
+            if e.len() == 32 && revision::fetch::md5_file(&src).ok().as_deref() != Some(e.as_str())
+            {
+                tracing::warn!(
+                    from,
+                    "the earlier bundle does not match the revision's ETag; downloading"
+                );
                 return None;
             }
         }

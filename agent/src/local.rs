@@ -129,11 +129,15 @@ pub fn run(config: &Config, o: &Options) -> Result<PathBuf, LocalError> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let (spec, sequence) = build_spec(o, &cwd)?;
     let remote = match spec.revision {
-        RevisionSource::S3 { .. } => Some(crate::daemon::remote::local_remote(config).map_err(invalid)?),
+        RevisionSource::S3 { .. } => {
+            Some(crate::daemon::remote::local_remote(config).map_err(invalid)?)
+        }
         _ => None,
     };
     let mut exec = Executor::new(config);
-    exec.fetcher = remote.as_ref().map(|r| &r.fetcher as &dyn crate::executor::Fetcher);
+    exec.fetcher = remote
+        .as_ref()
+        .map(|r| &r.fetcher as &dyn crate::executor::Fetcher);
     let dir = exec.deployment_dir(&spec);
     println!(
         "Starting to execute deployment from within folder {}",
@@ -227,6 +231,92 @@ pub fn default_options() -> Options {
     }
 }
 
+/// `s3://bucket/key[?versionId=V][&etag=E]`, for tar, tgz or zip bundles.
+fn parse_s3_location(
+    loc: &str,
+    rest: &str,
+    bundle_type: BundleType,
+) -> Result<RevisionSource, LocalError> {
+    if bundle_type == BundleType::Directory {
+        return Err(invalid(format!(
+            "location {loc} is in S3: the type must be tgz, tar or zip"
+        )));
+    }
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (bucket, key) = path
+        .split_once('/')
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+        .ok_or_else(|| invalid(format!("location {loc} must be s3://bucket/key")))?;
+    let mut version = None;
+    let mut etag = None;
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        match kv.split_once('=') {
+            Some(("versionId", v)) => version = Some(v.to_string()),
+            Some(("etag", v)) => etag = Some(v.to_string()),
+            _ => {
+                return Err(invalid(format!(
+                    "location {loc}: unknown parameter {kv:?} (versionId and etag are known)"
+                )))
+            }
+        }
+    }
+    Ok(RevisionSource::S3 {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        version,
+        etag,
+        bundle_type,
+    })
+}
+
+fn local_revision(
+    o: &Options,
+    loc: &str,
+    bundle_type: BundleType,
+    cwd: &Path,
+) -> Result<RevisionSource, LocalError> {
+    let path = crate::fsutil::expand_path(Path::new(loc), cwd);
+    let md = std::fs::metadata(&path).map_err(|_| {
+        invalid(format!(
+            "location {loc} is specified as a file or directory which does not exist"
+        ))
+    })?;
+    let revision = match bundle_type {
+        BundleType::Directory => {
+            if md.is_file() {
+                return Err(invalid(format!(
+                    "location {loc} is specified with type directory but it is a file"
+                )));
+            }
+            let found = ["appspec.yml", "appspec.yaml", o.appspec_filename.as_str()]
+                .iter()
+                .any(|n| path.join(n).is_file());
+            if !found {
+                return Err(invalid(format!(
+                    "Expecting appspec file at location {}/{} but it is not found there. Please either run the CLI from within a directory containing the {} file or specify a bundle location containing an {} file in its root directory",
+                    path.display(),
+                    o.appspec_filename,
+                    o.appspec_filename,
+                    o.appspec_filename
+                )));
+            }
+            RevisionSource::LocalDirectory { location: path }
+        }
+        t => {
+            if md.is_dir() {
+                return Err(invalid(format!(
+                    "location {loc} is specified as a compressed local file but it is a directory"
+                )));
+            }
+            RevisionSource::LocalFile {
+                location: path,
+                bundle_type: t,
+            }
+        }
+    };
+    Ok(revision)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,77 +375,4 @@ mod tests {
         })
         .contains("before DownloadBundle"));
     }
-}
-
-/// `s3://bucket/key[?versionId=V][&etag=E]`, for tar, tgz or zip bundles.
-fn parse_s3_location(loc: &str, rest: &str, bundle_type: BundleType) -> Result<RevisionSource, LocalError> {
-    if bundle_type == BundleType::Directory {
-        return Err(invalid(format!(
-            "location {loc} is in S3: the type must be tgz, tar or zip"
-        )));
-    }
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (bucket, key) = path
-        .split_once('/')
-        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
-        .ok_or_else(|| invalid(format!("location {loc} must be s3://bucket/key")))?;
-    let mut version = None;
-    let mut etag = None;
-    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
-        match kv.split_once('=') {
-            Some(("versionId", v)) => version = Some(v.to_string()),
-            Some(("etag", v)) => etag = Some(v.to_string()),
-            _ => return Err(invalid(format!("location {loc}: unknown parameter {kv:?} (versionId and etag are known)"))),
-        }
-    }
-    Ok(RevisionSource::S3 {
-        bucket: bucket.to_string(),
-        key: key.to_string(),
-        version,
-        etag,
-        bundle_type,
-    })
-}
-
-fn local_revision(o: &Options, loc: &str, bundle_type: BundleType, cwd: &Path) -> Result<RevisionSource, LocalError> {
-    let path = crate::fsutil::expand_path(Path::new(loc), cwd);
-    let md = std::fs::metadata(&path).map_err(|_| {
-        invalid(format!(
-            "location {loc} is specified as a file or directory which does not exist"
-        ))
-    })?;
-    let revision = match bundle_type {
-        BundleType::Directory => {
-            if md.is_file() {
-                return Err(invalid(format!(
-                    "location {loc} is specified with type directory but it is a file"
-                )));
-            }
-            let found = ["appspec.yml", "appspec.yaml", o.appspec_filename.as_str()]
-                .iter()
-                .any(|n| path.join(n).is_file());
-            if !found {
-                return Err(invalid(format!(
-                    "Expecting appspec file at location {}/{} but it is not found there. Please either run the CLI from within a directory containing the {} file or specify a bundle location containing an {} file in its root directory",
-                    path.display(),
-                    o.appspec_filename,
-                    o.appspec_filename,
-                    o.appspec_filename
-                )));
-            }
-            RevisionSource::LocalDirectory { location: path }
-        }
-        t => {
-            if md.is_dir() {
-                return Err(invalid(format!(
-                    "location {loc} is specified as a compressed local file but it is a directory"
-                )));
-            }
-            RevisionSource::LocalFile {
-                location: path,
-                bundle_type: t,
-            }
-        }
-    };
-    Ok(revision)
 }

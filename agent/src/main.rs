@@ -20,7 +20,12 @@ use codedeploy_agent::{daemon, local, validate};
 )]
 struct Cli {
     /// The agent configuration file (default: /etc/codedeploy-agent/conf/codedeployagent.yml).
-    #[arg(long = "config_file", alias = "config-file", global = true, value_name = "PATH")]
+    #[arg(
+        long = "config_file",
+        alias = "config-file",
+        global = true,
+        value_name = "PATH"
+    )]
     config_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -170,7 +175,11 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let level = if cfg.verbose { LevelFilter::DEBUG } else { LevelFilter::INFO };
+            let level = if cfg.verbose {
+                LevelFilter::DEBUG
+            } else {
+                LevelFilter::INFO
+            };
             init_logging(&cfg, &format!("{}.log", cfg.program_name), level);
             let _pid = match daemon::service::PidFile::claim(&cfg) {
                 Ok(p) => p,
@@ -196,7 +205,8 @@ fn main() -> ExitCode {
                 Command::Status => return ExitCode::from(daemon::service::status(&cfg) as u8),
                 Command::Start => daemon::service::start(&cfg, &config_path),
                 Command::Stop => daemon::service::stop(&cfg),
-                _ => daemon::service::stop(&cfg).and_then(|_| daemon::service::start(&cfg, &config_path)),
+                _ => daemon::service::stop(&cfg)
+                    .and_then(|_| daemon::service::start(&cfg, &config_path)),
             };
             match r {
                 Ok(()) => ExitCode::SUCCESS,
@@ -213,7 +223,11 @@ fn main() -> ExitCode {
             appspec_filename,
         } => run_validate(&path, &appspec_filename),
         Command::Local(a) => {
-            let cfg = match load_config(a.agent_configuration_file.as_deref().or(cli.config_file.as_deref())) {
+            let cfg = match load_config(
+                a.agent_configuration_file
+                    .as_deref()
+                    .or(cli.config_file.as_deref()),
+            ) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("ERROR: {e}");

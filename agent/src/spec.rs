@@ -162,8 +162,8 @@ impl DeploymentSpec {
     /// The specification JSON the service signs (field names as the
     /// official agents read them; Ruby `deployment_specification.rb`).
     pub fn from_json(text: &str) -> Result<DeploymentSpec, SpecError> {
-        let v: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| SpecError(format!("not valid JSON: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| SpecError(format!("not valid JSON: {e}")))?;
         let o = v
             .as_object()
             .ok_or_else(|| SpecError("expected a JSON object".into()))?;
@@ -184,11 +184,13 @@ impl DeploymentSpec {
                 .nth(5)
                 .and_then(|r| r.split_once('/'))
                 .map(|(_, id)| id.to_string())
-                .ok_or_else(|| SpecError(format!("DeploymentId {deployment_id:?} is not a deployment ARN")))?;
+                .ok_or_else(|| {
+                    SpecError(format!(
+                        "DeploymentId {deployment_id:?} is not a deployment ARN"
+                    ))
+                })?;
         }
-        for (what, value) in [("DeploymentId", &deployment_id)] {
-            check_component(what, value)?;
-        }
+        check_component("DeploymentId", &deployment_id)?;
         let group_id = need(o, "DeploymentGroupId", "")?;
         check_component("DeploymentGroupId", &group_id)?;
         let rev = o
@@ -201,16 +203,17 @@ impl DeploymentSpec {
                 .and_then(|r| r.as_object())
                 .ok_or_else(|| SpecError(format!("Revision.{name} is missing")))
         };
-        let bundle = |obj: &serde_json::Map<String, serde_json::Value>, at: &str, allowed: &[&str]| {
-            let b = need(obj, "BundleType", at)?;
-            match BundleType::parse(&b) {
-                Some(t) if allowed.contains(&b.as_str()) => Ok(t),
-                _ => Err(SpecError(format!(
-                    "{at}BundleType must be one of {}, found {b:?}",
-                    allowed.join(", ")
-                ))),
-            }
-        };
+        let bundle =
+            |obj: &serde_json::Map<String, serde_json::Value>, at: &str, allowed: &[&str]| {
+                let b = need(obj, "BundleType", at)?;
+                match BundleType::parse(&b) {
+                    Some(t) if allowed.contains(&b.as_str()) => Ok(t),
+                    _ => Err(SpecError(format!(
+                        "{at}BundleType must be one of {}, found {b:?}",
+                        allowed.join(", ")
+                    ))),
+                }
+            };
         let revision = match kind.as_str() {
             "S3" => {
                 let s3 = sub("S3Revision")?;
@@ -266,8 +269,8 @@ impl DeploymentSpec {
             }
             other => {
                 return Err(SpecError(format!(
-                    "Revision.RevisionType {other:?} is not S3, GitHub, Local File or Local Directory"
-                )))
+                "Revision.RevisionType {other:?} is not S3, GitHub, Local File or Local Directory"
+            )))
             }
         };
         let file_exists_behavior = o
@@ -296,7 +299,8 @@ impl DeploymentSpec {
             ),
             _ => None,
         };
-        let appspec_filename = text_of(o, "AppSpecFilename").unwrap_or_else(|| "appspec.yml".into());
+        let appspec_filename =
+            text_of(o, "AppSpecFilename").unwrap_or_else(|| "appspec.yml".into());
         if appspec_filename.starts_with('/') || appspec_filename.split('/').any(|c| c == "..") {
             return Err(SpecError(format!(
                 "AppSpecFilename {appspec_filename:?} must be a path inside the revision"
@@ -351,7 +355,9 @@ mod tests {
         assert_eq!(s.file_exists_behavior, Some(FileExistsBehavior::Overwrite));
         assert_eq!(s.appspec_filename, "appspec.yml");
         assert_eq!(s.all_possible_events.as_ref().unwrap().len(), 2);
-        assert!(matches!(&s.revision, RevisionSource::S3 { version: Some(v), bundle_type: BundleType::Zip, .. } if v == "v1"));
+        assert!(
+            matches!(&s.revision, RevisionSource::S3 { version: Some(v), bundle_type: BundleType::Zip, .. } if v == "v1")
+        );
         assert_eq!(s.reuse_archive_from, None);
     }
 
@@ -362,7 +368,9 @@ mod tests {
             "Revision":{"RevisionType":"GitHub","GitHubRevision":{"Account":"acme","Repository":"web","CommitId":"0123abc"}}}"#;
         let s = DeploymentSpec::from_json(j).unwrap();
         assert!(!format!("{s:?}").contains("supersecret"));
-        assert!(matches!(&s.revision, RevisionSource::GitHub { token: Some(t), bundle_type: BundleType::Tgz, .. } if t.0 == "ghp_supersecret"));
+        assert!(
+            matches!(&s.revision, RevisionSource::GitHub { token: Some(t), bundle_type: BundleType::Tgz, .. } if t.0 == "ghp_supersecret")
+        );
         assert_eq!(s.reuse_archive_from.as_deref(), Some("d-0"));
     }
 
@@ -370,11 +378,16 @@ mod tests {
     fn refuses_missing_and_hostile_fields() {
         let e = DeploymentSpec::from_json(r#"{"DeploymentId":"d-1"}"#).unwrap_err();
         assert_eq!(e.0, "DeploymentGroupId is missing");
-        let e = DeploymentSpec::from_json(&s3_spec("").replace("0a1b2c3d-aaaa", "../etc")).unwrap_err();
+        let e =
+            DeploymentSpec::from_json(&s3_spec("").replace("0a1b2c3d-aaaa", "../etc")).unwrap_err();
         assert!(e.0.contains("DeploymentGroupId \"../etc\""), "{e}");
         let e = DeploymentSpec::from_json(&s3_spec("").replace("\"zip\"", "\"rar\"")).unwrap_err();
-        assert!(e.0.contains("Revision.S3Revision.BundleType must be one of tar, tgz, zip"), "{e}");
-        let e = DeploymentSpec::from_json(&s3_spec(r#","AppSpecFilename":"../x.yml""#)).unwrap_err();
+        assert!(
+            e.0.contains("Revision.S3Revision.BundleType must be one of tar, tgz, zip"),
+            "{e}"
+        );
+        let e =
+            DeploymentSpec::from_json(&s3_spec(r#","AppSpecFilename":"../x.yml""#)).unwrap_err();
         assert!(e.0.contains("AppSpecFilename"), "{e}");
     }
 }

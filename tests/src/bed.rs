@@ -23,6 +23,8 @@ use crate::{agent_bin, wait_until};
 /// One moto server per test process, stopped when the process ends.
 pub struct Moto {
     pub addr: SocketAddr,
+    /// The watchdog shell; it outlives this process only briefly.
+    _watchdog: Child,
 }
 
 pub fn moto() -> &'static Moto {
@@ -35,7 +37,7 @@ pub fn moto() -> &'static Moto {
             "python3 -m moto.server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 1; done; kill $m 2>/dev/null",
             std::process::id()
         );
-        Command::new("sh")
+        let watchdog = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())
             .spawn()
@@ -44,12 +46,16 @@ pub fn moto() -> &'static Moto {
         wait_until(Duration::from_secs(60), "moto server answers", || {
             std::net::TcpStream::connect(addr).is_ok()
         });
-        Moto { addr }
+        Moto { addr, _watchdog: watchdog }
     })
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Testbed {
@@ -71,7 +77,10 @@ impl Default for Testbed {
 
 impl Testbed {
     pub fn new() -> Testbed {
-        let mut dir = tempfile::Builder::new().prefix("testbed-").tempdir().expect("tempdir");
+        let mut dir = tempfile::Builder::new()
+            .prefix("testbed-")
+            .tempdir()
+            .expect("tempdir");
         // TESTBED_KEEP=1 keeps every instance's logs and deployment root
         // for a post-mortem.
         if std::env::var_os("TESTBED_KEEP").is_some() {
@@ -83,7 +92,15 @@ impl Testbed {
         let keys = Keyring::default();
         let control = ControlPlane::start(&ca, keys.clone());
         let m = moto().addr;
-        Testbed { dir, ca, keys, control, github: GitHub::start(), s3: FaultyProxy::start(m), moto: m }
+        Testbed {
+            dir,
+            ca,
+            keys,
+            control,
+            github: GitHub::start(),
+            s3: FaultyProxy::start(m),
+            moto: m,
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -97,8 +114,18 @@ impl Testbed {
             Some(&"s3") | Some(&"s3api") => format!("http://{}", self.moto),
             _ => self.control.endpoint(),
         };
-        let out = Command::new("aws")
-            .args(["--endpoint-url", &endpoint, "--region", control::REGION, "--output", "json"])
+        // `python3 -m awscli`: the CLI pip installed, whatever PATH shims say.
+        let out = Command::new("python3")
+            .args([
+                "-m",
+                "awscli",
+                "--endpoint-url",
+                &endpoint,
+                "--region",
+                control::REGION,
+                "--output",
+                "json",
+            ])
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -109,15 +136,22 @@ impl Testbed {
             .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .output()
-            .map_err(|e| format!("cannot run the AWS CLI (pip install awscli; .ci/run does): {e}"))?;
+            .map_err(|e| {
+                format!("cannot run the AWS CLI (pip install awscli; .ci/run does): {e}")
+            })?;
         if !out.status.success() {
-            return Err(format!("aws {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "aws {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         let text = String::from_utf8_lossy(&out.stdout);
         if text.trim().is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_str(&text).map_err(|e| format!("aws {}: not JSON ({e}): {text}", args.join(" ")))
+        serde_json::from_str(&text)
+            .map_err(|e| format!("aws {}: not JSON ({e}): {text}", args.join(" ")))
     }
 
     pub fn aws_ok(&self, args: &[&str]) -> Value {
@@ -127,14 +161,37 @@ impl Testbed {
     /// A bucket with versioning on, and `file` uploaded as `key`; returns
     /// (version id, etag).
     pub fn upload(&self, bucket: &str, key: &str, file: &Path) -> (String, String) {
-        if self.aws(&["s3api", "head-bucket", "--bucket", bucket]).is_err() {
+        if self
+            .aws(&["s3api", "head-bucket", "--bucket", bucket])
+            .is_err()
+        {
             self.aws_ok(&["s3api", "create-bucket", "--bucket", bucket]);
-            self.aws_ok(&["s3api", "put-bucket-versioning", "--bucket", bucket, "--versioning-configuration", "Status=Enabled"]);
+            self.aws_ok(&[
+                "s3api",
+                "put-bucket-versioning",
+                "--bucket",
+                bucket,
+                "--versioning-configuration",
+                "Status=Enabled",
+            ]);
         }
-        let out = self.aws_ok(&["s3api", "put-object", "--bucket", bucket, "--key", key, "--body", file.to_str().unwrap()]);
+        let out = self.aws_ok(&[
+            "s3api",
+            "put-object",
+            "--bucket",
+            bucket,
+            "--key",
+            key,
+            "--body",
+            file.to_str().unwrap(),
+        ]);
         (
             out["VersionId"].as_str().unwrap_or_default().to_string(),
-            out["ETag"].as_str().unwrap_or_default().trim_matches('"').to_string(),
+            out["ETag"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_matches('"')
+                .to_string(),
         )
     }
 
@@ -153,7 +210,13 @@ impl Testbed {
     }
 
     fn agent(&self, instance_id: &str, onpremises: Option<&str>) -> Agent {
-        let imds = Imds::start(instance_id, control::REGION, control::ACCOUNT, &self.keys, false);
+        let imds = Imds::start(
+            instance_id,
+            control::REGION,
+            control::ACCOUNT,
+            &self.keys,
+            false,
+        );
         let dir = self.path(instance_id);
         fs::create_dir_all(&dir).unwrap();
         let onprem_file = dir.join("codedeploy.onpremises.yml");
@@ -173,7 +236,12 @@ impl Testbed {
             onprem = onprem_file.display(),
         );
         fs::write(&config, text).unwrap();
-        Agent { dir, config, imds, child: None }
+        Agent {
+            dir,
+            config,
+            imds,
+            child: None,
+        }
     }
 
     /// Wait for a deployment to reach a final status; returns it, or
@@ -214,7 +282,11 @@ impl Agent {
         let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
         let from = lines.len().saturating_sub(30);
-        format!("--- {} log tail ---\n{}", self.imds.instance_id, lines[from..].join("\n"))
+        format!(
+            "--- {} log tail ---\n{}",
+            self.imds.instance_id,
+            lines[from..].join("\n")
+        )
     }
 
     pub fn start(&mut self) {
@@ -255,7 +327,11 @@ impl Agent {
                 self.child = None;
                 return st;
             }
-            assert!(t0.elapsed() < limit, "agent did not exit within {limit:?}\n{}", self.log());
+            assert!(
+                t0.elapsed() < limit,
+                "agent did not exit within {limit:?}\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -67,7 +67,9 @@ impl FaultyProxy {
     }
 
     pub fn delay(&self, d: Duration) {
-        self.faults.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+        self.faults
+            .delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
     pub fn fired(&self) -> u32 {

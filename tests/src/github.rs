@@ -34,7 +34,11 @@ impl GitHub {
         let a = addr_cell.clone();
         let handler: server::Handler = Arc::new(move |req| {
             let path = req.uri().path().to_string();
-            let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let auth = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             let mut repos = r.lock().unwrap();
             let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
             let reply = match parts.as_slice() {
@@ -53,7 +57,10 @@ impl GitHub {
                         let host = a.lock().unwrap().expect("address");
                         http::Response::builder()
                             .status(302)
-                            .header("location", format!("http://{host}/codeload/{full}/{kind}/{sha}"))
+                            .header(
+                                "location",
+                                format!("http://{host}/codeload/{full}/{kind}/{sha}"),
+                            )
                             .body(bytes::Bytes::new())
                             .unwrap()
                     }
@@ -62,7 +69,11 @@ impl GitHub {
                     if let Some(a) = auth {
                         repos.leaked.push(a);
                     }
-                    match repos.archives.get(&(format!("{owner}/{repo}"), sha.to_string(), kind.to_string())) {
+                    match repos.archives.get(&(
+                        format!("{owner}/{repo}"),
+                        sha.to_string(),
+                        kind.to_string(),
+                    )) {
                         Some(b) => text_response(200, b.clone()),
                         None => text_response(404, ""),
                     }
@@ -85,11 +96,19 @@ impl GitHub {
 
     /// Publish `bytes` as the tarball (tgz) or zipball of `repo` at `sha`.
     pub fn publish(&self, repo: &str, sha: &str, kind: &str, bytes: Vec<u8>) {
-        self.repos.lock().unwrap().archives.insert((repo.into(), sha.into(), kind.into()), bytes);
+        self.repos
+            .lock()
+            .unwrap()
+            .archives
+            .insert((repo.into(), sha.into(), kind.into()), bytes);
     }
 
     pub fn make_private(&self, repo: &str, token: &str) {
-        self.repos.lock().unwrap().private.insert(repo.into(), token.into());
+        self.repos
+            .lock()
+            .unwrap()
+            .private
+            .insert(repo.into(), token.into());
     }
 
     pub fn leaked_authorization(&self) -> Vec<String> {

@@ -22,15 +22,33 @@ pub struct Imds {
 impl Imds {
     /// Serve metadata for `instance_id`; its role credentials are added to
     /// `keys` with the instance's host identifier as principal.
-    pub fn start(instance_id: &str, region: &str, account: &str, keys: &Keyring, allow_v1: bool) -> Imds {
+    pub fn start(
+        instance_id: &str,
+        region: &str,
+        account: &str,
+        keys: &Keyring,
+        allow_v1: bool,
+    ) -> Imds {
         let host = format!("arn:aws:ec2:{region}:{account}:instance/{instance_id}");
-        let akid = format!("ASIA{}", instance_id.trim_start_matches("i-").to_uppercase());
+        let akid = format!(
+            "ASIA{}",
+            instance_id.trim_start_matches("i-").to_uppercase()
+        );
         let secret = format!("secret-of-{instance_id}");
         let token = format!("session-token-of-{instance_id}");
-        keys.add(&akid, Secret { secret: secret.clone(), token: Some(token.clone()), principal: host });
+        keys.add(
+            &akid,
+            Secret {
+                secret: secret.clone(),
+                token: Some(token.clone()),
+                principal: host,
+            },
+        );
         let session = format!("imds-token-{instance_id}");
         let doc = json!({"accountId": account, "region": region, "instanceId": instance_id, "availabilityZone": format!("{region}a"), "instanceType": "t3.micro", "imageId": "ami-0testbed", "architecture": "x86_64", "privateIp": "127.0.0.1", "version": "2017-09-30"});
-        let expiration = chrono_like_iso(std::time::SystemTime::now() + std::time::Duration::from_secs(6 * 3600));
+        let expiration = chrono_like_iso(
+            std::time::SystemTime::now() + std::time::Duration::from_secs(6 * 3600),
+        );
         let creds = json!({"Code": "Success", "LastUpdated": "2026-01-01T00:00:00Z", "Type": "AWS-HMAC", "AccessKeyId": akid, "SecretAccessKey": secret, "Token": token, "Expiration": expiration});
         let id = instance_id.to_string();
         let hits = Arc::new(AtomicU32::new(0));
@@ -41,15 +59,29 @@ impl Imds {
             h.fetch_add(1, Ordering::Relaxed);
             let path = req.uri().path().to_string();
             let method = req.method().clone();
-            let has_token = req.headers().get("x-aws-ec2-metadata-token").and_then(|v| v.to_str().ok()) == Some(session.as_str());
+            let has_token = req
+                .headers()
+                .get("x-aws-ec2-metadata-token")
+                .and_then(|v| v.to_str().ok())
+                == Some(session.as_str());
             let reply = if path == "/latest/api/token" {
-                if method != http::Method::PUT || req.headers().get("x-aws-ec2-metadata-token-ttl-seconds").is_none() {
+                if method != http::Method::PUT
+                    || req
+                        .headers()
+                        .get("x-aws-ec2-metadata-token-ttl-seconds")
+                        .is_none()
+                {
                     text_response(400, "")
                 } else {
                     *tokens.lock().unwrap() += 1;
-                    let ttl = req.headers().get("x-aws-ec2-metadata-token-ttl-seconds").cloned().unwrap();
+                    let ttl = req
+                        .headers()
+                        .get("x-aws-ec2-metadata-token-ttl-seconds")
+                        .cloned()
+                        .unwrap();
                     let mut r = text_response(200, session.clone());
-                    r.headers_mut().insert("x-aws-ec2-metadata-token-ttl-seconds", ttl);
+                    r.headers_mut()
+                        .insert("x-aws-ec2-metadata-token-ttl-seconds", ttl);
                     r
                 }
             } else if !has_token && !allow_v1 {
@@ -60,15 +92,27 @@ impl Imds {
                 }
                 match path.as_str() {
                     "/latest/meta-data/instance-id" => text_response(200, id.clone()),
-                    "/latest/dynamic/instance-identity/document" => text_response(200, doc.to_string()),
-                    "/latest/meta-data/iam/security-credentials/" | "/latest/meta-data/iam/security-credentials" => text_response(200, "testbed-role"),
-                    "/latest/meta-data/iam/security-credentials/testbed-role" => text_response(200, creds.to_string()),
+                    "/latest/dynamic/instance-identity/document" => {
+                        text_response(200, doc.to_string())
+                    }
+                    "/latest/meta-data/iam/security-credentials/"
+                    | "/latest/meta-data/iam/security-credentials" => {
+                        text_response(200, "testbed-role")
+                    }
+                    "/latest/meta-data/iam/security-credentials/testbed-role" => {
+                        text_response(200, creds.to_string())
+                    }
                     _ => text_response(404, ""),
                 }
             };
             Box::pin(async move { Ok(reply) })
         }));
-        Imds { addr, instance_id: instance_id.to_string(), hits, v1_hits }
+        Imds {
+            addr,
+            instance_id: instance_id.to_string(),
+            hits,
+            v1_hits,
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -86,7 +130,10 @@ impl Imds {
 
 /// `YYYY-MM-DDTHH:MM:SSZ` without a date library.
 fn chrono_like_iso(t: std::time::SystemTime) -> String {
-    let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil from days (Howard Hinnant).
@@ -100,7 +147,12 @@ fn chrono_like_iso(t: std::time::SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]

@@ -216,11 +216,17 @@ impl Host {
 
     /// `codedeploy-agent local -c <conf> <args>`, bounded to two minutes.
     pub fn local(&self, args: &[&str]) -> Run {
+        self.local_with_env(args, &[])
+    }
+
+    /// `local` with extra environment variables (AWS credentials, region).
+    pub fn local_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(agent_bin());
         cmd.arg("local")
             .arg("-c")
             .arg(&self.conf)
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(self.dir.path());
         run_with_deadline(&mut cmd, Duration::from_secs(120))
     }
@@ -307,12 +313,12 @@ pub fn alive(pid: i32) -> bool {
             .unwrap_or(false)
 }
 
-pub mod control;
-pub mod server;
-pub mod signer;
-pub mod sigv4;
 pub mod bed;
-pub mod scenario;
+pub mod control;
 pub mod faulty;
 pub mod github;
 pub mod imds;
+pub mod scenario;
+pub mod server;
+pub mod signer;
+pub mod sigv4;

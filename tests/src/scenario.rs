@@ -82,23 +82,42 @@ pub fn create_s3_deployment(bed: &Testbed, location: &str) -> String {
 }
 
 pub fn deployment_id(out: Value) -> String {
-    out["deploymentId"].as_str().expect("deploymentId").to_string()
+    out["deploymentId"]
+        .as_str()
+        .expect("deploymentId")
+        .to_string()
 }
 
 /// Upload a recording bundle of `version` as `key` (zip or tgz by its
 /// extension) and deploy it; returns the deployment id.
-pub fn deploy_version(bed: &Testbed, bucket: &str, version: &str, kind: &str, validate_exit: i32) -> String {
+pub fn deploy_version(
+    bed: &Testbed,
+    bucket: &str,
+    version: &str,
+    kind: &str,
+    validate_exit: i32,
+) -> String {
     let b = recording_bundle(&bed.path(version), version, validate_exit);
     let key = format!("shop/{version}.{kind}");
     let file = bed.path(&format!("{version}.{kind}"));
-    let file = if kind == "zip" { b.zip(&file) } else { b.tgz(&file) };
+    let file = if kind == "zip" {
+        b.zip(&file)
+    } else {
+        b.tgz(&file)
+    };
     bed.upload(bucket, &key, &file);
     create_s3_deployment(bed, &format!("bucket={bucket},key={key},bundleType={kind}"))
 }
 
 pub fn instance_summary(bed: &Testbed, deployment: &str, instance: &str) -> Value {
-    bed.aws_ok(&["deploy", "get-deployment-instance", "--deployment-id", deployment, "--instance-id", instance])
-        ["instanceSummary"]
+    bed.aws_ok(&[
+        "deploy",
+        "get-deployment-instance",
+        "--deployment-id",
+        deployment,
+        "--instance-id",
+        instance,
+    ])["instanceSummary"]
         .clone()
 }
 
@@ -118,5 +137,9 @@ pub fn hook_lines(a: &Agent) -> Vec<String> {
 }
 
 pub fn logs(agents: &[Agent]) -> String {
-    agents.iter().map(|a| a.log_tail()).collect::<Vec<_>>().join("\n")
+    agents
+        .iter()
+        .map(|a| a.log_tail())
+        .collect::<Vec<_>>()
+        .join("\n")
 }

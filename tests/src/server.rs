@@ -59,7 +59,11 @@ pub fn serve(handler: Handler) -> SocketAddr {
                     let h = h.clone();
                     async move {
                         let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes())
+                            .unwrap_or_default();
                         let resp = h(Request::from_parts(parts, body)).await?;
                         let (p, b) = resp.into_parts();
                         Ok::<_, Dropped>(Response::from_parts(p, Full::new(b)))

@@ -37,26 +37,45 @@ fn name(entries: &[(&str, &str)]) -> X509Name {
 
 fn serial() -> openssl::asn1::Asn1Integer {
     let mut bn = BigNum::new().expect("bn");
-    bn.rand(64, openssl::bn::MsbOption::MAYBE_ZERO, false).expect("rand");
+    bn.rand(64, openssl::bn::MsbOption::MAYBE_ZERO, false)
+        .expect("rand");
     bn.to_asn1_integer().expect("serial")
 }
 
 impl Authority {
     pub fn new(common_name: &str) -> Authority {
         let key = rsa();
-        let n = name(&[("C", "US"), ("O", "CodeDeploy testbed"), ("CN", common_name)]);
+        let n = name(&[
+            ("C", "US"),
+            ("O", "CodeDeploy testbed"),
+            ("CN", common_name),
+        ]);
         let mut b = X509::builder().expect("x509");
         b.set_version(2).unwrap();
         b.set_serial_number(&serial()).unwrap();
         b.set_subject_name(&n).unwrap();
         b.set_issuer_name(&n).unwrap();
         b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(2).unwrap()).unwrap();
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap()).unwrap();
-        b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().unwrap()).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+            .unwrap();
+        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+            .unwrap();
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
         b.sign(&key, MessageDigest::sha256()).unwrap();
-        Authority { cert: b.build(), key }
+        Authority {
+            cert: b.build(),
+            key,
+        }
     }
 
     pub fn pem(&self) -> Vec<u8> {
@@ -82,11 +101,23 @@ impl Authority {
         b.set_subject_name(&name(subject)).unwrap();
         b.set_issuer_name(self.cert.subject_name()).unwrap();
         b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(1).unwrap()).unwrap();
-        b.append_extension(KeyUsage::new().critical().digital_signature().build().unwrap()).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .digital_signature()
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
         b.sign(&self.key, MessageDigest::sha256()).unwrap();
-        SigningKey { cert: b.build(), key }
+        SigningKey {
+            cert: b.build(),
+            key,
+        }
     }
 }
 
@@ -94,7 +125,8 @@ impl SigningKey {
     /// PKCS7 SignedData (PEM) carrying `content` and the signer certificate.
     pub fn sign(&self, content: &[u8]) -> String {
         let none: Stack<X509> = Stack::new().unwrap();
-        let p7 = Pkcs7::sign(&self.cert, &self.key, &none, content, Pkcs7Flags::BINARY).expect("pkcs7 sign");
+        let p7 = Pkcs7::sign(&self.cert, &self.key, &none, content, Pkcs7Flags::BINARY)
+            .expect("pkcs7 sign");
         String::from_utf8(p7.to_pem().expect("pem")).expect("ascii")
     }
 }

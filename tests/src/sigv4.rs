@@ -28,7 +28,10 @@ pub struct Keyring(Arc<Mutex<HashMap<String, Secret>>>);
 
 impl Keyring {
     pub fn add(&self, access_key: &str, secret: Secret) {
-        self.0.lock().unwrap().insert(access_key.to_string(), secret);
+        self.0
+            .lock()
+            .unwrap()
+            .insert(access_key.to_string(), secret);
     }
 
     pub fn get(&self, access_key: &str) -> Option<Secret> {
@@ -52,7 +55,12 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 /// Verify `req` for `service` in `region`; returns the caller's principal.
-pub fn verify(req: &Request<Bytes>, keys: &Keyring, region: &str, service: &str) -> Result<String, String> {
+pub fn verify(
+    req: &Request<Bytes>,
+    keys: &Keyring,
+    region: &str,
+    service: &str,
+) -> Result<String, String> {
     let auth = req
         .headers()
         .get("authorization")
@@ -83,9 +91,13 @@ pub fn verify(req: &Request<Bytes>, keys: &Keyring, region: &str, service: &str)
         return Err(format!("signed for region {s_region}, expected {region}"));
     }
     if s_service != service {
-        return Err(format!("signed for service {s_service}, expected {service}"));
+        return Err(format!(
+            "signed for service {s_service}, expected {service}"
+        ));
     }
-    let key = keys.get(akid).ok_or_else(|| format!("unknown access key {akid}"))?;
+    let key = keys
+        .get(akid)
+        .ok_or_else(|| format!("unknown access key {akid}"))?;
     let amz_date = req
         .headers()
         .get("x-amz-date")
@@ -107,7 +119,10 @@ pub fn verify(req: &Request<Bytes>, keys: &Keyring, region: &str, service: &str)
         return Err("host is not signed".into());
     }
     if let Some(tok) = &key.token {
-        let sent = req.headers().get("x-amz-security-token").and_then(|v| v.to_str().ok());
+        let sent = req
+            .headers()
+            .get("x-amz-security-token")
+            .and_then(|v| v.to_str().ok());
         if sent != Some(tok.as_str()) || !names.contains(&"x-amz-security-token") {
             return Err("missing or wrong session token".into());
         }
@@ -130,7 +145,11 @@ pub fn verify(req: &Request<Bytes>, keys: &Keyring, region: &str, service: &str)
         }
         canon_headers.push_str(&format!("{n}:{}\n", values.join(",")));
     }
-    let payload_hash = match req.headers().get("x-amz-content-sha256").and_then(|v| v.to_str().ok()) {
+    let payload_hash = match req
+        .headers()
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(h) if h != "UNSIGNED-PAYLOAD" => {
             if h != sha256_hex(req.body()) {
                 return Err("x-amz-content-sha256 does not match the body".into());
@@ -150,7 +169,10 @@ pub fn verify(req: &Request<Bytes>, keys: &Keyring, region: &str, service: &str)
         payload_hash
     );
     let scope_str = format!("{date}/{s_region}/{s_service}/aws4_request");
-    let to_sign = format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope_str}\n{}", sha256_hex(canonical.as_bytes()));
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope_str}\n{}",
+        sha256_hex(canonical.as_bytes())
+    );
     let k_date = hmac(format!("AWS4{}", key.secret).as_bytes(), date.as_bytes());
     let k_region = hmac(&k_date, s_region.as_bytes());
     let k_service = hmac(&k_region, s_service.as_bytes());
@@ -205,6 +227,9 @@ mod tests {
     #[test]
     fn parses_amz_dates() {
         assert_eq!(super::chrono_free_parse("19700101T000000Z"), Some(0));
-        assert_eq!(super::chrono_free_parse("20261123T120000Z"), Some(1_795_435_200));
+        assert_eq!(
+            super::chrono_free_parse("20261123T120000Z"),
+            Some(1_795_435_200)
+        );
     }
 }

@@ -18,8 +18,14 @@ fn assert_one_at_a_time(bed: &Testbed, deployment: &str, agents: &[Agent]) {
         for e in events {
             assert_eq!(e["status"], "Succeeded", "{e:#}");
         }
-        let start = events.iter().filter_map(|e| e["startTime"].as_f64()).fold(f64::MAX, f64::min);
-        let end = events.iter().filter_map(|e| e["endTime"].as_f64()).fold(0.0, f64::max);
+        let start = events
+            .iter()
+            .filter_map(|e| e["startTime"].as_f64())
+            .fold(f64::MAX, f64::min);
+        let end = events
+            .iter()
+            .filter_map(|e| e["endTime"].as_f64())
+            .fold(0.0, f64::max);
         windows.push((start, end, a.imds.instance_id.clone()));
     }
     windows.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
@@ -43,31 +49,56 @@ fn three_hosts_one_at_a_time_from_s3_zip_then_tgz() {
     setup_group(&bed, "CodeDeployDefault.OneAtATime");
 
     let d1 = deploy_version(&bed, "e2e-one", "v1", "zip", 0);
-    assert_eq!(bed.wait_deployment(&d1, LIMIT), "Succeeded", "{}", logs(&agents));
-    let info = bed.aws_ok(&["deploy", "get-deployment", "--deployment-id", &d1])["deploymentInfo"].clone();
+    assert_eq!(
+        bed.wait_deployment(&d1, LIMIT),
+        "Succeeded",
+        "{}",
+        logs(&agents)
+    );
+    let info =
+        bed.aws_ok(&["deploy", "get-deployment", "--deployment-id", &d1])["deploymentInfo"].clone();
     assert_eq!(info["status"], "Succeeded");
     assert_eq!(info["deploymentOverview"]["Succeeded"], 3, "{info:#}");
     assert_one_at_a_time(&bed, &d1, &agents);
     for a in &agents {
-        assert_eq!(fs::read_to_string(a.dir.join("www/index.html")).unwrap(), "<h1>v1</h1>\n");
+        assert_eq!(
+            fs::read_to_string(a.dir.join("www/index.html")).unwrap(),
+            "<h1>v1</h1>\n"
+        );
         let expected: Vec<String> = ["BeforeInstall", "AfterInstall", "ApplicationStart"]
             .iter()
             .map(|e| format!("{e} {d1} e2e-one"))
             .chain([format!("ValidateService {d1}")])
             .collect();
-        assert_eq!(hook_lines(a), expected, "first deployment: no ApplicationStop (nothing deployed before)");
+        assert_eq!(
+            hook_lines(a),
+            expected,
+            "first deployment: no ApplicationStop (nothing deployed before)"
+        );
     }
 
     // A tgz revision: ApplicationStop now runs the previous revision's
     // script, and the new files replace the old.
     let d2 = deploy_version(&bed, "e2e-one", "v2", "tgz", 0);
-    assert_eq!(bed.wait_deployment(&d2, LIMIT), "Succeeded", "{}", logs(&agents));
+    assert_eq!(
+        bed.wait_deployment(&d2, LIMIT),
+        "Succeeded",
+        "{}",
+        logs(&agents)
+    );
     assert_one_at_a_time(&bed, &d2, &agents);
     for a in &agents {
-        assert_eq!(fs::read_to_string(a.dir.join("www/index.html")).unwrap(), "<h1>v2</h1>\n");
+        assert_eq!(
+            fs::read_to_string(a.dir.join("www/index.html")).unwrap(),
+            "<h1>v2</h1>\n"
+        );
         let lines = hook_lines(a);
         assert_eq!(lines.len(), 9, "{lines:#?}");
-        assert_eq!(lines[4], format!("ApplicationStop {d2} e2e-one"), "{lines:#?}");
+        assert_eq!(
+            lines[4],
+            format!("ApplicationStop {d2} e2e-one"),
+            "{lines:#?}"
+        );
     }
 }
 
@@ -81,7 +112,8 @@ fn github_revision_from_a_private_repository() {
     // GitHub tarballs hold one top-level directory <owner>-<repo>-<sha>/.
     let b = recording_bundle(&bed.path("gh"), "from-github", 0);
     let tgz = b.tgz_with_prefix(&bed.path("gh.tgz"), &format!("acme-shop-{}", &sha[..7]));
-    bed.github.publish("acme/shop", sha, "tarball", fs::read(&tgz).unwrap());
+    bed.github
+        .publish("acme/shop", sha, "tarball", fs::read(&tgz).unwrap());
     bed.github.make_private("acme/shop", "gho_testbedtoken");
     bed.control.set_github_token(Some("gho_testbedtoken"));
 
@@ -95,14 +127,32 @@ fn github_revision_from_a_private_repository() {
         "--github-location",
         &format!("repository=acme/shop,commitId={sha}"),
     ]));
-    assert_eq!(bed.wait_deployment(&d, LIMIT), "Succeeded", "{}", logs(&agents));
+    assert_eq!(
+        bed.wait_deployment(&d, LIMIT),
+        "Succeeded",
+        "{}",
+        logs(&agents)
+    );
     for a in &agents {
-        assert_eq!(fs::read_to_string(a.dir.join("www/index.html")).unwrap(), "<h1>from-github</h1>\n");
-        assert!(hook_lines(a).contains(&format!("BeforeInstall {d} {sha}")), "{:?}", hook_lines(a));
-        assert!(!a.log().contains("gho_testbedtoken"), "the token reached the log");
+        assert_eq!(
+            fs::read_to_string(a.dir.join("www/index.html")).unwrap(),
+            "<h1>from-github</h1>\n"
+        );
+        assert!(
+            hook_lines(a).contains(&format!("BeforeInstall {d} {sha}")),
+            "{:?}",
+            hook_lines(a)
+        );
+        assert!(
+            !a.log().contains("gho_testbedtoken"),
+            "the token reached the log"
+        );
     }
     assert_eq!(bed.github.api_requests(), 3);
-    assert!(bed.github.leaked_authorization().is_empty(), "the token followed the redirect to the archive host");
+    assert!(
+        bed.github.leaked_authorization().is_empty(),
+        "the token followed the redirect to the archive host"
+    );
 }
 
 #[test]
@@ -112,15 +162,29 @@ fn failing_validate_service_fails_the_deployment_with_the_script_and_its_output(
     let agents = fleet(&bed, 3);
     setup_group(&bed, "CodeDeployDefault.OneAtATime");
     let d = deploy_version(&bed, "e2e-fail", "broken", "zip", 3);
-    assert_eq!(bed.wait_deployment(&d, LIMIT), "Failed", "{}", logs(&agents));
+    assert_eq!(
+        bed.wait_deployment(&d, LIMIT),
+        "Failed",
+        "{}",
+        logs(&agents)
+    );
 
-    let info = bed.aws_ok(&["deploy", "get-deployment", "--deployment-id", &d])["deploymentInfo"].clone();
+    let info =
+        bed.aws_ok(&["deploy", "get-deployment", "--deployment-id", &d])["deploymentInfo"].clone();
     assert_eq!(info["status"], "Failed");
-    assert_eq!(info["errorInformation"]["code"], "HEALTH_CONSTRAINTS", "{info:#}");
+    assert_eq!(
+        info["errorInformation"]["code"], "HEALTH_CONSTRAINTS",
+        "{info:#}"
+    );
     assert_eq!(info["deploymentOverview"]["Failed"], 1, "{info:#}");
-    assert_eq!(info["deploymentOverview"]["Skipped"], 2, "OneAtATime stops at the first failure: {info:#}");
+    assert_eq!(
+        info["deploymentOverview"]["Skipped"], 2,
+        "OneAtATime stops at the first failure: {info:#}"
+    );
 
-    let ids = bed.aws_ok(&["deploy", "list-deployment-instances", "--deployment-id", &d])["instancesList"].clone();
+    let ids = bed.aws_ok(&["deploy", "list-deployment-instances", "--deployment-id", &d])
+        ["instancesList"]
+        .clone();
     let failed: Vec<serde_json::Value> = ids
         .as_array()
         .unwrap()
@@ -136,13 +200,29 @@ fn failing_validate_service_fails_the_deployment_with_the_script_and_its_output(
     assert_eq!(diag["scriptName"], "hooks/validate.sh", "{diag:#}");
     let tail = diag["logTail"].as_str().unwrap();
     assert!(tail.contains("[stdout]checking the service"), "{tail}");
-    assert!(tail.contains("[stderr]health check failed: 503 from localhost:8080"), "{tail}");
-    assert!(diag["message"].as_str().unwrap().contains("exit code 3"), "{diag:#}");
+    assert!(
+        tail.contains("[stderr]health check failed: 503 from localhost:8080"),
+        "{tail}"
+    );
+    assert!(
+        diag["message"].as_str().unwrap().contains("exit code 3"),
+        "{diag:#}"
+    );
 
     // The deployments-targets view says the same.
     let target_id = failed[0]["instanceId"].as_str().unwrap();
-    let t = bed.aws_ok(&["deploy", "get-deployment-target", "--deployment-id", &d, "--target-id", target_id]);
-    assert_eq!(t["deploymentTarget"]["instanceTarget"]["status"], "Failed", "{t:#}");
+    let t = bed.aws_ok(&[
+        "deploy",
+        "get-deployment-target",
+        "--deployment-id",
+        &d,
+        "--target-id",
+        target_id,
+    ]);
+    assert_eq!(
+        t["deploymentTarget"]["instanceTarget"]["status"], "Failed",
+        "{t:#}"
+    );
 }
 
 #[test]
@@ -154,9 +234,30 @@ fn on_premises_instances_by_tag_with_iam_user_credentials() {
         let name = format!("onprem-{i}");
         let arn = format!("arn:aws:iam::123456789012:user/{name}");
         let key = format!("AKIDONPREM{i:010}");
-        bed.keys.add(&key, testbed::sigv4::Secret { secret: format!("secret-{i}"), token: None, principal: arn.clone() });
-        bed.aws_ok(&["deploy", "register-on-premises-instance", "--instance-name", &name, "--iam-user-arn", &arn]);
-        bed.aws_ok(&["deploy", "add-tags-to-on-premises-instances", "--instance-names", &name, "--tags", "Key=fleet,Value=dc1"]);
+        bed.keys.add(
+            &key,
+            testbed::sigv4::Secret {
+                secret: format!("secret-{i}"),
+                token: None,
+                principal: arn.clone(),
+            },
+        );
+        bed.aws_ok(&[
+            "deploy",
+            "register-on-premises-instance",
+            "--instance-name",
+            &name,
+            "--iam-user-arn",
+            &arn,
+        ]);
+        bed.aws_ok(&[
+            "deploy",
+            "add-tags-to-on-premises-instances",
+            "--instance-names",
+            &name,
+            "--tags",
+            "Key=fleet,Value=dc1",
+        ]);
         let a = bed.on_premises(&name, &format!(
             "---\nregion: us-east-1\niam_user_arn: {arn}\naws_access_key_id: {key}\naws_secret_access_key: secret-{i}\n"
         ));
@@ -167,15 +268,35 @@ fn on_premises_instances_by_tag_with_iam_user_credentials() {
     }
     bed.aws_ok(&["deploy", "create-application", "--application-name", "shop"]);
     bed.aws_ok(&[
-        "deploy", "create-deployment-group", "--application-name", "shop", "--deployment-group-name", "web",
-        "--deployment-config-name", "CodeDeployDefault.AllAtOnce",
-        "--on-premises-instance-tag-filters", "Key=fleet,Value=dc1,Type=KEY_AND_VALUE",
-        "--service-role-arn", ROLE_ARN,
+        "deploy",
+        "create-deployment-group",
+        "--application-name",
+        "shop",
+        "--deployment-group-name",
+        "web",
+        "--deployment-config-name",
+        "CodeDeployDefault.AllAtOnce",
+        "--on-premises-instance-tag-filters",
+        "Key=fleet,Value=dc1,Type=KEY_AND_VALUE",
+        "--service-role-arn",
+        ROLE_ARN,
     ]);
     let d = deploy_version(&bed, "e2e-onprem", "v1", "zip", 0);
-    assert_eq!(bed.wait_deployment(&d, LIMIT), "Succeeded", "{}", logs(&agents));
+    assert_eq!(
+        bed.wait_deployment(&d, LIMIT),
+        "Succeeded",
+        "{}",
+        logs(&agents)
+    );
     for a in &agents {
-        assert_eq!(fs::read_to_string(a.dir.join("www/index.html")).unwrap(), "<h1>v1</h1>\n");
-        assert_eq!(a.imds.requests(), 0, "an on-premises agent must not ask instance metadata");
+        assert_eq!(
+            fs::read_to_string(a.dir.join("www/index.html")).unwrap(),
+            "<h1>v1</h1>\n"
+        );
+        assert_eq!(
+            a.imds.requests(),
+            0,
+            "an on-premises agent must not ask instance metadata"
+        );
     }
 }

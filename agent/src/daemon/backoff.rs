@@ -12,7 +12,12 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration, seed: u64) -> Backoff {
-        Backoff { base, max, attempt: 0, seed: seed | 1 }
+        Backoff {
+            base,
+            max,
+            attempt: 0,
+            seed: seed | 1,
+        }
     }
 
     pub fn reset(&mut self) {

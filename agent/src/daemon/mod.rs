@@ -93,13 +93,22 @@ async fn main_loop(config: Config) -> Result<(), String> {
         config.deploy_control_endpoint.as_deref(),
     );
     // Long polls are answered within the read timeout.
-    let http = HttpClient::new(config.proxy_uri.as_deref(), config.http_read_timeout).map_err(|e| e.to_string())?;
-    let client = CommandsClient::new(http.clone(), &ep, &ident.region, ident.credentials.clone(), AGENT_VERSION)?;
+    let http = HttpClient::new(config.proxy_uri.as_deref(), config.http_read_timeout)
+        .map_err(|e| e.to_string())?;
+    let client = CommandsClient::new(
+        http.clone(),
+        &ep,
+        &ident.region,
+        ident.credentials.clone(),
+        AGENT_VERSION,
+    )?;
     let chain = match &config.deployment_spec_ca_file {
-        Some(p) => std::fs::read(p).map_err(|e| format!("cannot read :deployment_spec_ca_file: {}: {e}", p.display()))?,
+        Some(p) => std::fs::read(p)
+            .map_err(|e| format!("cannot read :deployment_spec_ca_file: {}: {e}", p.display()))?,
         None => AWS_SIGNER_CHAIN.as_bytes().to_vec(),
     };
-    let verifier = Verifier::new(&chain, &ident.region, config.allow_unsigned_specs).map_err(|e| e.to_string())?;
+    let verifier = Verifier::new(&chain, &ident.region, config.allow_unsigned_specs)
+        .map_err(|e| e.to_string())?;
     let fetcher = RemoteFetcher::new(
         &config,
         &ident.region,
@@ -131,11 +140,19 @@ async fn main_loop(config: Config) -> Result<(), String> {
     let bound = agent.config.kill_agent_max_wait_time;
     let n = tasks.len();
     if n > 0 {
-        tracing::info!(running = n, bound_secs = bound.as_secs(), "stopping: waiting for running commands to finish");
+        tracing::info!(
+            running = n,
+            bound_secs = bound.as_secs(),
+            "stopping: waiting for running commands to finish"
+        );
     }
-    let drained = tokio::time::timeout(bound, async { while tasks.join_next().await.is_some() {} }).await;
+    let drained =
+        tokio::time::timeout(bound, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        tracing::error!(bound_secs = bound.as_secs(), "stopping with commands still running; the next start reports them failed");
+        tracing::error!(
+            bound_secs = bound.as_secs(),
+            "stopping with commands still running; the next start reports them failed"
+        );
     }
     tracing::info!("agent stopped");
     Ok(())
@@ -193,7 +210,11 @@ impl Agent {
     }
 
     async fn poll_loop(self: &Arc<Self>, tasks: &mut JoinSet<()>) {
-        let mut backoff = Backoff::new(Duration::from_secs(1), self.config.wait_after_error.max(Duration::from_secs(1)), seed());
+        let mut backoff = Backoff::new(
+            Duration::from_secs(1),
+            self.config.wait_after_error.max(Duration::from_secs(1)),
+            seed(),
+        );
         while !self.stopping() {
             while tasks.try_join_next().is_some() {}
             let mut rx = self.shutdown.clone();
@@ -238,7 +259,11 @@ impl Agent {
             tracing::debug!(command = %id, "command offered again while running");
             return false;
         }
-        let done = self.finished.lock().ok().and_then(|f| f.result.get(id).cloned());
+        let done = self
+            .finished
+            .lock()
+            .ok()
+            .and_then(|f| f.result.get(id).cloned());
         if let Some((ok, payload)) = done {
             tracing::warn!(command = %id, "command offered again after it finished; reporting its result again, not running it");
             let me = self.clone();
@@ -275,7 +300,10 @@ impl Agent {
         let id = &cmd.host_command_identifier;
         let name = &cmd.command_name;
         let envelope = match self
-            .retry("GetDeploymentSpecification", || self.client.specification(&cmd.deployment_execution_id, &self.host))
+            .retry("GetDeploymentSpecification", || {
+                self.client
+                    .specification(&cmd.deployment_execution_id, &self.host)
+            })
             .await
         {
             Ok(e) => e,
@@ -295,7 +323,9 @@ impl Agent {
             Err(_) => (false, None),
         };
         let status = match self
-            .retry("PutHostCommandAcknowledgement", || self.client.acknowledge(id, noop, max))
+            .retry("PutHostCommandAcknowledgement", || {
+                self.client.acknowledge(id, noop, max)
+            })
             .await
         {
             Ok(s) => s,
@@ -308,7 +338,8 @@ impl Agent {
         match status.as_str() {
             "Pending" | "InProgress" => {}
             "Failed" if noop => {
-                let d = Diagnostics::error(ErrorCode::Succeeded, "", "Succeeded: CompletedNoopCommand");
+                let d =
+                    Diagnostics::error(ErrorCode::Succeeded, "", "Succeeded: CompletedNoopCommand");
                 let p = d.to_json();
                 self.send_complete(id, true, &p).await;
                 return Some((true, p));
@@ -338,7 +369,10 @@ impl Agent {
         let (ok, d) = match result {
             Ok(summary) => {
                 tracing::info!(deployment = %spec.deployment_id, command = %name, elapsed_ms = ms, summary = %summary, "command succeeded");
-                (true, Diagnostics::error(ErrorCode::Succeeded, "", "Succeeded"))
+                (
+                    true,
+                    Diagnostics::error(ErrorCode::Succeeded, "", "Succeeded"),
+                )
             }
             Err(d) => {
                 tracing::error!(deployment = %spec.deployment_id, command = %name, elapsed_ms = ms, error_code = d.code as u8, script = %d.script_name, message = %d.message, "command failed");
@@ -360,9 +394,15 @@ impl Agent {
 
     fn execute(&self, name: &str, spec: &DeploymentSpec) -> Result<String, Diagnostics> {
         let exec = self.executor();
-        let _lock = exec.layout.lock_group(&spec.deployment_group_id).map_err(|e| {
-            Diagnostics::unknown(format!("cannot lock deployment group {}: {e}", spec.deployment_group_id))
-        })?;
+        let _lock = exec
+            .layout
+            .lock_group(&spec.deployment_group_id)
+            .map_err(|e| {
+                Diagnostics::unknown(format!(
+                    "cannot lock deployment group {}: {e}",
+                    spec.deployment_group_id
+                ))
+            })?;
         exec.execute(name, spec, &mut |script| {
             tracing::info!(deployment = %spec.deployment_id, event = %name, script, "running script")
         })
@@ -384,7 +424,10 @@ impl Agent {
                     tracing::info!(host_command = %id, succeeded = ok, "command completion reported");
                     return true;
                 }
-                Err(e) if e.retryable() && started.elapsed() < self.config.kill_agent_max_wait_time => {
+                Err(e)
+                    if e.retryable()
+                        && started.elapsed() < self.config.kill_agent_max_wait_time =>
+                {
                     let d = b.next_delay();
                     tracing::warn!(host_command = %id, error = %e, retry_in_ms = d.as_millis() as u64, "reporting the completion failed");
                     tokio::time::sleep(d).await;
@@ -425,7 +468,11 @@ fn fit_payload(d: &Diagnostics) -> String {
     let mut p = d.to_json();
     while p.len() > MAX_PAYLOAD {
         if d.message.len() > 512 {
-            d.message = d.message.chars().take(d.message.chars().count() / 2).collect();
+            d.message = d
+                .message
+                .chars()
+                .take(d.message.chars().count() / 2)
+                .collect();
         } else if !d.log.is_empty() {
             let n = d.log.chars().count();
             d.log = d.log.chars().skip(n / 2).collect();

@@ -23,19 +23,23 @@ pub fn sdk_http_client(proxy: Option<&str>) -> Result<SharedHttpClient, String> 
     let proxy = proxy
         .map(|p| ProxyConfig::all(p).map_err(|e| format!("invalid proxy_uri {p:?}: {e}")))
         .transpose()?;
-    Ok(aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
-        let mut b = Connector::builder();
-        if let Some(s) = settings {
-            b = b.connector_settings(s.clone());
-        }
-        if let Some(sleep) = components.and_then(|c| c.sleep_impl()) {
-            b = b.sleep_impl(sleep);
-        }
-        if let Some(p) = &proxy {
-            b = b.proxy_config(p.clone());
-        }
-        b.tls_provider(Provider::Rustls(CryptoMode::Ring)).build()
-    }))
+    Ok(
+        aws_smithy_http_client::Builder::new().build_with_connector_fn(
+            move |settings, components| {
+                let mut b = Connector::builder();
+                if let Some(s) = settings {
+                    b = b.connector_settings(s.clone());
+                }
+                if let Some(sleep) = components.and_then(|c| c.sleep_impl()) {
+                    b = b.sleep_impl(sleep);
+                }
+                if let Some(p) = &proxy {
+                    b = b.proxy_config(p.clone());
+                }
+                b.tls_provider(Provider::Rustls(CryptoMode::Ring)).build()
+            },
+        ),
+    )
 }
 
 pub struct RemoteFetcher {
@@ -84,32 +88,53 @@ impl Fetcher for RemoteFetcher {
         let t0 = std::time::Instant::now();
         let got = self.handle.block_on(async {
             match revision {
-                RevisionSource::S3 { bucket, key, version, etag, .. } => {
-                    self.s3.download(bucket, key, version.as_deref(), etag.as_deref(), dest).await
+                RevisionSource::S3 {
+                    bucket,
+                    key,
+                    version,
+                    etag,
+                    ..
+                } => {
+                    self.s3
+                        .download(bucket, key, version.as_deref(), etag.as_deref(), dest)
+                        .await
                 }
-                RevisionSource::GitHub { account, repository, commit, bundle_type, token } => {
-                    fetch::github_download(
-                        &self.http,
-                        &self.github_endpoint,
+                RevisionSource::GitHub {
+                    account,
+                    repository,
+                    commit,
+                    bundle_type,
+                    token,
+                } => {
+                    let r = fetch::GitHubRef {
                         account,
                         repository,
                         commit,
-                        *bundle_type,
-                        token.as_ref(),
-                        dest,
-                    )
-                    .await
+                        bundle_type: *bundle_type,
+                        token: token.as_ref(),
+                    };
+                    fetch::github_download(&self.http, &self.github_endpoint, r, dest).await
                 }
                 _ => Err(fetch::FetchError::Io("not a remote revision".into())),
             }
         });
         let f = got.map_err(|e| e.to_string())?;
-        tracing::info!(bytes = f.bytes, parts = f.parts, etag = f.etag.as_deref().unwrap_or(""), elapsed_ms = t0.elapsed().as_millis() as u64, "bundle downloaded");
+        tracing::info!(
+            bytes = f.bytes,
+            parts = f.parts,
+            etag = f.etag.as_deref().unwrap_or(""),
+            elapsed_ms = t0.elapsed().as_millis() as u64,
+            "bundle downloaded"
+        );
         Ok(format!(
             "downloaded {} bytes in {:.2}s{}",
             f.bytes,
             t0.elapsed().as_secs_f64(),
-            if f.parts > 1 { format!(" ({} parts)", f.parts) } else { String::new() }
+            if f.parts > 1 {
+                format!(" ({} parts)", f.parts)
+            } else {
+                String::new()
+            }
         ))
     }
 }
@@ -140,7 +165,18 @@ pub fn local_remote(config: &Config) -> Result<LocalRemote, String> {
     let credentials = shared
         .credentials_provider()
         .ok_or("no AWS credentials provider is available")?;
-    let http = HttpClient::new(config.proxy_uri.as_deref(), config.http_read_timeout).map_err(|e| e.to_string())?;
-    let fetcher = RemoteFetcher::new(config, &region, credentials, sdk_http, http, rt.handle().clone());
-    Ok(LocalRemote { fetcher, _runtime: rt })
+    let http = HttpClient::new(config.proxy_uri.as_deref(), config.http_read_timeout)
+        .map_err(|e| e.to_string())?;
+    let fetcher = RemoteFetcher::new(
+        config,
+        &region,
+        credentials,
+        sdk_http,
+        http,
+        rt.handle().clone(),
+    );
+    Ok(LocalRemote {
+        fetcher,
+        _runtime: rt,
+    })
 }

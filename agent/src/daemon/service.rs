@@ -42,22 +42,32 @@ impl PidFile {
     pub fn claim(config: &Config) -> Result<PidFile, String> {
         if let Some(pid) = running(config) {
             if pid != std::process::id() as i32 {
-                return Err(format!("The AWS CodeDeploy agent is already running as PID {pid}"));
+                return Err(format!(
+                    "The AWS CodeDeploy agent is already running as PID {pid}"
+                ));
             }
         }
         let path = pid_file(config);
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
-        fsutil::write_atomic(&path, std::process::id().to_string().as_bytes(), 0o644, Durability::Atomic)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        fsutil::write_atomic(
+            &path,
+            std::process::id().to_string().as_bytes(),
+            0o644,
+            Durability::Atomic,
+        )
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         Ok(PidFile(path))
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        if fs::read_to_string(&self.0).map(|t| t.trim() == std::process::id().to_string()).unwrap_or(false) {
+        if fs::read_to_string(&self.0)
+            .map(|t| t.trim() == std::process::id().to_string())
+            .unwrap_or(false)
+        {
             let _ = fs::remove_file(&self.0);
         }
     }
@@ -93,7 +103,9 @@ pub fn start(config: &Config, config_path: &Path) -> Result<(), String> {
     // Detached from the caller's session, so its terminal closing or its
     // process group being signalled leaves the agent alone.
     crate::sys::new_session(&mut cmd);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start the agent: {e}"))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start the agent: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if running(config) == Some(child.id() as i32) {
@@ -103,7 +115,10 @@ pub fn start(config: &Config, config_path: &Path) -> Result<(), String> {
         if let Ok(Some(st)) = child.try_wait() {
             return Err(format!(
                 "the agent exited at start ({st}); see {}",
-                config.log_dir.join(format!("{}.log", config.program_name)).display()
+                config
+                    .log_dir
+                    .join(format!("{}.log", config.program_name))
+                    .display()
             ));
         }
         if Instant::now() > deadline {

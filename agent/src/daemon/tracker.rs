@@ -55,7 +55,7 @@ impl Tracker {
                 (!id.is_empty()).then_some((t, name, id))
             })
             .collect();
-        v.sort_by(|a, b| b.0.cmp(&a.0));
+        v.sort_by_key(|x| std::cmp::Reverse(x.0));
         v.into_iter().map(|(_, d, c)| (d, c)).collect()
     }
 }
@@ -73,7 +73,10 @@ mod tests {
         tr.begin("d-2", "hc-2").unwrap();
         let mut got = tr.interrupted();
         got.sort();
-        assert_eq!(got, vec![("d-1".into(), "hc-1".into()), ("d-2".into(), "hc-2".into())]);
+        assert_eq!(
+            got,
+            vec![("d-1".into(), "hc-1".into()), ("d-2".into(), "hc-2".into())]
+        );
         tr.end("d-1");
         assert_eq!(tr.interrupted(), vec![("d-2".into(), "hc-2".into())]);
     }

@@ -277,6 +277,20 @@ fn script_path(archive: &Path, location: &str) -> Option<PathBuf> {
     Some(archive.join(rel))
 }
 
+/// The scripts `event` would run and their summed timeouts, for the
+/// acknowledgement (no-op flag, maximum duration). `None` when it cannot be
+/// told yet (nothing downloaded, unreadable appspec): the command then runs
+/// and reports whatever it finds.
+pub fn planned(event: &str, ctx: &Context) -> Option<(usize, u64)> {
+    let dir = revision_dir(event, ctx).ok()??;
+    let (spec, _) = load_appspec(&layout::archive_dir(&dir), &ctx.spec.appspec_filename).ok()?;
+    let scripts = spec.scripts(event);
+    Some((
+        scripts.len(),
+        scripts.iter().map(|s| u64::from(s.timeout)).sum(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,15 +308,4 @@ mod tests {
         );
         assert_eq!(script_path(a, "../../etc/x"), None);
     }
-}
-
-/// The scripts `event` would run and their summed timeouts, for the
-/// acknowledgement (no-op flag, maximum duration). `None` when it cannot be
-/// told yet (nothing downloaded, unreadable appspec): the command then runs
-/// and reports whatever it finds.
-pub fn planned(event: &str, ctx: &Context) -> Option<(usize, u64)> {
-    let dir = revision_dir(event, ctx).ok()??;
-    let (spec, _) = load_appspec(&layout::archive_dir(&dir), &ctx.spec.appspec_filename).ok()?;
-    let scripts = spec.scripts(event);
-    Some((scripts.len(), scripts.iter().map(|s| u64::from(s.timeout)).sum()))
 }

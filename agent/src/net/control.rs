@@ -20,7 +20,10 @@ pub const MAX_PAYLOAD: usize = 8192;
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("{operation}: {source}")]
-    Transport { operation: &'static str, source: HttpError },
+    Transport {
+        operation: &'static str,
+        source: HttpError,
+    },
     #[error("{operation}: HTTP {status} {code}: {message}")]
     Service {
         operation: &'static str,
@@ -29,9 +32,15 @@ pub enum ControlError {
         message: String,
     },
     #[error("{operation}: cannot sign the request: {message}")]
-    Signing { operation: &'static str, message: String },
+    Signing {
+        operation: &'static str,
+        message: String,
+    },
     #[error("{operation}: unexpected answer: {message}")]
-    Decode { operation: &'static str, message: String },
+    Decode {
+        operation: &'static str,
+        message: String,
+    },
 }
 
 impl ControlError {
@@ -54,9 +63,15 @@ impl ControlError {
 fn is_throttling(code: &str) -> bool {
     matches!(
         code,
-        "Throttling" | "ThrottlingException" | "ThrottledException" | "RequestThrottledException"
-            | "TooManyRequestsException" | "ProvisionedThroughputExceededException"
-            | "RequestLimitExceeded" | "SlowDown" | "RequestThrottled"
+        "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "RequestThrottledException"
+            | "TooManyRequestsException"
+            | "ProvisionedThroughputExceededException"
+            | "RequestLimitExceeded"
+            | "SlowDown"
+            | "RequestThrottled"
     )
 }
 
@@ -91,7 +106,9 @@ impl CommandsClient {
         credentials: SharedCredentialsProvider,
         agent_version: &str,
     ) -> Result<CommandsClient, String> {
-        let uri: http::Uri = endpoint.parse().map_err(|e| format!("endpoint {endpoint:?}: {e}"))?;
+        let uri: http::Uri = endpoint
+            .parse()
+            .map_err(|e| format!("endpoint {endpoint:?}: {e}"))?;
         let host_header = uri
             .authority()
             .map(|a| a.as_str().to_string())
@@ -115,9 +132,15 @@ impl CommandsClient {
             .header("content-type", "application/x-amz-json-1.1")
             .header("x-amz-target", format!("{TARGET_PREFIX}.{operation}"))
             .header("x-amz-codedeploy-agent-version", &self.agent_version)
-            .header("user-agent", format!("codedeploy-agent-rs/{}", self.agent_version))
+            .header(
+                "user-agent",
+                format!("codedeploy-agent-rs/{}", self.agent_version),
+            )
             .body(body.clone())
-            .map_err(|e| ControlError::Signing { operation, message: e.to_string() })?;
+            .map_err(|e| ControlError::Signing {
+                operation,
+                message: e.to_string(),
+            })?;
         self.sign(&mut req, &body)
             .await
             .map_err(|message| ControlError::Signing { operation, message })?;
@@ -130,12 +153,20 @@ impl CommandsClient {
         let text = String::from_utf8_lossy(resp.body()).to_string();
         if !(200..300).contains(&status) {
             let (code, message) = service_error(&text, resp.headers());
-            return Err(ControlError::Service { operation, status, code, message });
+            return Err(ControlError::Service {
+                operation,
+                status,
+                code,
+                message,
+            });
         }
         if text.trim().is_empty() {
             return Ok(json!({}));
         }
-        serde_json::from_str(&text).map_err(|e| ControlError::Decode { operation, message: e.to_string() })
+        serde_json::from_str(&text).map_err(|e| ControlError::Decode {
+            operation,
+            message: e.to_string(),
+        })
     }
 
     async fn sign(&self, req: &mut Request<Bytes>, body: &[u8]) -> Result<(), String> {
@@ -160,16 +191,25 @@ impl CommandsClient {
             .iter()
             .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
             .collect();
-        let signable = SignableRequest::new(req.method().as_str(), &uri, headers.into_iter(), SignableBody::Bytes(body))
-            .map_err(|e| e.to_string())?;
-        let (instructions, _) = sign(signable, &params).map_err(|e| e.to_string())?.into_parts();
+        let signable = SignableRequest::new(
+            req.method().as_str(),
+            &uri,
+            headers.into_iter(),
+            SignableBody::Bytes(body),
+        )
+        .map_err(|e| e.to_string())?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| e.to_string())?
+            .into_parts();
         instructions.apply_to_request_http1x(req);
         Ok(())
     }
 
     pub async fn poll(&self, host_identifier: &str) -> Result<Option<HostCommand>, ControlError> {
         const OP: &str = "PollHostCommand";
-        let out = self.call(OP, json!({ "HostIdentifier": host_identifier })).await?;
+        let out = self
+            .call(OP, json!({ "HostIdentifier": host_identifier }))
+            .await?;
         let Some(c) = out.get("HostCommand").filter(|c| !c.is_null()) else {
             return Ok(None);
         };
@@ -177,7 +217,10 @@ impl CommandsClient {
             c.get(k)
                 .and_then(|v| v.as_str())
                 .map(str::to_string)
-                .ok_or_else(|| ControlError::Decode { operation: OP, message: format!("HostCommand.{k} is missing") })
+                .ok_or_else(|| ControlError::Decode {
+                    operation: OP,
+                    message: format!("HostCommand.{k} is missing"),
+                })
         };
         Ok(Some(HostCommand {
             host_command_identifier: field("HostCommandIdentifier")?,
@@ -203,7 +246,11 @@ impl CommandsClient {
             input["HostCommandMaxDurationInSeconds"] = json!(d.clamp(60, 4200));
         }
         let out = self.call("PutHostCommandAcknowledgement", input).await?;
-        Ok(out.get("CommandStatus").and_then(|s| s.as_str()).unwrap_or("").to_string())
+        Ok(out
+            .get("CommandStatus")
+            .and_then(|s| s.as_str())
+            .unwrap_or("")
+            .to_string())
     }
 
     pub async fn specification(
@@ -215,16 +262,33 @@ impl CommandsClient {
         let out = self
             .call(OP, json!({ "DeploymentExecutionId": deployment_execution_id, "HostIdentifier": host_identifier }))
             .await?;
-        let system = out.get("DeploymentSystem").and_then(|s| s.as_str()).unwrap_or("");
+        let system = out
+            .get("DeploymentSystem")
+            .and_then(|s| s.as_str())
+            .unwrap_or("");
         if system != "CodeDeploy" {
-            return Err(ControlError::Decode { operation: OP, message: format!("DeploymentSystem is {system:?}, not \"CodeDeploy\"") });
+            return Err(ControlError::Decode {
+                operation: OP,
+                message: format!("DeploymentSystem is {system:?}, not \"CodeDeploy\""),
+            });
         }
         let env = out
             .get("DeploymentSpecification")
             .and_then(|s| s.get("GenericEnvelope"))
-            .ok_or_else(|| ControlError::Decode { operation: OP, message: "DeploymentSpecification.GenericEnvelope is missing".into() })?;
-        let s = |k: &str| env.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
-        Ok(Envelope { format: s("Format"), payload: s("Payload") })
+            .ok_or_else(|| ControlError::Decode {
+                operation: OP,
+                message: "DeploymentSpecification.GenericEnvelope is missing".into(),
+            })?;
+        let s = |k: &str| {
+            env.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        Ok(Envelope {
+            format: s("Format"),
+            payload: s("Payload"),
+        })
     }
 
     pub async fn complete(
@@ -251,10 +315,21 @@ fn service_error(body: &str, headers: &http::HeaderMap) -> (String, String) {
     let raw = v
         .get("__type")
         .and_then(|t| t.as_str())
-        .or_else(|| headers.get("x-amzn-errortype").and_then(|h| h.to_str().ok()))
+        .or_else(|| {
+            headers
+                .get("x-amzn-errortype")
+                .and_then(|h| h.to_str().ok())
+        })
         .unwrap_or("Unknown");
     // "com.amazon...#ThrottlingException:http://..." -> ThrottlingException
-    let code = raw.rsplit('#').next().unwrap_or(raw).split(':').next().unwrap_or(raw).to_string();
+    let code = raw
+        .rsplit('#')
+        .next()
+        .unwrap_or(raw)
+        .split(':')
+        .next()
+        .unwrap_or(raw)
+        .to_string();
     let message = v
         .get("message")
         .or_else(|| v.get("Message"))
@@ -272,13 +347,34 @@ mod tests {
 
     #[test]
     fn error_codes_and_retry_classes() {
-        let (c, m) = service_error(r#"{"__type":"com.amazon.x#ThrottlingException","message":"slow down"}"#, &http::HeaderMap::new());
-        assert_eq!((c.as_str(), m.as_str()), ("ThrottlingException", "slow down"));
-        let e = ControlError::Service { operation: "X", status: 400, code: c, message: m };
+        let (c, m) = service_error(
+            r#"{"__type":"com.amazon.x#ThrottlingException","message":"slow down"}"#,
+            &http::HeaderMap::new(),
+        );
+        assert_eq!(
+            (c.as_str(), m.as_str()),
+            ("ThrottlingException", "slow down")
+        );
+        let e = ControlError::Service {
+            operation: "X",
+            status: 400,
+            code: c,
+            message: m,
+        };
         assert!(e.retryable() && e.throttled());
-        let e = ControlError::Service { operation: "X", status: 400, code: "AccessDeniedException".into(), message: String::new() };
+        let e = ControlError::Service {
+            operation: "X",
+            status: 400,
+            code: "AccessDeniedException".into(),
+            message: String::new(),
+        };
         assert!(!e.retryable());
-        let e = ControlError::Service { operation: "X", status: 503, code: "Unknown".into(), message: String::new() };
+        let e = ControlError::Service {
+            operation: "X",
+            status: 503,
+            code: "Unknown".into(),
+            message: String::new(),
+        };
         assert!(e.retryable() && !e.throttled());
     }
 }

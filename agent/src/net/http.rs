@@ -67,9 +67,9 @@ impl HttpClient {
         let inner = match proxy {
             None => Inner::Direct(builder().build(tls()?.wrap_connector(tcp))),
             Some(p) => {
-                let uri: Uri = p
-                    .parse()
-                    .map_err(|e: http::uri::InvalidUri| HttpError::Proxy(p.into(), e.to_string()))?;
+                let uri: Uri = p.parse().map_err(|e: http::uri::InvalidUri| {
+                    HttpError::Proxy(p.into(), e.to_string())
+                })?;
                 if uri.host().is_none() {
                     return Err(HttpError::Proxy(p.into(), "no host".into()));
                 }
@@ -84,7 +84,11 @@ impl HttpClient {
     }
 
     /// Send and read the whole answer (at most `limit` bytes).
-    pub async fn send(&self, req: Request<Bytes>, limit: usize) -> Result<Response<Bytes>, HttpError> {
+    pub async fn send(
+        &self,
+        req: Request<Bytes>,
+        limit: usize,
+    ) -> Result<Response<Bytes>, HttpError> {
         let t = self.timeout;
         let fut = async {
             let resp = self.stream(req).await?;
@@ -102,7 +106,9 @@ impl HttpClient {
             }
             Ok(Response::from_parts(parts, Bytes::from(buf)))
         };
-        tokio::time::timeout(t, fut).await.map_err(|_| HttpError::Timeout(t))?
+        tokio::time::timeout(t, fut)
+            .await
+            .map_err(|_| HttpError::Timeout(t))?
     }
 
     /// Send and return the answer with its body still to be read (downloads).

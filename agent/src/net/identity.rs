@@ -45,15 +45,23 @@ pub struct OnPremises {
 
 #[derive(PartialEq, Eq)]
 pub enum OnPremisesAuth {
-    User { access_key_id: String, secret_access_key: String },
-    Session { credentials_file: PathBuf },
+    User {
+        access_key_id: String,
+        secret_access_key: String,
+    },
+    Session {
+        credentials_file: PathBuf,
+    },
 }
 
 impl std::fmt::Debug for OnPremisesAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             OnPremisesAuth::User { access_key_id, .. } => {
-                write!(f, "User {{ access_key_id: {access_key_id:?}, secret: REDACTED }}")
+                write!(
+                    f,
+                    "User {{ access_key_id: {access_key_id:?}, secret: REDACTED }}"
+                )
             }
             OnPremisesAuth::Session { credentials_file } => {
                 write!(f, "Session {{ credentials_file: {credentials_file:?} }}")
@@ -64,17 +72,31 @@ impl std::fmt::Debug for OnPremisesAuth {
 
 impl OnPremises {
     pub fn parse(text: &str, path: &Path) -> Result<OnPremises, IdentityError> {
-        let err = |message: String| IdentityError::OnPremises { path: path.into(), message };
+        let err = |message: String| IdentityError::OnPremises {
+            path: path.into(),
+            message,
+        };
         let root = yaml::parse(text)
-            .map_err(|e| err(format!("line {}: not valid YAML: {}", e.pos.line, e.message)))?
+            .map_err(|e| {
+                err(format!(
+                    "line {}: not valid YAML: {}",
+                    e.pos.line, e.message
+                ))
+            })?
             .ok_or_else(|| err("the file is empty".into()))?;
-        let pairs = root.as_map().ok_or_else(|| err("expected a mapping".into()))?;
+        let pairs = root
+            .as_map()
+            .ok_or_else(|| err("expected a mapping".into()))?;
         let get = |name: &str| {
-            pairs.iter().find_map(|(k, v)| {
-                let key = k.key_text()?;
-                (key.trim_start_matches(':') == name).then(|| v.ruby_to_s()).flatten()
-            })
-            .filter(|s| !s.trim().is_empty())
+            pairs
+                .iter()
+                .find_map(|(k, v)| {
+                    let key = k.key_text()?;
+                    (key.trim_start_matches(':') == name)
+                        .then(|| v.ruby_to_s())
+                        .flatten()
+                })
+                .filter(|s| !s.trim().is_empty())
         };
         let region = get("region").ok_or_else(|| err("region is missing".into()))?;
         let (host_identifier, auth) = match (get("iam_user_arn"), get("iam_session_arn")) {
@@ -84,8 +106,9 @@ impl OnPremises {
             (Some(arn), None) => (
                 arn,
                 OnPremisesAuth::User {
-                    access_key_id: get("aws_access_key_id")
-                        .ok_or_else(|| err("aws_access_key_id is missing (iam_user_arn needs it)".into()))?,
+                    access_key_id: get("aws_access_key_id").ok_or_else(|| {
+                        err("aws_access_key_id is missing (iam_user_arn needs it)".into())
+                    })?,
                     secret_access_key: get("aws_secret_access_key").ok_or_else(|| {
                         err("aws_secret_access_key is missing (iam_user_arn needs it)".into())
                     })?,
@@ -95,7 +118,9 @@ impl OnPremises {
                 arn,
                 OnPremisesAuth::Session {
                     credentials_file: get("aws_credentials_file")
-                        .ok_or_else(|| err("aws_credentials_file is missing (iam_session_arn needs it)".into()))?
+                        .ok_or_else(|| {
+                            err("aws_credentials_file is missing (iam_session_arn needs it)".into())
+                        })?
                         .into(),
                 },
             ),
@@ -104,24 +129,42 @@ impl OnPremises {
         if !host_identifier.starts_with("arn:") {
             return Err(err(format!("{host_identifier:?} is not an ARN")));
         }
-        Ok(OnPremises { region, host_identifier, auth })
+        Ok(OnPremises {
+            region,
+            host_identifier,
+            auth,
+        })
     }
 }
 
 /// Work out the identity. The on-premises file wins when it exists (as in
 /// the Ruby agent); `AWS_REGION` and `AWS_HOST_IDENTIFIER` override as there.
-pub async fn resolve(config: &Config, http: SharedHttpClient) -> Result<HostIdentity, IdentityError> {
+pub async fn resolve(
+    config: &Config,
+    http: SharedHttpClient,
+) -> Result<HostIdentity, IdentityError> {
     let env_region = std::env::var("AWS_REGION").ok().filter(|s| !s.is_empty());
-    let env_host = std::env::var("AWS_HOST_IDENTIFIER").ok().filter(|s| !s.is_empty());
+    let env_host = std::env::var("AWS_HOST_IDENTIFIER")
+        .ok()
+        .filter(|s| !s.is_empty());
     let path = &config.on_premises_config_file;
     if let Ok(text) = std::fs::read_to_string(path) {
         let op = OnPremises::parse(&text, path)?;
         let credentials = match op.auth {
-            OnPremisesAuth::User { access_key_id, secret_access_key } => SharedCredentialsProvider::new(
-                Credentials::new(access_key_id, secret_access_key, None, None, "on-premises-user"),
-            ),
+            OnPremisesAuth::User {
+                access_key_id,
+                secret_access_key,
+            } => SharedCredentialsProvider::new(Credentials::new(
+                access_key_id,
+                secret_access_key,
+                None,
+                None,
+                "on-premises-user",
+            )),
             OnPremisesAuth::Session { credentials_file } => {
-                SharedCredentialsProvider::new(Cached::new(SessionFile { path: credentials_file }))
+                SharedCredentialsProvider::new(Cached::new(SessionFile {
+                    path: credentials_file,
+                }))
             }
         };
         return Ok(HostIdentity {
@@ -131,7 +174,10 @@ pub async fn resolve(config: &Config, http: SharedHttpClient) -> Result<HostIden
             kind: "on-premises",
         });
     }
-    let imds_endpoint = config.imds_endpoint.clone().unwrap_or_else(|| super::imds::DEFAULT_ENDPOINT.into());
+    let imds_endpoint = config
+        .imds_endpoint
+        .clone()
+        .unwrap_or_else(|| super::imds::DEFAULT_ENDPOINT.into());
     let imds = Imds::new(&imds_endpoint, !config.disable_imds_v1)
         .map_err(|e| IdentityError::Other(e.to_string()))?;
     let id = imds.identity().await?;
@@ -177,7 +223,10 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 impl<P: ProvideCredentials> Cached<P> {
     pub fn new(inner: P) -> Cached<P> {
-        Cached { inner, held: Arc::new(Mutex::new(None)) }
+        Cached {
+            inner,
+            held: Arc::new(Mutex::new(None)),
+        }
     }
 
     async fn get(&self) -> provider::Result {
@@ -228,7 +277,13 @@ impl SessionFile {
         })?;
         // Expire quickly so the next change of the file is seen.
         let expiry = SystemTime::now() + REFRESH_MARGIN + Duration::from_secs(60);
-        Ok(Credentials::new(id, secret, token, Some(expiry), "on-premises-session"))
+        Ok(Credentials::new(
+            id,
+            secret,
+            token,
+            Some(expiry),
+            "on-premises-session",
+        ))
     }
 }
 
@@ -282,16 +337,28 @@ mod tests {
 
     #[test]
     fn on_premises_errors_name_the_file_and_key() {
-        let e = OnPremises::parse("region: x\niam_session_arn: arn:aws:sts::1:assumed-role/r/s\n", Path::new("/etc/op.yml"))
-            .unwrap_err()
-            .to_string();
-        assert_eq!(e, "/etc/op.yml: aws_credentials_file is missing (iam_session_arn needs it)");
+        let e = OnPremises::parse(
+            "region: x\niam_session_arn: arn:aws:sts::1:assumed-role/r/s\n",
+            Path::new("/etc/op.yml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "/etc/op.yml: aws_credentials_file is missing (iam_session_arn needs it)"
+        );
     }
 
     #[test]
     fn credentials_file_default_profile() {
         let t = "[other]\naws_access_key_id = X\n[default]\naws_access_key_id = A\naws_secret_access_key = B\naws_session_token = C\n";
-        assert_eq!(parse_credentials_file(t), Some(("A".into(), "B".into(), Some("C".into()))));
-        assert_eq!(parse_credentials_file("[default]\naws_access_key_id=A\n"), None);
+        assert_eq!(
+            parse_credentials_file(t),
+            Some(("A".into(), "B".into(), Some("C".into())))
+        );
+        assert_eq!(
+            parse_credentials_file("[default]\naws_access_key_id=A\n"),
+            None
+        );
     }
 }

@@ -17,7 +17,9 @@ pub enum ImdsError {
     Http { path: String, source: HttpError },
     #[error("instance metadata {path}: HTTP {status}")]
     Status { path: String, status: u16 },
-    #[error("instance metadata token refused (HTTP {0}) and IMDSv1 is disabled by :disable_imds_v1:")]
+    #[error(
+        "instance metadata token refused (HTTP {0}) and IMDSv1 is disabled by :disable_imds_v1:"
+    )]
     V1Disabled(u16),
     #[error("instance identity document: {0}")]
     Document(String),
@@ -56,12 +58,20 @@ impl Imds {
             .expect("static request");
         let resp = self.http.send(req, 4096).await;
         match resp {
-            Ok(r) if r.status().is_success() => Ok(Some(String::from_utf8_lossy(r.body()).trim().to_string())),
+            Ok(r) if r.status().is_success() => {
+                Ok(Some(String::from_utf8_lossy(r.body()).trim().to_string()))
+            }
             // 403: IMDS disabled for tokens; 404/405: an old endpoint.
-            Ok(r) if self.allow_v1 && matches!(r.status().as_u16(), 403 | 404 | 405) => Ok(None),
+            Ok(r) if self.allow_v1 && matches!(r.status().as_u16(), 403..=405) => Ok(None),
             Ok(r) if !self.allow_v1 => Err(ImdsError::V1Disabled(r.status().as_u16())),
-            Ok(r) => Err(ImdsError::Status { path: path.into(), status: r.status().as_u16() }),
-            Err(source) => Err(ImdsError::Http { path: path.into(), source }),
+            Ok(r) => Err(ImdsError::Status {
+                path: path.into(),
+                status: r.status().as_u16(),
+            }),
+            Err(source) => Err(ImdsError::Http {
+                path: path.into(),
+                source,
+            }),
         }
     }
 
@@ -75,9 +85,15 @@ impl Imds {
             .http
             .send(req, 64 * 1024)
             .await
-            .map_err(|source| ImdsError::Http { path: path.into(), source })?;
+            .map_err(|source| ImdsError::Http {
+                path: path.into(),
+                source,
+            })?;
         if !r.status().is_success() {
-            return Err(ImdsError::Status { path: path.into(), status: r.status().as_u16() });
+            return Err(ImdsError::Status {
+                path: path.into(),
+                status: r.status().as_u16(),
+            });
         }
         Ok(String::from_utf8_lossy(r.body()).trim().to_string())
     }
@@ -86,7 +102,9 @@ impl Imds {
         let token = self.token().await?;
         let t = token.as_deref();
         let instance_id = self.get("/latest/meta-data/instance-id", t).await?;
-        let doc = self.get("/latest/dynamic/instance-identity/document", t).await?;
+        let doc = self
+            .get("/latest/dynamic/instance-identity/document", t)
+            .await?;
         let v: serde_json::Value =
             serde_json::from_str(&doc).map_err(|e| ImdsError::Document(e.to_string()))?;
         let field = |k: &str| {

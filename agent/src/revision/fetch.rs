@@ -27,9 +27,17 @@ const ATTEMPTS: u32 = 5;
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("s3://{bucket}/{key}: {message}")]
-    S3 { bucket: String, key: String, message: String },
+    S3 {
+        bucket: String,
+        key: String,
+        message: String,
+    },
     #[error("GitHub {repo}@{commit}: {message}")]
-    GitHub { repo: String, commit: String, message: String },
+    GitHub {
+        repo: String,
+        commit: String,
+        message: String,
+    },
     #[error("{0}")]
     Io(String),
 }
@@ -61,7 +69,11 @@ impl S3Fetch {
         etag: Option<&str>,
         dest: &Path,
     ) -> Result<Fetched, FetchError> {
-        let err = |message: String| FetchError::S3 { bucket: bucket.into(), key: key.into(), message };
+        let err = |message: String| FetchError::S3 {
+            bucket: bucket.into(),
+            key: key.into(),
+            message,
+        };
         let want = etag.map(normalize_etag);
         let head = self
             .client
@@ -83,10 +95,15 @@ impl S3Fetch {
         }
         // Pin every part to the object HEAD saw, so an overwrite during the
         // download cannot mix two objects.
-        let pinned_version = head.version_id().map(str::to_string).or(version.map(str::to_string));
+        let pinned_version = head
+            .version_id()
+            .map(str::to_string)
+            .or(version.map(str::to_string));
         let pinned_etag = found.clone();
-        let file = File::create(dest).map_err(|e| FetchError::Io(format!("cannot create {}: {e}", dest.display())))?;
-        file.set_len(size).map_err(|e| FetchError::Io(format!("{}: {e}", dest.display())))?;
+        let file = File::create(dest)
+            .map_err(|e| FetchError::Io(format!("cannot create {}: {e}", dest.display())))?;
+        file.set_len(size)
+            .map_err(|e| FetchError::Io(format!("{}: {e}", dest.display())))?;
         let file = Arc::new(file);
         let ranges = split(size, self.part_size.max(1), self.parts.max(1));
         let mut tasks = tokio::task::JoinSet::new();
@@ -111,13 +128,21 @@ impl S3Fetch {
         }
         if let Some(e) = &found {
             if is_md5(e) {
-                let got = md5_file(dest).map_err(|e| FetchError::Io(format!("{}: {e}", dest.display())))?;
+                let got = md5_file(dest)
+                    .map_err(|e| FetchError::Io(format!("{}: {e}", dest.display())))?;
                 if &got != e {
-                    return Err(err(format!("downloaded bytes have MD5 {got}, the ETag says {e}")));
+                    return Err(err(format!(
+                        "downloaded bytes have MD5 {got}, the ETag says {e}"
+                    )));
                 }
             }
         }
-        Ok(Fetched { bytes: size, etag: found, version: pinned_version, parts: ranges.len() })
+        Ok(Fetched {
+            bytes: size,
+            etag: found,
+            version: pinned_version,
+            parts: ranges.len(),
+        })
     }
 }
 
@@ -154,7 +179,11 @@ async fn fetch_range(
     let mut at = start;
     let mut attempt = 0;
     loop {
-        let mut req = client.get_object().bucket(bucket).key(key).set_version_id(version.clone());
+        let mut req = client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .set_version_id(version.clone());
         if let Some(e) = &etag {
             req = req.if_match(format!("\"{e}\""));
         }
@@ -162,13 +191,24 @@ async fn fetch_range(
             req = req.range(format!("bytes={at}-{}", end - 1));
         }
         let result = async {
-            let out = req.send().await.map_err(|e| format!("GetObject: {}", chain(&e)))?;
+            let out = req
+                .send()
+                .await
+                .map_err(|e| format!("GetObject: {}", chain(&e)))?;
             let mut body = out.body;
-            while let Some(chunk) = body.try_next().await.map_err(|e| format!("reading the body: {}", chain(&e)))? {
+            while let Some(chunk) = body
+                .try_next()
+                .await
+                .map_err(|e| format!("reading the body: {}", chain(&e)))?
+            {
                 if at + chunk.len() as u64 > end && end > start {
-                    return Err(format!("S3 sent more than the {} bytes asked for", end - start));
+                    return Err(format!(
+                        "S3 sent more than the {} bytes asked for",
+                        end - start
+                    ));
                 }
-                file.write_all_at(&chunk, at).map_err(|e| format!("writing the bundle: {e}"))?;
+                file.write_all_at(&chunk, at)
+                    .map_err(|e| format!("writing the bundle: {e}"))?;
                 at += chunk.len() as u64;
             }
             if at < end {
@@ -179,7 +219,11 @@ async fn fetch_range(
         .await;
         match result {
             Ok(()) => return Ok(()),
-            Err(m) if attempt + 1 < ATTEMPTS && !m.contains("PreconditionFailed") && !m.contains("writing") => {
+            Err(m)
+                if attempt + 1 < ATTEMPTS
+                    && !m.contains("PreconditionFailed")
+                    && !m.contains("writing") =>
+            {
                 attempt += 1;
                 tracing::warn!(bucket, key, at, end, attempt, error = %m, "S3 part interrupted, resuming");
                 tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;
@@ -196,7 +240,8 @@ fn is_md5(e: &str) -> bool {
 pub fn md5_file(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let mut f = File::open(path)?;
-    let mut h = openssl::hash::Hasher::new(openssl::hash::MessageDigest::md5()).map_err(std::io::Error::other)?;
+    let mut h = openssl::hash::Hasher::new(openssl::hash::MessageDigest::md5())
+        .map_err(std::io::Error::other)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf)?;
@@ -212,26 +257,49 @@ pub fn md5_file(path: &Path) -> std::io::Result<String> {
 /// GitHub: `GET {api}/repos/{account}/{repo}/{tarball|zipball}/{commit}`,
 /// following the redirect to the archive host. The token goes only to the
 /// API host, never across a redirect, and never into a log.
+pub struct GitHubRef<'a> {
+    pub account: &'a str,
+    pub repository: &'a str,
+    pub commit: &'a str,
+    pub bundle_type: BundleType,
+    pub token: Option<&'a Secret>,
+}
+
 pub async fn github_download(
     http: &HttpClient,
     api: &str,
-    account: &str,
-    repository: &str,
-    commit: &str,
-    bundle_type: BundleType,
-    token: Option<&Secret>,
+    r: GitHubRef<'_>,
     dest: &Path,
 ) -> Result<Fetched, FetchError> {
+    let GitHubRef {
+        account,
+        repository,
+        commit,
+        bundle_type,
+        token,
+    } = r;
     let err = |message: String| FetchError::GitHub {
         repo: format!("{account}/{repository}"),
         commit: commit.into(),
         message,
     };
-    let kind = if bundle_type == BundleType::Zip { "zipball" } else { "tarball" };
-    let mut url = format!("{}/repos/{account}/{repository}/{kind}/{commit}", api.trim_end_matches('/'));
-    let api_authority = url.parse::<http::Uri>().ok().and_then(|u| u.authority().cloned());
+    let kind = if bundle_type == BundleType::Zip {
+        "zipball"
+    } else {
+        "tarball"
+    };
+    let mut url = format!(
+        "{}/repos/{account}/{repository}/{kind}/{commit}",
+        api.trim_end_matches('/')
+    );
+    let api_authority = url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.authority().cloned());
     for _ in 0..5 {
-        let uri: http::Uri = url.parse().map_err(|e| err(format!("bad URL {url}: {e}")))?;
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| err(format!("bad URL {url}: {e}")))?;
         let mut b = Request::builder()
             .uri(&uri)
             .header("user-agent", "codedeploy-agent-rs")
@@ -249,7 +317,11 @@ pub async fn github_download(
                 .and_then(|l| l.to_str().ok())
                 .ok_or_else(|| err(format!("HTTP {status} without a Location")))?;
             url = if loc.starts_with('/') {
-                format!("{}://{}{loc}", uri.scheme_str().unwrap_or("https"), uri.authority().map(|a| a.as_str()).unwrap_or(""))
+                format!(
+                    "{}://{}{loc}",
+                    uri.scheme_str().unwrap_or("https"),
+                    uri.authority().map(|a| a.as_str()).unwrap_or("")
+                )
             } else {
                 loc.to_string()
             };
@@ -263,17 +335,24 @@ pub async fn github_download(
             };
             return Err(err(format!("HTTP {status}{hint}")));
         }
-        let file = File::create(dest).map_err(|e| FetchError::Io(format!("cannot create {}: {e}", dest.display())))?;
+        let file = File::create(dest)
+            .map_err(|e| FetchError::Io(format!("cannot create {}: {e}", dest.display())))?;
         let mut body = resp.into_body();
         let mut at = 0u64;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| err(format!("reading the archive: {}", chain(&e))))?;
             if let Ok(data) = frame.into_data() {
-                file.write_all_at(&data, at).map_err(|e| FetchError::Io(format!("{}: {e}", dest.display())))?;
+                file.write_all_at(&data, at)
+                    .map_err(|e| FetchError::Io(format!("{}: {e}", dest.display())))?;
                 at += data.len() as u64;
             }
         }
-        return Ok(Fetched { bytes: at, etag: None, version: None, parts: 1 });
+        return Ok(Fetched {
+            bytes: at,
+            etag: None,
+            version: None,
+            parts: 1,
+        });
     }
     Err(err("too many redirects".into()))
 }

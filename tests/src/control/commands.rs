@@ -16,12 +16,21 @@ fn text<'a>(input: &'a Value, k: &str) -> Result<&'a str, ApiError> {
         .ok_or_else(|| api_error(400, "ValidationException", format!("{k} is required")))
 }
 
-pub(super) async fn dispatch(inner: &Arc<Inner>, principal: &str, op: &str, input: &Value) -> Result<Value, ApiError> {
+pub(super) async fn dispatch(
+    inner: &Arc<Inner>,
+    principal: &str,
+    op: &str,
+    input: &Value,
+) -> Result<Value, ApiError> {
     match op {
         "PollHostCommand" => {
             let host = text(input, "HostIdentifier")?.to_string();
             if principal != host {
-                return Err(api_error(400, "AccessDeniedException", format!("{principal} cannot poll for {host}")));
+                return Err(api_error(
+                    400,
+                    "AccessDeniedException",
+                    format!("{principal} cannot poll for {host}"),
+                ));
             }
             let deadline = tokio::time::Instant::now() + inner.long_poll;
             loop {
@@ -58,17 +67,24 @@ pub(super) async fn dispatch(inner: &Arc<Inner>, principal: &str, op: &str, inpu
             let exec = text(input, "DeploymentExecutionId")?;
             let host = text(input, "HostIdentifier")?;
             if principal != host {
-                return Err(api_error(400, "AccessDeniedException", "not your deployment"));
+                return Err(api_error(
+                    400,
+                    "AccessDeniedException",
+                    "not your deployment",
+                ));
             }
             let spec = {
                 let s = inner.state.lock().unwrap();
                 let dep_id = exec.split('/').nth(1).unwrap_or("");
-                let d = s
-                    .deployments
-                    .get(dep_id)
-                    .ok_or_else(|| api_error(400, "DeploymentDoesNotExistException", "no such deployment"))?;
+                let d = s.deployments.get(dep_id).ok_or_else(|| {
+                    api_error(400, "DeploymentDoesNotExistException", "no such deployment")
+                })?;
                 if !d.instances.iter().any(|i| i.host == host) {
-                    return Err(api_error(400, "AccessDeniedException", "host is not a target"));
+                    return Err(api_error(
+                        400,
+                        "AccessDeniedException",
+                        "host is not a target",
+                    ));
                 }
                 spec_json(&s, d)
             };
@@ -88,8 +104,16 @@ pub(super) async fn dispatch(inner: &Arc<Inner>, principal: &str, op: &str, inpu
                 .and_then(|p| serde_json::from_str::<Value>(p).ok());
             let mut s = inner.state.lock().unwrap();
             match s.commands.get(id) {
-                Some(c) if c.host != principal => return Err(api_error(400, "AccessDeniedException", "not your command")),
-                None => return Err(api_error(400, "InvalidCommandException", "no such host command")),
+                Some(c) if c.host != principal => {
+                    return Err(api_error(400, "AccessDeniedException", "not your command"))
+                }
+                None => {
+                    return Err(api_error(
+                        400,
+                        "InvalidCommandException",
+                        "no such host command",
+                    ))
+                }
                 _ => {}
             }
             s.complete(id, status == "Succeeded", diag)
@@ -101,10 +125,17 @@ pub(super) async fn dispatch(inner: &Arc<Inner>, principal: &str, op: &str, inpu
         "PostHostCommandUpdate" => {
             let id = text(input, "HostCommandIdentifier")?;
             let s = inner.state.lock().unwrap();
-            let c = s.commands.get(id).ok_or_else(|| api_error(400, "InvalidCommandException", "no such host command"))?;
+            let c = s
+                .commands
+                .get(id)
+                .ok_or_else(|| api_error(400, "InvalidCommandException", "no such host command"))?;
             Ok(json!({"CommandStatus": c.status.name()}))
         }
-        other => Err(api_error(400, "UnknownOperationException", format!("unknown operation {other}"))),
+        other => Err(api_error(
+            400,
+            "UnknownOperationException",
+            format!("unknown operation {other}"),
+        )),
     }
 }
 

@@ -95,7 +95,11 @@ pub struct ApiError {
 }
 
 pub fn api_error(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError { status, code, message: message.into() }
+    ApiError {
+        status,
+        code,
+        message: message.into(),
+    }
 }
 
 impl ControlPlane {
@@ -104,10 +108,18 @@ impl ControlPlane {
         let rogue_ca = Authority::new("rogue CA");
         keys.add(
             OPERATOR_KEY,
-            Secret { secret: OPERATOR_SECRET.into(), token: None, principal: "operator".into() },
+            Secret {
+                secret: OPERATOR_SECRET.into(),
+                token: None,
+                principal: "operator".into(),
+            },
         );
         let inner = Arc::new(Inner {
-            state: Mutex::new(State { region: REGION.into(), account: ACCOUNT.into(), ..State::default() }),
+            state: Mutex::new(State {
+                region: REGION.into(),
+                account: ACCOUNT.into(),
+                ..State::default()
+            }),
             keys,
             signer: ca.signer_for_region(REGION),
             rogue: rogue_ca.signer_for_region(REGION),
@@ -139,7 +151,10 @@ impl ControlPlane {
             instance_id.to_string(),
             state::Registered {
                 host: host.clone(),
-                tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                tags: tags
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             },
         );
         host
@@ -167,7 +182,13 @@ impl ControlPlane {
     }
 
     pub fn faults_pending(&self) -> u32 {
-        self.inner.faults.lock().unwrap().iter().map(|f| f.remaining).sum()
+        self.inner
+            .faults
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|f| f.remaining)
+            .sum()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -186,9 +207,17 @@ impl ControlPlane {
     /// Host commands of a deployment, in the order they were issued.
     pub fn commands_of(&self, deployment: &str) -> Vec<state::Command> {
         self.with_state(|s| {
-            let mut v: Vec<state::Command> =
-                s.commands.values().filter(|c| c.deployment == deployment).cloned().collect();
-            v.sort_by(|a, b| a.acked.partial_cmp(&b.acked).unwrap_or(std::cmp::Ordering::Equal));
+            let mut v: Vec<state::Command> = s
+                .commands
+                .values()
+                .filter(|c| c.deployment == deployment)
+                .cloned()
+                .collect();
+            v.sort_by(|a, b| {
+                a.acked
+                    .partial_cmp(&b.acked)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
             v
         })
     }
@@ -201,11 +230,20 @@ impl ControlPlane {
                 // The deployment group name is signed content; change it.
                 (
                     "PKCS7/JSON".into(),
-                    crate::signer::tamper_content(&pem, "\"ApplicationName\"", "\"ApplicationNamf\""),
+                    crate::signer::tamper_content(
+                        &pem,
+                        "\"ApplicationName\"",
+                        "\"ApplicationNamf\"",
+                    ),
                 )
             }
-            Some(Tamper::UntrustedSigner) => ("PKCS7/JSON".into(), inner.rogue.sign(json.as_bytes())),
-            Some(Tamper::WrongSubject) => ("PKCS7/JSON".into(), inner.wrong_subject.sign(json.as_bytes())),
+            Some(Tamper::UntrustedSigner) => {
+                ("PKCS7/JSON".into(), inner.rogue.sign(json.as_bytes()))
+            }
+            Some(Tamper::WrongSubject) => (
+                "PKCS7/JSON".into(),
+                inner.wrong_subject.sign(json.as_bytes()),
+            ),
             Some(Tamper::Unsigned) => ("TEXT/JSON".into(), json.to_string()),
         }
     }
@@ -231,30 +269,43 @@ async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let (service, op, commands_api) =
-        if let Some(op) = target.strip_prefix("CodeDeployCommandService_v20141006.") {
-            ("codedeploy-commands", op.to_string(), true)
-        } else if let Some(op) = target.strip_prefix("CodeDeploy_20141006.") {
-            ("codedeploy", op.to_string(), false)
-        } else {
-            return Ok(json_response(400, &json!({"__type": "UnknownOperationException", "message": format!("unknown target {target:?}")})));
-        };
+    let (service, op, commands_api) = if let Some(op) =
+        target.strip_prefix("CodeDeployCommandService_v20141006.")
+    {
+        ("codedeploy-commands", op.to_string(), true)
+    } else if let Some(op) = target.strip_prefix("CodeDeploy_20141006.") {
+        ("codedeploy", op.to_string(), false)
+    } else {
+        return Ok(json_response(
+            400,
+            &json!({"__type": "UnknownOperationException", "message": format!("unknown target {target:?}")}),
+        ));
+    };
     let principal = match sigv4::verify(&req, &inner.keys, REGION, service) {
         Ok(p) => p,
         Err(m) => {
             record(&inner, "-", &op, 403, None);
-            return Ok(json_response(403, &json!({"__type": "InvalidSignatureException", "message": m})));
+            return Ok(json_response(
+                403,
+                &json!({"__type": "InvalidSignatureException", "message": m}),
+            ));
         }
     };
     let fault = take_fault(&inner, &op, commands_api);
     match fault {
         Some(FaultKind::ServerError) => {
             record(&inner, &principal, &op, 500, fault);
-            return Ok(json_response(500, &json!({"__type": "InternalFailure", "message": "injected"})));
+            return Ok(json_response(
+                500,
+                &json!({"__type": "InternalFailure", "message": "injected"}),
+            ));
         }
         Some(FaultKind::Throttle) => {
             record(&inner, &principal, &op, 400, fault);
-            return Ok(json_response(400, &json!({"__type": "ThrottlingException", "message": "Rate exceeded"})));
+            return Ok(json_response(
+                400,
+                &json!({"__type": "ThrottlingException", "message": "Rate exceeded"}),
+            ));
         }
         Some(FaultKind::DropBefore) => {
             record(&inner, &principal, &op, 0, fault);

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::state::{in_place_events, now, Deployment, EventState, Group, Instance, Registered, Rule, St};
+use super::state::{
+    in_place_events, now, Deployment, EventState, Group, Instance, Registered, Rule, St,
+};
 use super::{api_error, ApiError, Inner};
 
 fn text<'a>(input: &'a Value, k: &str) -> Result<&'a str, ApiError> {
@@ -36,7 +38,11 @@ pub(super) fn dispatch(inner: &Arc<Inner>, op: &str, input: &Value) -> Result<Va
         "CreateApplication" => {
             let name = text(input, "applicationName")?.to_string();
             if s.applications.contains_key(&name) {
-                return Err(api_error(400, "ApplicationAlreadyExistsException", format!("{name} already exists")));
+                return Err(api_error(
+                    400,
+                    "ApplicationAlreadyExistsException",
+                    format!("{name} already exists"),
+                ));
             }
             let id = s.uuid();
             s.applications.insert(name, id.clone());
@@ -49,7 +55,13 @@ pub(super) fn dispatch(inner: &Arc<Inner>, op: &str, input: &Value) -> Result<Va
             let rule = match m["type"].as_str() {
                 Some("HOST_COUNT") => Rule::HostCount(value),
                 Some("FLEET_PERCENT") => Rule::FleetPercent(value),
-                _ => return Err(api_error(400, "InvalidMinimumHealthyHostValueException", "type must be HOST_COUNT or FLEET_PERCENT")),
+                _ => {
+                    return Err(api_error(
+                        400,
+                        "InvalidMinimumHealthyHostValueException",
+                        "type must be HOST_COUNT or FLEET_PERCENT",
+                    ))
+                }
             };
             s.configs.insert(name, rule);
             json!({"deploymentConfigId": s.uuid()})
@@ -59,11 +71,22 @@ pub(super) fn dispatch(inner: &Arc<Inner>, op: &str, input: &Value) -> Result<Va
             let name = text(input, "deploymentGroupName")?.to_string();
             text(input, "serviceRoleArn")?;
             if !s.applications.contains_key(&app) {
-                return Err(api_error(400, "ApplicationDoesNotExistException", format!("No application found for name: {app}")));
+                return Err(api_error(
+                    400,
+                    "ApplicationDoesNotExistException",
+                    format!("No application found for name: {app}"),
+                ));
             }
-            let config_name = input["deploymentConfigName"].as_str().unwrap_or("CodeDeployDefault.OneAtATime").to_string();
+            let config_name = input["deploymentConfigName"]
+                .as_str()
+                .unwrap_or("CodeDeployDefault.OneAtATime")
+                .to_string();
             if s.rule(&config_name).is_none() {
-                return Err(api_error(400, "DeploymentConfigDoesNotExistException", format!("No deployment configuration found for name: {config_name}")));
+                return Err(api_error(
+                    400,
+                    "DeploymentConfigDoesNotExistException",
+                    format!("No deployment configuration found for name: {config_name}"),
+                ));
             }
             let id = s.uuid();
             let g = Group {
@@ -80,15 +103,40 @@ pub(super) fn dispatch(inner: &Arc<Inner>, op: &str, input: &Value) -> Result<Va
         }
         "RegisterOnPremisesInstance" => {
             let name = text(input, "instanceName")?.to_string();
-            let arn = input["iamUserArn"].as_str().or(input["iamSessionArn"].as_str()).ok_or_else(|| api_error(400, "IamArnRequiredException", "iamUserArn or iamSessionArn is required"))?;
-            s.onprem.insert(name, Registered { host: arn.to_string(), tags: Vec::new() });
+            let arn = input["iamUserArn"]
+                .as_str()
+                .or(input["iamSessionArn"].as_str())
+                .ok_or_else(|| {
+                    api_error(
+                        400,
+                        "IamArnRequiredException",
+                        "iamUserArn or iamSessionArn is required",
+                    )
+                })?;
+            s.onprem.insert(
+                name,
+                Registered {
+                    host: arn.to_string(),
+                    tags: Vec::new(),
+                },
+            );
             json!({})
         }
         "AddTagsToOnPremisesInstances" => {
             let tags = tag_filters(input.get("tags"));
-            for n in input["instanceNames"].as_array().cloned().unwrap_or_default() {
+            for n in input["instanceNames"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
                 let n = n.as_str().unwrap_or("");
-                let r = s.onprem.get_mut(n).ok_or_else(|| api_error(400, "InstanceNotRegisteredException", format!("{n} is not registered")))?;
+                let r = s.onprem.get_mut(n).ok_or_else(|| {
+                    api_error(
+                        400,
+                        "InstanceNotRegisteredException",
+                        format!("{n} is not registered"),
+                    )
+                })?;
                 r.tags.extend(tags.iter().cloned());
             }
             json!({})
@@ -100,10 +148,27 @@ pub(super) fn dispatch(inner: &Arc<Inner>, op: &str, input: &Value) -> Result<Va
                 .groups
                 .get(&(app.clone(), group_name.clone()))
                 .cloned()
-                .ok_or_else(|| api_error(400, "DeploymentGroupDoesNotExistException", format!("No Deployment Group found for name: {group_name}")))?;
-            let revision = input.get("revision").cloned().ok_or_else(|| api_error(400, "RevisionRequiredException", "revision is required"))?;
-            let config_name = input["deploymentConfigName"].as_str().unwrap_or(&g.config_name).to_string();
-            let rule = s.rule(&config_name).ok_or_else(|| api_error(400, "DeploymentConfigDoesNotExistException", config_name.clone()))?;
+                .ok_or_else(|| {
+                    api_error(
+                        400,
+                        "DeploymentGroupDoesNotExistException",
+                        format!("No Deployment Group found for name: {group_name}"),
+                    )
+                })?;
+            let revision = input.get("revision").cloned().ok_or_else(|| {
+                api_error(400, "RevisionRequiredException", "revision is required")
+            })?;
+            let config_name = input["deploymentConfigName"]
+                .as_str()
+                .unwrap_or(&g.config_name)
+                .to_string();
+            let rule = s.rule(&config_name).ok_or_else(|| {
+                api_error(
+                    400,
+                    "DeploymentConfigDoesNotExistException",
+                    config_name.clone(),
+                )
+            })?;
             let id = format!("d-{}", s.next_id(9));
             let events = in_place_events(g.with_lb);
             let instances: Vec<Instance> = s
@@ -115,14 +180,24 @@ pub(super) fn dispatch(inner: &Arc<Inner>, op: &str, input: &Value) -> Result<Va
                     status: St::Pending,
                     events: events
                         .iter()
-                        .map(|e| EventState { name: e.to_string(), status: St::Pending, start: None, end: None, diagnostics: None })
+                        .map(|e| EventState {
+                            name: e.to_string(),
+                            status: St::Pending,
+                            start: None,
+                            end: None,
+                            diagnostics: None,
+                        })
                         .collect(),
                     current: 0,
                     command: None,
                     updated: now(),
                 })
                 .collect();
-            let github_token = if revision["revisionType"] == "GitHub" { s.github_token.clone() } else { None };
+            let github_token = if revision["revisionType"] == "GitHub" {
+                s.github_token.clone()
+            } else {
+                None
+            };
             let mut d = Deployment {
                 id: id.clone(),
                 application: app,
@@ -157,7 +232,8 @@ pub(super) fn dispatch(inner: &Arc<Inner>, op: &str, input: &Value) -> Result<Va
         }
         "StopDeployment" => {
             let id = text(input, "deploymentId")?.to_string();
-            s.stop(&id).map_err(|m| api_error(400, "DeploymentAlreadyCompletedException", m))?;
+            s.stop(&id)
+                .map_err(|m| api_error(400, "DeploymentAlreadyCompletedException", m))?;
             inner.wake.notify_waiters();
             json!({"status": "Succeeded", "statusMessage": "Deployment stopped"})
         }
@@ -175,7 +251,13 @@ pub(super) fn dispatch(inner: &Arc<Inner>, op: &str, input: &Value) -> Result<Va
             let id = text(input, "deploymentId")?;
             let iid = text(input, "instanceId")?;
             let d = s.deployments.get(id).ok_or_else(|| no_deployment(id))?;
-            let i = d.instances.iter().find(|i| i.name == iid).ok_or_else(|| api_error(400, "InstanceDoesNotExistException", format!("{iid} is not part of {id}")))?;
+            let i = d.instances.iter().find(|i| i.name == iid).ok_or_else(|| {
+                api_error(
+                    400,
+                    "InstanceDoesNotExistException",
+                    format!("{iid} is not part of {id}"),
+                )
+            })?;
             json!({"instanceSummary": {
                 "deploymentId": d.id,
                 "instanceId": i.name,
@@ -189,27 +271,54 @@ pub(super) fn dispatch(inner: &Arc<Inner>, op: &str, input: &Value) -> Result<Va
             let id = text(input, "deploymentId")?;
             let tid = text(input, "targetId")?;
             let d = s.deployments.get(id).ok_or_else(|| no_deployment(id))?;
-            let i = d.instances.iter().find(|i| i.name == tid).ok_or_else(|| api_error(400, "DeploymentTargetDoesNotExistException", tid.to_string()))?;
+            let i = d.instances.iter().find(|i| i.name == tid).ok_or_else(|| {
+                api_error(
+                    400,
+                    "DeploymentTargetDoesNotExistException",
+                    tid.to_string(),
+                )
+            })?;
             json!({"deploymentTarget": target(d, i)})
         }
         "BatchGetDeploymentTargets" => {
             let id = text(input, "deploymentId")?;
             let d = s.deployments.get(id).ok_or_else(|| no_deployment(id))?;
-            let ids: Vec<String> = input["targetIds"].as_array().cloned().unwrap_or_default().iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
-            let targets: Vec<Value> = d.instances.iter().filter(|i| ids.contains(&i.name)).map(|i| target(d, i)).collect();
+            let ids: Vec<String> = input["targetIds"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            let targets: Vec<Value> = d
+                .instances
+                .iter()
+                .filter(|i| ids.contains(&i.name))
+                .map(|i| target(d, i))
+                .collect();
             json!({"deploymentTargets": targets})
         }
         "ListDeployments" => {
             let ids: Vec<&String> = s.deployments.keys().collect();
             json!({"deployments": ids})
         }
-        other => return Err(api_error(400, "UnknownOperationException", format!("the testbed does not implement {other}"))),
+        other => {
+            return Err(api_error(
+                400,
+                "UnknownOperationException",
+                format!("the testbed does not implement {other}"),
+            ))
+        }
     };
     Ok(out)
 }
 
 fn no_deployment(id: &str) -> ApiError {
-    api_error(400, "DeploymentDoesNotExistException", format!("The deployment {id} could not be found"))
+    api_error(
+        400,
+        "DeploymentDoesNotExistException",
+        format!("The deployment {id} could not be found"),
+    )
 }
 
 fn lifecycle(i: &Instance) -> Vec<Value> {

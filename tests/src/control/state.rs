@@ -223,9 +223,10 @@ pub struct State {
 
 fn matches(tags: &[(String, String)], filters: &[(String, String)]) -> bool {
     !filters.is_empty()
-        && filters
-            .iter()
-            .any(|(k, v)| tags.iter().any(|(tk, tv)| tk == k && (v.is_empty() || tv == v)))
+        && filters.iter().any(|(k, v)| {
+            tags.iter()
+                .any(|(tk, tv)| tk == k && (v.is_empty() || tv == v))
+        })
 }
 
 impl State {
@@ -275,16 +276,34 @@ impl State {
         loop {
             let mut issue: Vec<usize> = Vec::new();
             {
-                let Some(d) = self.deployments.get_mut(id) else { return };
+                let Some(d) = self.deployments.get_mut(id) else {
+                    return;
+                };
                 if matches!(d.status, "Succeeded" | "Failed" | "Stopped") {
                     return;
                 }
                 d.status = "InProgress";
                 let n = d.instances.len();
-                let failed = d.instances.iter().filter(|i| i.status == St::Failed).count();
-                let busy = d.instances.iter().filter(|i| i.status == St::InProgress).count();
-                let pending = d.instances.iter().filter(|i| i.status == St::Pending).count();
-                let succeeded = d.instances.iter().filter(|i| i.status == St::Succeeded).count();
+                let failed = d
+                    .instances
+                    .iter()
+                    .filter(|i| i.status == St::Failed)
+                    .count();
+                let busy = d
+                    .instances
+                    .iter()
+                    .filter(|i| i.status == St::InProgress)
+                    .count();
+                let pending = d
+                    .instances
+                    .iter()
+                    .filter(|i| i.status == St::Pending)
+                    .count();
+                let succeeded = d
+                    .instances
+                    .iter()
+                    .filter(|i| i.status == St::Succeeded)
+                    .count();
                 let min = d.rule.min_healthy(n);
                 let doomed = match d.rule {
                     // OneAtATime: any failure stops the deployment, except
@@ -371,8 +390,16 @@ impl State {
     }
 
     /// A host reported a command's outcome.
-    pub fn complete(&mut self, cmd_id: &str, ok: bool, diagnostics: Option<Value>) -> Result<(), String> {
-        let c = self.commands.get_mut(cmd_id).ok_or("no such host command")?;
+    pub fn complete(
+        &mut self,
+        cmd_id: &str,
+        ok: bool,
+        diagnostics: Option<Value>,
+    ) -> Result<(), String> {
+        let c = self
+            .commands
+            .get_mut(cmd_id)
+            .ok_or("no such host command")?;
         c.completions += 1;
         if matches!(c.status, St::Succeeded | St::Failed) {
             // A retried completion whose first answer was lost.
@@ -421,7 +448,10 @@ impl State {
         }
         d.status = "Stopped";
         d.completed = Some(now());
-        d.error = Some(("DEPLOYMENT_STOPPED".into(), "The deployment was stopped by the user.".into()));
+        d.error = Some((
+            "DEPLOYMENT_STOPPED".into(),
+            "The deployment was stopped by the user.".into(),
+        ));
         for inst in d.instances.iter_mut() {
             if inst.status == St::Pending {
                 inst.status = St::Skipped;

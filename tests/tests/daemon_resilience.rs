@@ -1,0 +1,411 @@
+//! The daemon under failure: killed or stopped during a hook, a control
+//! plane that errors, throttles and drops connections, an S3 that cuts
+//! downloads, a bundle that changed, a restart deployment reusing a bundle.
+
+use std::fs;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use testbed::bed::{Agent, Testbed};
+use testbed::bundle::Bundle;
+use testbed::control::FaultKind;
+use testbed::scenario::*;
+use testbed::wait_until;
+
+/// A revision whose BeforeInstall blocks until `release` appears in the
+/// agent's working directory, after announcing itself in `started`.
+fn blocking_bundle(bed: &Testbed, name: &str) -> String {
+    let b = Bundle::new(bed.path(name));
+    b.file("site/index.html", "<h1>blocking</h1>\n");
+    b.script(
+        "hooks/record.sh",
+        "#!/bin/sh\necho \"$LIFECYCLE_EVENT $DEPLOYMENT_ID\" >> hooks.log\n",
+    );
+    b.script(
+        "hooks/block.sh",
+        "#!/bin/sh\necho \"$LIFECYCLE_EVENT start $DEPLOYMENT_ID\" >> hooks.log\ntouch started\nwhile [ ! -e release ]; do sleep 0.05; done\necho \"$LIFECYCLE_EVENT end $DEPLOYMENT_ID\" >> hooks.log\n",
+    );
+    b.appspec("version: 0.0\nos: linux\nfiles:\n  - source: site\n    destination: www\nhooks:\n  BeforeInstall:\n    - location: hooks/block.sh\n      timeout: 120\n  AfterInstall:\n    - location: hooks/record.sh\n");
+    let zip = b.zip(&bed.path(&format!("{name}.zip")));
+    bed.upload("e2e-block", &format!("shop/{name}.zip"), &zip);
+    create_s3_deployment(
+        bed,
+        &format!("bucket=e2e-block,key=shop/{name}.zip,bundleType=zip"),
+    )
+}
+
+fn wait_started(a: &Agent) {
+    wait_until(LIMIT, "the blocking hook started", || {
+        a.dir.join("started").exists()
+    });
+}
+
+#[test]
+fn sigkill_during_a_hook_reports_the_command_failed_after_restart() {
+    testbed::require_root();
+    let bed = Testbed::new();
+    let mut agents = fleet(&bed, 1);
+    setup_group(&bed, "CodeDeployDefault.OneAtATime");
+    let d = blocking_bundle(&bed, "blocked");
+    wait_started(&agents[0]);
+    agents[0].signal(Signal::SIGKILL);
+    agents[0].wait_exit(LIMIT);
+    // The orphaned script (own process group) may finish; it reports to no one.
+    fs::write(agents[0].dir.join("release"), "").unwrap();
+    agents[0].start();
+    assert_eq!(
+        bed.wait_deployment(&d, LIMIT),
+        "Failed",
+        "{}",
+        logs(&agents)
+    );
+    let s = instance_summary(&bed, &d, &agents[0].imds.instance_id);
+    let bi = event(&s, "BeforeInstall");
+    assert_eq!(bi["status"], "Failed", "{s:#}");
+    assert!(
+        bi["diagnostics"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("after an agent restart"),
+        "{bi:#}"
+    );
+    assert_eq!(event(&s, "AfterInstall")["status"], "Skipped");
+    assert!(
+        fs::read_dir(agents[0].root().join("ongoing-deployment"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the tracking record was not cleared"
+    );
+
+    // The host is usable again.
+    let d2 = deploy_version(&bed, "e2e-block", "after-kill", "zip", 0);
+    assert_eq!(
+        bed.wait_deployment(&d2, LIMIT),
+        "Succeeded",
+        "{}",
+        logs(&agents)
+    );
+    assert_eq!(
+        fs::read_to_string(agents[0].dir.join("www/index.html")).unwrap(),
+        "<h1>after-kill</h1>\n"
+    );
+}
+
+#[test]
+fn sigterm_during_a_hook_lets_it_finish_reports_it_and_exits_zero() {
+    testbed::require_root();
+    let bed = Testbed::new();
+    let mut agents = fleet(&bed, 1);
+    setup_group(&bed, "CodeDeployDefault.OneAtATime");
+    let d = blocking_bundle(&bed, "terminated");
+    wait_started(&agents[0]);
+    agents[0].signal(Signal::SIGTERM);
+    wait_until(
+        LIMIT,
+        "the agent says it waits for the running command",
+        || {
+            agents[0]
+                .log()
+                .contains("waiting for running commands to finish")
+        },
+    );
+    assert!(
+        testbed::alive(agents[0].pid().unwrap()),
+        "the agent quit while its hook ran"
+    );
+    fs::write(agents[0].dir.join("release"), "").unwrap();
+    let st = agents[0].wait_exit(LIMIT);
+    assert_eq!(st.code(), Some(0), "{}", agents[0].log_tail());
+    let s = instance_summary(&bed, &d, &agents[0].imds.instance_id);
+    assert_eq!(event(&s, "BeforeInstall")["status"], "Succeeded", "{s:#}");
+    assert_eq!(
+        event(&s, "Install")["status"],
+        "InProgress",
+        "nothing may run after the stop: {s:#}"
+    );
+    assert!(
+        !agents[0].dir.join("www").exists(),
+        "Install ran after the stop"
+    );
+    let lines = hook_lines(&agents[0]);
+    assert_eq!(
+        lines,
+        vec![
+            format!("BeforeInstall start {d}"),
+            format!("BeforeInstall end {d}")
+        ]
+    );
+
+    // Started again, the agent carries the deployment on to the end.
+    agents[0].start();
+    assert_eq!(
+        bed.wait_deployment(&d, LIMIT),
+        "Succeeded",
+        "{}",
+        logs(&agents)
+    );
+    assert_eq!(
+        hook_lines(&agents[0]).last().unwrap(),
+        &format!("AfterInstall {d}")
+    );
+}
+
+#[test]
+fn control_plane_errors_throttling_and_dropped_connections() {
+    testbed::require_root();
+    let bed = Testbed::new();
+    let agents = fleet(&bed, 3);
+    setup_group(&bed, "CodeDeployDefault.OneAtATime");
+    let c = &bed.control;
+    c.inject(Some("PollHostCommand"), FaultKind::ServerError, 4);
+    c.inject(Some("PollHostCommand"), FaultKind::Throttle, 3);
+    c.inject(Some("PollHostCommand"), FaultKind::DropAfter, 1);
+    c.inject(
+        Some("PollHostCommand"),
+        FaultKind::Delay(Duration::from_secs(3)),
+        2,
+    );
+    c.inject(Some("GetDeploymentSpecification"), FaultKind::DropBefore, 2);
+    c.inject(
+        Some("GetDeploymentSpecification"),
+        FaultKind::ServerError,
+        2,
+    );
+    c.inject(
+        Some("PutHostCommandAcknowledgement"),
+        FaultKind::Throttle,
+        3,
+    );
+    c.inject(
+        Some("PutHostCommandAcknowledgement"),
+        FaultKind::DropAfter,
+        2,
+    );
+    c.inject(Some("PutHostCommandComplete"), FaultKind::DropAfter, 3);
+    c.inject(Some("PutHostCommandComplete"), FaultKind::ServerError, 2);
+    c.inject(Some("PutHostCommandComplete"), FaultKind::DropBefore, 2);
+    let d = deploy_version(&bed, "e2e-faults", "v1", "zip", 0);
+    assert_eq!(
+        bed.wait_deployment(&d, LIMIT),
+        "Succeeded",
+        "{}",
+        logs(&agents)
+    );
+    assert_eq!(
+        c.faults_pending(),
+        0,
+        "every injected fault must have been met"
+    );
+    for a in &agents {
+        assert!(
+            testbed::alive(a.pid().unwrap()),
+            "an agent died:\n{}",
+            a.log_tail()
+        );
+        let expected: Vec<String> = ["BeforeInstall", "AfterInstall", "ApplicationStart"]
+            .iter()
+            .map(|e| format!("{e} {d} e2e-faults"))
+            .chain([format!("ValidateService {d}")])
+            .collect();
+        assert_eq!(hook_lines(a), expected, "a script ran twice or not at all");
+    }
+    // Backoff: after a failed poll, the same host waits before polling again.
+    let calls = c.calls();
+    for (i, call) in calls.iter().enumerate() {
+        if call.operation == "PollHostCommand"
+            && matches!(
+                call.fault,
+                Some(FaultKind::ServerError | FaultKind::Throttle)
+            )
+        {
+            if let Some(next) = calls[i + 1..]
+                .iter()
+                .find(|n| n.principal == call.principal && n.operation == "PollHostCommand")
+            {
+                assert!(
+                    next.at - call.at >= 0.45,
+                    "polled again {:.3}s after an error",
+                    next.at - call.at
+                );
+            }
+        }
+    }
+    // Each command was acknowledged once it was taken, and run once: the
+    // retried completions after lost answers are the only repeats.
+    for cmd in c.commands_of(&d) {
+        assert!(cmd.completions >= 1, "{cmd:?}");
+    }
+    assert!(
+        c.commands_of(&d).iter().any(|cmd| cmd.completions > 1),
+        "a lost completion answer must be retried"
+    );
+}
+
+#[test]
+fn s3_downloads_resume_after_cut_connections_and_check_the_etag() {
+    testbed::require_root();
+    let bed = Testbed::new();
+    let agents = fleet(&bed, 1);
+    setup_group(&bed, "CodeDeployDefault.OneAtATime");
+    // 20 MiB that gzip cannot shrink: three ranged parts of 8 MiB.
+    let b = recording_bundle(&bed.path("big"), "big", 0);
+    let mut data = vec![0u8; 20 << 20];
+    openssl::rand::rand_bytes(&mut data).unwrap();
+    fs::write(bed.path("big/site/blob.bin"), &data).unwrap();
+    let tgz = b.tgz(&bed.path("big.tgz"));
+    let (_, etag) = bed.upload("e2e-big", "shop/big.tgz", &tgz);
+    bed.s3.cut_responses(3, 1_000_000);
+    bed.s3.unavailable(1);
+    let d = create_s3_deployment(
+        &bed,
+        &format!("bucket=e2e-big,key=shop/big.tgz,bundleType=tgz,eTag={etag}"),
+    );
+    assert_eq!(
+        bed.wait_deployment(&d, LIMIT),
+        "Succeeded",
+        "{}",
+        logs(&agents)
+    );
+    assert!(
+        bed.s3.fired() >= 2,
+        "the faults did not fire ({})",
+        bed.s3.fired()
+    );
+    assert_eq!(fs::read(agents[0].dir.join("www/blob.bin")).unwrap(), data);
+    let log = agents[0].log();
+    assert!(
+        log.contains("S3 part interrupted, resuming"),
+        "{}",
+        agents[0].log_tail()
+    );
+    assert!(log.contains("parts=3"), "{}", agents[0].log_tail());
+
+    // A deployment that names another ETag than the object has fails in
+    // DownloadBundle, saying why.
+    let d2 = create_s3_deployment(
+        &bed,
+        "bucket=e2e-big,key=shop/big.tgz,bundleType=tgz,eTag=0123456789abcdef0123456789abcdef",
+    );
+    assert_eq!(bed.wait_deployment(&d2, LIMIT), "Failed");
+    let s = instance_summary(&bed, &d2, &agents[0].imds.instance_id);
+    let msg = event(&s, "DownloadBundle")["diagnostics"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains(&format!("the object's ETag is {etag}")),
+        "{msg}"
+    );
+}
+
+#[test]
+fn restart_deployments_reuse_an_intact_bundle_and_download_otherwise() {
+    testbed::require_root();
+    let bed = Testbed::new();
+    let agents = fleet(&bed, 1);
+    setup_group(&bed, "CodeDeployDefault.OneAtATime");
+    let d1 = deploy_version(&bed, "e2e-reuse", "v1", "zip", 0);
+    assert_eq!(
+        bed.wait_deployment(&d1, LIMIT),
+        "Succeeded",
+        "{}",
+        logs(&agents)
+    );
+    // The object is gone from S3: only reuse can deploy it again.
+    bed.aws_ok(&[
+        "s3api",
+        "delete-object",
+        "--bucket",
+        "e2e-reuse",
+        "--key",
+        "shop/v1.zip",
+    ]);
+    bed.control.set_reuse_archive_from(Some(&d1));
+    let d2 = create_s3_deployment(&bed, "bucket=e2e-reuse,key=shop/v1.zip,bundleType=zip");
+    assert_eq!(
+        bed.wait_deployment(&d2, LIMIT),
+        "Succeeded",
+        "{}",
+        logs(&agents)
+    );
+    assert!(
+        agents[0]
+            .log()
+            .contains(&format!("reused the bundle of {d1}")),
+        "{}",
+        agents[0].log_tail()
+    );
+    assert_eq!(
+        hook_lines(&agents[0]).last().unwrap(),
+        &format!("ValidateService {d2}")
+    );
+
+    // Naming a deployment whose bundle is not on this host means downloading
+    // (which fails here, the object being gone), never failing on the reuse.
+    bed.control.set_reuse_archive_from(Some("d-NOTHERE00"));
+    let d3 = create_s3_deployment(&bed, "bucket=e2e-reuse,key=shop/v1.zip,bundleType=zip");
+    assert_eq!(bed.wait_deployment(&d3, LIMIT), "Failed");
+    let s = instance_summary(&bed, &d3, &agents[0].imds.instance_id);
+    let msg = event(&s, "DownloadBundle")["diagnostics"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("s3://e2e-reuse/shop/v1.zip") && msg.contains("HeadObject"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn start_status_stop_like_the_official_service_commands() {
+    testbed::require_root();
+    let bed = Testbed::new();
+    let a = bed.instance("i-0service0", &[("role", "web")]);
+    let run = |cmd: &str| {
+        std::process::Command::new(testbed::agent_bin())
+            .arg("--config_file")
+            .arg(&a.config)
+            .arg(cmd)
+            .current_dir(&a.dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .output()
+            .unwrap()
+    };
+    let out = run("status");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "No AWS CodeDeploy agent running\n"
+    );
+    let out = run("start");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid: i32 = fs::read_to_string(a.dir.join("pid/codedeploy-agent.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(testbed::alive(pid));
+    let out = run("status");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("The AWS CodeDeploy agent is running as PID {pid}\n")
+    );
+    // A second start does not start a second agent.
+    let out = run("start");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("already running as PID {pid}")));
+    let out = run("stop");
+    assert!(out.status.success());
+    assert!(!testbed::alive(pid));
+    assert!(
+        !a.dir.join("pid/codedeploy-agent.pid").exists(),
+        "the pid file outlived the agent"
+    );
+    assert_eq!(run("status").status.code(), Some(1));
+}
