@@ -141,9 +141,15 @@ fn init_logging(cfg: &Config, file: &str, stderr_level: LevelFilter) {
                 .with_writer(Mutex::new(f))
                 .with_filter(level)
         });
+    // The AWS SDK's own warnings repeat, with full debug dumps, what the
+    // agent already logs once with context: keep only its errors.
+    let quiet_sdk = tracing_subscriber::filter::filter_fn(|m| {
+        !m.target().starts_with("aws_") || *m.level() == tracing::Level::ERROR
+    });
     let _ = tracing_subscriber::registry()
         .with(stderr)
         .with(file_layer)
+        .with(quiet_sdk)
         .try_init();
 }
 

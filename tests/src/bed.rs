@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::control::{self, ControlPlane};
 use crate::faulty::FaultyProxy;
 use crate::github::GitHub;
-use crate::imds::Imds;
+use crate::imds::{Imds, ImdsMode};
 use crate::signer::Authority;
 use crate::sigv4::Keyring;
 use crate::{agent_bin, wait_until};
@@ -199,23 +199,42 @@ impl Testbed {
     /// its agent (not started yet).
     pub fn instance(&self, instance_id: &str, tags: &[(&str, &str)]) -> Agent {
         self.control.register_ec2(instance_id, tags);
-        self.agent(instance_id, None)
+        self.agent(instance_id, None, ImdsMode::V2Required, "")
+    }
+
+    /// An EC2 instance whose metadata service behaves as `mode`, with extra
+    /// `:key: value` lines in its agent's configuration.
+    pub fn instance_with(
+        &self,
+        instance_id: &str,
+        tags: &[(&str, &str)],
+        mode: ImdsMode,
+        extra_config: &str,
+    ) -> Agent {
+        self.control.register_ec2(instance_id, tags);
+        self.agent(instance_id, None, mode, extra_config)
     }
 
     /// An on-premises instance's agent (registered with the CLI by the
     /// test), with `onpremises_yml` as its codedeploy.onpremises.yml. It
     /// still gets an IMDS, so a test can prove it is never asked.
     pub fn on_premises(&self, name: &str, onpremises_yml: &str) -> Agent {
-        self.agent(name, Some(onpremises_yml))
+        self.agent(name, Some(onpremises_yml), ImdsMode::V2Required, "")
     }
 
-    fn agent(&self, instance_id: &str, onpremises: Option<&str>) -> Agent {
+    fn agent(
+        &self,
+        instance_id: &str,
+        onpremises: Option<&str>,
+        mode: ImdsMode,
+        extra_config: &str,
+    ) -> Agent {
         let imds = Imds::start(
             instance_id,
             control::REGION,
             control::ACCOUNT,
             &self.keys,
-            false,
+            mode,
         );
         let dir = self.path(instance_id);
         fs::create_dir_all(&dir).unwrap();
@@ -225,7 +244,7 @@ impl Testbed {
         }
         let config = dir.join("codedeployagent.yml");
         let text = format!(
-            ":program_name: codedeploy-agent\n:root_dir: {root}\n:log_dir: {dir}/log\n:pid_dir: {dir}/pid\n:wait_between_runs: 1\n:wait_after_error: 2\n:http_read_timeout: 20\n:kill_agent_max_wait_time_seconds: 60\n:hook_kill_grace_seconds: 1\n:hook_output_grace_seconds: 1\n:on_premises_config_file: {onprem}\n:deploy_control_endpoint: {control}\n:s3_endpoint_override: {s3}\n:github_endpoint: {github}\n:imds_endpoint: {imds}\n:deployment_spec_ca_file: {ca}\n",
+            ":program_name: codedeploy-agent\n:root_dir: {root}\n:log_dir: {dir}/log\n:pid_dir: {dir}/pid\n:wait_between_runs: 1\n:wait_after_error: 2\n:http_read_timeout: 20\n:kill_agent_max_wait_time_seconds: 60\n:hook_kill_grace_seconds: 1\n:hook_output_grace_seconds: 1\n:on_premises_config_file: {onprem}\n:deploy_control_endpoint: {control}\n:s3_endpoint_override: {s3}\n:github_endpoint: {github}\n:imds_endpoint: {imds}\n:deployment_spec_ca_file: {ca}\n{extra_config}",
             root = dir.join("root").display(),
             dir = dir.display(),
             control = self.control.endpoint(),

@@ -19,6 +19,16 @@ pub struct Imds {
     v1_hits: Arc<AtomicU32>,
 }
 
+/// How the instance's metadata service is configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImdsMode {
+    /// HttpTokens=required: every read needs a session token.
+    V2Required,
+    /// No session tokens are handed out (an old or locked-down endpoint):
+    /// only IMDSv1 reads work.
+    V1Only,
+}
+
 impl Imds {
     /// Serve metadata for `instance_id`; its role credentials are added to
     /// `keys` with the instance's host identifier as principal.
@@ -27,8 +37,9 @@ impl Imds {
         region: &str,
         account: &str,
         keys: &Keyring,
-        allow_v1: bool,
+        mode: ImdsMode,
     ) -> Imds {
+        let allow_v1 = mode != ImdsMode::V2Required;
         let host = format!("arn:aws:ec2:{region}:{account}:instance/{instance_id}");
         let akid = format!(
             "ASIA{}",
@@ -65,7 +76,9 @@ impl Imds {
                 .and_then(|v| v.to_str().ok())
                 == Some(session.as_str());
             let reply = if path == "/latest/api/token" {
-                if method != http::Method::PUT
+                if mode == ImdsMode::V1Only {
+                    text_response(403, "")
+                } else if method != http::Method::PUT
                     || req
                         .headers()
                         .get("x-aws-ec2-metadata-token-ttl-seconds")

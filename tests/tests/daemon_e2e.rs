@@ -300,3 +300,42 @@ fn on_premises_instances_by_tag_with_iam_user_credentials() {
         );
     }
 }
+
+#[test]
+fn imdsv1_fallback_unless_disabled() {
+    use testbed::imds::ImdsMode;
+    testbed::require_root();
+    let bed = Testbed::new();
+    let mut old = bed.instance_with("i-0v1only01", &[("role", "web")], ImdsMode::V1Only, "");
+    old.start();
+    setup_group(&bed, "CodeDeployDefault.AllAtOnce");
+    let d = deploy_version(&bed, "e2e-imds", "v1", "zip", 0);
+    assert_eq!(
+        bed.wait_deployment(&d, LIMIT),
+        "Succeeded",
+        "{}",
+        old.log_tail()
+    );
+    assert!(
+        old.imds.v1_requests() > 0,
+        "identity and credentials came through IMDSv1"
+    );
+
+    let mut strict = bed.instance_with(
+        "i-0v1only02",
+        &[("role", "other")],
+        ImdsMode::V1Only,
+        ":disable_imds_v1: true\n",
+    );
+    strict.start();
+    let st = strict.wait_exit(LIMIT);
+    assert!(!st.success());
+    assert!(
+        strict
+            .log()
+            .contains("IMDSv1 is disabled by :disable_imds_v1:"),
+        "{}",
+        strict.log_tail()
+    );
+    assert_eq!(strict.imds.v1_requests(), 0);
+}

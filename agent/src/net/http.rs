@@ -43,6 +43,14 @@ pub struct HttpClient {
     timeout: Duration,
 }
 
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl HttpClient {
     pub fn new(proxy: Option<&str>, timeout: Duration) -> Result<HttpClient, HttpError> {
         let mut tcp = HttpConnector::new();

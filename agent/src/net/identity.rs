@@ -200,12 +200,63 @@ pub async fn resolve(
         .imds_client(imds_client)
         .build()
         .await;
+    // aws-config's instance profile provider speaks IMDSv2 only; ours
+    // follows it for hosts where only IMDSv1 answers (and is allowed).
+    let credentials = if config.disable_imds_v1 {
+        SharedCredentialsProvider::new(Cached::new(chain))
+    } else {
+        SharedCredentialsProvider::new(Cached::new(Fallback {
+            first: chain,
+            then: ImdsCredentials(imds),
+        }))
+    };
     Ok(HostIdentity {
         host_identifier,
         region,
-        credentials: SharedCredentialsProvider::new(Cached::new(chain)),
+        credentials,
         kind: "ec2",
     })
+}
+
+/// `first`, and when it fails for any reason `then` (the standard chain
+/// stops at the first provider error, and its IMDS provider fails hard where
+/// only IMDSv1 answers).
+#[derive(Debug)]
+struct Fallback<A, B> {
+    first: A,
+    then: B,
+}
+
+impl<A: ProvideCredentials, B: ProvideCredentials> ProvideCredentials for Fallback<A, B> {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            match self.first.provide_credentials().await {
+                Ok(c) => Ok(c),
+                Err(first) => self.then.provide_credentials().await.map_err(|_| first),
+            }
+        })
+    }
+}
+
+#[derive(Debug)]
+struct ImdsCredentials(Imds);
+
+impl ProvideCredentials for ImdsCredentials {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            self.0.role_credentials().await.map_err(|e| {
+                aws_credential_types::provider::error::CredentialsError::provider_error(
+                    e.to_string(),
+                )
+            })
+        })
+    }
 }
 
 /// Credentials kept until shortly before they expire. The chain's

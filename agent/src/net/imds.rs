@@ -25,6 +25,7 @@ pub enum ImdsError {
     Document(String),
 }
 
+#[derive(Debug)]
 pub struct Imds {
     http: HttpClient,
     endpoint: String,
@@ -36,6 +37,32 @@ pub struct InstanceIdentity {
     pub instance_id: String,
     pub region: String,
     pub account: String,
+}
+
+/// The instance profile credentials document.
+pub fn parse_role_credentials(doc: &str) -> Result<aws_credential_types::Credentials, String> {
+    let v: serde_json::Value = serde_json::from_str(doc).map_err(|e| e.to_string())?;
+    let f = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    if f("Code").is_some_and(|c| c != "Success") {
+        return Err(format!(
+            "instance profile credentials: Code {}",
+            f("Code").unwrap_or_default()
+        ));
+    }
+    let expiry = f("Expiration")
+        .map(|e| {
+            chrono::DateTime::parse_from_rfc3339(&e)
+                .map(std::time::SystemTime::from)
+                .map_err(|err| format!("Expiration {e:?}: {err}"))
+        })
+        .transpose()?;
+    Ok(aws_credential_types::Credentials::new(
+        f("AccessKeyId").ok_or("AccessKeyId is missing")?,
+        f("SecretAccessKey").ok_or("SecretAccessKey is missing")?,
+        f("Token"),
+        expiry,
+        "instance-profile-imds",
+    ))
 }
 
 impl Imds {
@@ -68,11 +95,30 @@ impl Imds {
                 path: path.into(),
                 status: r.status().as_u16(),
             }),
+            // A PUT that never arrives (a container behind a hop limit of 1)
+            // is the usual reason to fall back, as the Ruby agent does.
+            Err(_) if self.allow_v1 => Ok(None),
             Err(source) => Err(ImdsError::Http {
                 path: path.into(),
                 source,
             }),
         }
+    }
+
+    /// The instance profile's credentials, IMDSv2 or (when allowed) v1.
+    pub async fn role_credentials(&self) -> Result<aws_credential_types::Credentials, ImdsError> {
+        let token = self.token().await?;
+        let t = token.as_deref();
+        let base = "/latest/meta-data/iam/security-credentials/";
+        let role = self.get(base, t).await?;
+        let role = role.lines().next().unwrap_or("").trim().to_string();
+        if role.is_empty() {
+            return Err(ImdsError::Document(
+                "no instance profile is attached".into(),
+            ));
+        }
+        let doc = self.get(&format!("{base}{role}"), t).await?;
+        parse_role_credentials(&doc).map_err(ImdsError::Document)
     }
 
     async fn get(&self, path: &str, token: Option<&str>) -> Result<String, ImdsError> {
@@ -119,5 +165,25 @@ impl Imds {
             region: field("region")?,
             account: field("accountId")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_credentials_document() {
+        let c = parse_role_credentials(r#"{"Code":"Success","AccessKeyId":"ASIA1","SecretAccessKey":"s","Token":"t","Expiration":"2026-11-23T18:00:00Z"}"#).unwrap();
+        assert_eq!(c.access_key_id(), "ASIA1");
+        assert_eq!(c.session_token(), Some("t"));
+        let exp = c
+            .expiry()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert_eq!(exp, 1_795_456_800);
+        assert!(parse_role_credentials(r#"{"Code":"AssumeRoleUnauthorizedAccess"}"#).is_err());
     }
 }
