@@ -185,6 +185,7 @@ fn control_plane_errors_throttling_and_dropped_connections() {
     c.inject(Some("PutHostCommandComplete"), FaultKind::DropAfter, 3);
     c.inject(Some("PutHostCommandComplete"), FaultKind::ServerError, 2);
     c.inject(Some("PutHostCommandComplete"), FaultKind::DropBefore, 2);
+    c.inject(Some("PollHostCommand"), FaultKind::ReofferLast, 4);
     let d = deploy_version(&bed, "e2e-faults", "v1", "zip", 0);
     assert_eq!(
         bed.wait_deployment(&d, LIMIT),

@@ -44,7 +44,11 @@ pub fn sdk_http_client(proxy: Option<&str>) -> Result<SharedHttpClient, String> 
 
 pub struct RemoteFetcher {
     pub handle: Handle,
-    pub s3: S3Fetch,
+    /// Built at the first S3 download: an idle agent (or one deploying
+    /// from GitHub) never pays for the S3 client's code and state.
+    s3: std::sync::OnceLock<S3Fetch>,
+    s3_config: aws_sdk_s3::Config,
+    parts: usize,
     pub http: HttpClient,
     pub github_endpoint: String,
 }
@@ -72,14 +76,20 @@ impl RemoteFetcher {
         }
         RemoteFetcher {
             handle,
-            s3: S3Fetch {
-                client: aws_sdk_s3::Client::from_conf(b.build()),
-                parts: config.s3_download_parts,
-                part_size: fetch::PART_SIZE,
-            },
+            s3: std::sync::OnceLock::new(),
+            s3_config: b.build(),
+            parts: config.s3_download_parts,
             http,
             github_endpoint: config.github_endpoint.clone(),
         }
+    }
+
+    fn s3(&self) -> &S3Fetch {
+        self.s3.get_or_init(|| S3Fetch {
+            client: aws_sdk_s3::Client::from_conf(self.s3_config.clone()),
+            parts: self.parts,
+            part_size: fetch::PART_SIZE,
+        })
     }
 }
 
@@ -95,7 +105,7 @@ impl Fetcher for RemoteFetcher {
                     etag,
                     ..
                 } => {
-                    self.s3
+                    self.s3()
                         .download(bucket, key, version.as_deref(), etag.as_deref(), dest)
                         .await
                 }

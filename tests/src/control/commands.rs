@@ -141,6 +141,27 @@ pub(super) async fn dispatch(
 
 const OFFER_LEASE_SECS: f64 = 5.0;
 
+/// The host's most recently acknowledged command, as a poll answer.
+pub(super) fn last_acknowledged(inner: &Inner, host: &str) -> Option<Value> {
+    let s = inner.state.lock().unwrap();
+    let c = s
+        .commands
+        .values()
+        .filter(|c| c.host == host && c.acked.is_some())
+        .max_by(|a, b| {
+            a.acked
+                .partial_cmp(&b.acked)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })?;
+    Some(json!({
+        "HostCommandIdentifier": c.id,
+        "HostIdentifier": c.host,
+        "DeploymentExecutionId": c.execution_id,
+        "CommandName": c.event,
+        "Nonce": c.offered,
+    }))
+}
+
 fn next_command(inner: &Inner, host: &str) -> Option<Value> {
     let mut s = inner.state.lock().unwrap();
     // An offered command is leased to the host for a while: it is offered

@@ -50,6 +50,9 @@ pub enum FaultKind {
     DropAfter,
     /// Answer late.
     Delay(Duration),
+    /// Answer a poll with the host's most recently acknowledged command
+    /// again (a service that lost track): it must not run a second time.
+    ReofferLast,
 }
 
 #[derive(Clone, Debug)]
@@ -312,6 +315,12 @@ async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
             return Err(Dropped);
         }
         Some(FaultKind::Delay(d)) => tokio::time::sleep(d).await,
+        Some(FaultKind::ReofferLast) => {
+            if let Some(c) = commands::last_acknowledged(&inner, &principal) {
+                record(&inner, &principal, &op, 200, fault);
+                return Ok(json_response(200, &json!({ "HostCommand": c })));
+            }
+        }
         _ => {}
     }
     let input: Value = serde_json::from_slice(req.body()).unwrap_or(json!({}));
