@@ -100,6 +100,10 @@ fn sigterm_during_a_hook_lets_it_finish_reports_it_and_exits_zero() {
     setup_group(&bed, "CodeDeployDefault.OneAtATime");
     let d = blocking_bundle(&bed, "terminated");
     wait_started(&agents[0]);
+    // While the hook runs, the service offers the same command again (an
+    // acknowledgement would say InProgress): it must not start twice.
+    bed.control.inject(Some("PollHostCommand"), FaultKind::ReofferLast, 2);
+    wait_until(LIMIT, "the running command was offered again", || bed.control.faults_pending() == 0);
     agents[0].signal(Signal::SIGTERM);
     wait_until(
         LIMIT,
