@@ -309,6 +309,11 @@ impl Agent {
     }
 
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Start with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "agent already running");
         let stderr = fs::File::create(self.dir.join("stderr.log")).unwrap();
         let child = Command::new(agent_bin())
@@ -319,6 +324,7 @@ impl Agent {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", &self.dir)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

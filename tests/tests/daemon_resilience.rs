@@ -102,8 +102,11 @@ fn sigterm_during_a_hook_lets_it_finish_reports_it_and_exits_zero() {
     wait_started(&agents[0]);
     // While the hook runs, the service offers the same command again (an
     // acknowledgement would say InProgress): it must not start twice.
-    bed.control.inject(Some("PollHostCommand"), FaultKind::ReofferLast, 2);
-    wait_until(LIMIT, "the running command was offered again", || bed.control.faults_pending() == 0);
+    bed.control
+        .inject(Some("PollHostCommand"), FaultKind::ReofferLast, 2);
+    wait_until(LIMIT, "the running command was offered again", || {
+        bed.control.faults_pending() == 0
+    });
     agents[0].signal(Signal::SIGTERM);
     wait_until(
         LIMIT,
@@ -413,4 +416,23 @@ fn start_status_stop_like_the_official_service_commands() {
         "the pid file outlived the agent"
     );
     assert_eq!(run("status").status.code(), Some(1));
+}
+
+#[test]
+fn tells_systemd_when_ready_and_when_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    testbed::require_root();
+    let bed = Testbed::new();
+    let sock_path = bed.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut a = bed.instance("i-0notify01", &[("role", "web")]);
+    a.start_with_env(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("READY=1 within the limit");
+    assert_eq!(&buf[..n], b"READY=1");
+    a.signal(Signal::SIGTERM);
+    let n = sock.recv(&mut buf).expect("STOPPING=1 within the limit");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert_eq!(a.wait_exit(LIMIT).code(), Some(0));
 }
