@@ -318,6 +318,7 @@ pub mod control;
 pub mod faulty;
 pub mod github;
 pub mod imds;
+pub mod proxy;
 pub mod scenario;
 pub mod server;
 pub mod signer;

@@ -339,3 +339,41 @@ fn imdsv1_fallback_unless_disabled() {
     );
     assert_eq!(strict.imds.v1_requests(), 0);
 }
+
+#[test]
+fn everything_but_instance_metadata_goes_through_proxy_uri() {
+    testbed::require_root();
+    let bed = Testbed::new();
+    let proxy = testbed::proxy::Proxy::start();
+    let mut a = bed.instance_with(
+        "i-0proxied1",
+        &[("role", "web")],
+        testbed::imds::ImdsMode::V2Required,
+        &format!(":proxy_uri: {}\n", proxy.uri()),
+    );
+    a.start();
+    setup_group(&bed, "CodeDeployDefault.OneAtATime");
+    let d = deploy_version(&bed, "e2e-proxy", "v1", "zip", 0);
+    assert_eq!(
+        bed.wait_deployment(&d, LIMIT),
+        "Succeeded",
+        "{}",
+        a.log_tail()
+    );
+    let seen = proxy.seen();
+    let control = bed.control.addr.to_string();
+    let s3 = bed.s3.addr.to_string();
+    let imds = a.imds.addr.to_string();
+    assert!(
+        seen.iter().any(|s| s.ends_with(&control)),
+        "commands API not proxied: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|s| s.ends_with(&s3)),
+        "S3 not proxied: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|s| s.ends_with(&imds)),
+        "instance metadata must not be proxied: {seen:?}"
+    );
+}

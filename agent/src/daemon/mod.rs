@@ -83,7 +83,8 @@ async fn main_loop(config: Config) -> Result<(), String> {
     spawn_signal_handler(stop_tx)?;
 
     let sdk_http = remote::sdk_http_client(config.proxy_uri.as_deref())?;
-    let ident = identity::resolve(&config, sdk_http.clone())
+    let direct_http = remote::sdk_http_client(None)?;
+    let ident = identity::resolve(&config, sdk_http.clone(), direct_http)
         .await
         .map_err(|e| format!("cannot establish the host's identity: {e}"))?;
     let ep = endpoint::commands_endpoint(

@@ -139,9 +139,12 @@ impl OnPremises {
 
 /// Work out the identity. The on-premises file wins when it exists (as in
 /// the Ruby agent); `AWS_REGION` and `AWS_HOST_IDENTIFIER` override as there.
+/// `http` carries AWS calls (through `:proxy_uri:` when set); `direct_http`
+/// reaches the instance metadata service, which is never proxied.
 pub async fn resolve(
     config: &Config,
     http: SharedHttpClient,
+    direct_http: SharedHttpClient,
 ) -> Result<HostIdentity, IdentityError> {
     let env_region = std::env::var("AWS_REGION").ok().filter(|s| !s.is_empty());
     let env_host = std::env::var("AWS_HOST_IDENTIFIER")
@@ -189,8 +192,9 @@ pub async fn resolve(
         .with_region(Some(aws_config::Region::new(region.clone())))
         .with_sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
         .with_time_source(aws_smithy_async::time::SystemTimeSource::new());
+    // Instance metadata is link-local: never through `:proxy_uri:`.
     let imds_client = aws_config::imds::Client::builder()
-        .configure(&pc)
+        .configure(&pc.clone().with_http_client(direct_http))
         .endpoint(imds_endpoint.as_str())
         .map_err(|e| IdentityError::Other(format!("imds endpoint: {e}")))?
         .build();
