@@ -50,8 +50,18 @@ pub fn fleet(bed: &Testbed, n: usize) -> Vec<Agent> {
 
 /// Application `shop`, group `web` over the role=web instances.
 pub fn setup_group(bed: &Testbed, config: &str) {
+    setup_group_over(
+        bed,
+        config,
+        &["--ec2-tag-filters", "Key=role,Value=web,Type=KEY_AND_VALUE"],
+    );
+}
+
+/// Application `shop`, group `web` over the instances `targets` selects
+/// (`--ec2-tag-filters ...` or `--on-premises-instance-tag-filters ...`).
+pub fn setup_group_over(bed: &Testbed, config: &str, targets: &[&str]) {
     bed.aws_ok(&["deploy", "create-application", "--application-name", "shop"]);
-    bed.aws_ok(&[
+    let mut args = vec![
         "deploy",
         "create-deployment-group",
         "--application-name",
@@ -60,11 +70,17 @@ pub fn setup_group(bed: &Testbed, config: &str) {
         "web",
         "--deployment-config-name",
         config,
-        "--ec2-tag-filters",
-        "Key=role,Value=web,Type=KEY_AND_VALUE",
         "--service-role-arn",
         ROLE_ARN,
-    ]);
+    ];
+    args.extend_from_slice(targets);
+    bed.aws_ok(&args);
+}
+
+/// `aws deploy get-deployment`'s deploymentInfo.
+pub fn deployment_info(bed: &Testbed, deployment: &str) -> Value {
+    bed.aws_ok(&["deploy", "get-deployment", "--deployment-id", deployment])["deploymentInfo"]
+        .clone()
 }
 
 /// `aws deploy create-deployment --s3-location <location>`; returns the id.
@@ -126,6 +142,14 @@ pub fn event<'a>(summary: &'a Value, name: &str) -> &'a Value {
         .as_array()
         .and_then(|a| a.iter().find(|e| e["lifecycleEventName"] == name))
         .unwrap_or_else(|| panic!("no {name} in {summary:#}"))
+}
+
+/// The diagnostics message of a lifecycle event ("" when it has none).
+pub fn message(event: &Value) -> String {
+    event["diagnostics"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 pub fn hook_lines(a: &Agent) -> Vec<String> {

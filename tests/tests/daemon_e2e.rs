@@ -55,8 +55,7 @@ fn three_hosts_one_at_a_time_from_s3_zip_then_tgz() {
         "{}",
         logs(&agents)
     );
-    let info =
-        bed.aws_ok(&["deploy", "get-deployment", "--deployment-id", &d1])["deploymentInfo"].clone();
+    let info = deployment_info(&bed, &d1);
     assert_eq!(info["status"], "Succeeded");
     assert_eq!(info["deploymentOverview"]["Succeeded"], 3, "{info:#}");
     assert_one_at_a_time(&bed, &d1, &agents);
@@ -169,8 +168,7 @@ fn failing_validate_service_fails_the_deployment_with_the_script_and_its_output(
         logs(&agents)
     );
 
-    let info =
-        bed.aws_ok(&["deploy", "get-deployment", "--deployment-id", &d])["deploymentInfo"].clone();
+    let info = deployment_info(&bed, &d);
     assert_eq!(info["status"], "Failed");
     assert_eq!(
         info["errorInformation"]["code"], "HEALTH_CONSTRAINTS",
@@ -266,21 +264,14 @@ fn on_premises_instances_by_tag_with_iam_user_credentials() {
     for a in &mut agents {
         a.start();
     }
-    bed.aws_ok(&["deploy", "create-application", "--application-name", "shop"]);
-    bed.aws_ok(&[
-        "deploy",
-        "create-deployment-group",
-        "--application-name",
-        "shop",
-        "--deployment-group-name",
-        "web",
-        "--deployment-config-name",
+    setup_group_over(
+        &bed,
         "CodeDeployDefault.AllAtOnce",
-        "--on-premises-instance-tag-filters",
-        "Key=fleet,Value=dc1,Type=KEY_AND_VALUE",
-        "--service-role-arn",
-        ROLE_ARN,
-    ]);
+        &[
+            "--on-premises-instance-tag-filters",
+            "Key=fleet,Value=dc1,Type=KEY_AND_VALUE",
+        ],
+    );
     let d = deploy_version(&bed, "e2e-onprem", "v1", "zip", 0);
     assert_eq!(
         bed.wait_deployment(&d, LIMIT),

@@ -62,13 +62,7 @@ fn sigkill_during_a_hook_reports_the_command_failed_after_restart() {
     let s = instance_summary(&bed, &d, &agents[0].imds.instance_id);
     let bi = event(&s, "BeforeInstall");
     assert_eq!(bi["status"], "Failed", "{s:#}");
-    assert!(
-        bi["diagnostics"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("after an agent restart"),
-        "{bi:#}"
-    );
+    assert!(message(bi).contains("after an agent restart"), "{bi:#}");
     assert_eq!(event(&s, "AfterInstall")["status"], "Skipped");
     // The record goes once the service has taken the report.
     let ongoing = agents[0].root().join("ongoing-deployment");
@@ -301,10 +295,7 @@ fn s3_downloads_resume_after_cut_connections_and_check_the_etag() {
     );
     assert_eq!(bed.wait_deployment(&d2, LIMIT), "Failed");
     let s = instance_summary(&bed, &d2, &agents[0].imds.instance_id);
-    let msg = event(&s, "DownloadBundle")["diagnostics"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let msg = message(event(&s, "DownloadBundle"));
     assert!(
         msg.contains(&format!("the object's ETag is {etag}")),
         "{msg}"
@@ -359,10 +350,7 @@ fn restart_deployments_reuse_an_intact_bundle_and_download_otherwise() {
     let d3 = create_s3_deployment(&bed, "bucket=e2e-reuse,key=shop/v1.zip,bundleType=zip");
     assert_eq!(bed.wait_deployment(&d3, LIMIT), "Failed");
     let s = instance_summary(&bed, &d3, &agents[0].imds.instance_id);
-    let msg = event(&s, "DownloadBundle")["diagnostics"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let msg = message(event(&s, "DownloadBundle"));
     assert!(
         msg.contains("s3://e2e-reuse/shop/v1.zip") && msg.contains("HeadObject"),
         "{msg}"

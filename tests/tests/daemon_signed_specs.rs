@@ -52,8 +52,8 @@ fn tampered_or_wrongly_signed_specifications_run_nothing() {
         let s = instance_summary(&bed, &d, &a.imds.instance_id);
         let stop = event(&s, "ApplicationStop");
         assert_eq!(stop["status"], "Failed", "{mode:?}: {s:#}");
-        let message = stop["diagnostics"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains(expect), "{mode:?}: {message}");
+        let msg = message(stop);
+        assert!(msg.contains(expect), "{mode:?}: {msg}");
         assert_eq!(event(&s, "DownloadBundle")["status"], "Skipped", "{mode:?}");
         assert_eq!(hook_lines(a), ran_before, "{mode:?}: a script ran");
         assert!(!a

@@ -5,16 +5,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::state::{now, St, ALL_AGENT_EVENTS};
-use super::{api_error, ApiError, ControlPlane, Inner};
-
-fn text<'a>(input: &'a Value, k: &str) -> Result<&'a str, ApiError> {
-    input
-        .get(k)
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| api_error(400, "ValidationException", format!("{k} is required")))
-}
+use super::state::{now, Command, St, ALL_AGENT_EVENTS};
+use super::{api_error, text, ApiError, ControlPlane, Inner};
 
 pub(super) async fn dispatch(
     inner: &Arc<Inner>,
@@ -141,6 +133,17 @@ pub(super) async fn dispatch(
 
 const OFFER_LEASE_SECS: f64 = 5.0;
 
+/// A command as PollHostCommand returns it.
+fn poll_answer(c: &Command) -> Value {
+    json!({
+        "HostCommandIdentifier": c.id,
+        "HostIdentifier": c.host,
+        "DeploymentExecutionId": c.execution_id,
+        "CommandName": c.event,
+        "Nonce": c.offered,
+    })
+}
+
 /// The host's most recently acknowledged command, as a poll answer.
 pub(super) fn last_acknowledged(inner: &Inner, host: &str) -> Option<Value> {
     let s = inner.state.lock().unwrap();
@@ -153,13 +156,7 @@ pub(super) fn last_acknowledged(inner: &Inner, host: &str) -> Option<Value> {
                 .partial_cmp(&b.acked)
                 .unwrap_or(std::cmp::Ordering::Equal)
         })?;
-    Some(json!({
-        "HostCommandIdentifier": c.id,
-        "HostIdentifier": c.host,
-        "DeploymentExecutionId": c.execution_id,
-        "CommandName": c.event,
-        "Nonce": c.offered,
-    }))
+    Some(poll_answer(c))
 }
 
 fn next_command(inner: &Inner, host: &str) -> Option<Value> {
@@ -176,13 +173,7 @@ fn next_command(inner: &Inner, host: &str) -> Option<Value> {
         .min_by(|a, b| a.id.cmp(&b.id))?;
     c.offered += 1;
     c.last_offered = Some(t);
-    Some(json!({
-        "HostCommandIdentifier": c.id,
-        "HostIdentifier": c.host,
-        "DeploymentExecutionId": c.execution_id,
-        "CommandName": c.event,
-        "Nonce": c.offered,
-    }))
+    Some(poll_answer(c))
 }
 
 fn spec_json(s: &super::State, d: &super::state::Deployment) -> String {

@@ -97,6 +97,15 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// A required, non-empty string member of a request.
+pub(crate) fn text<'a>(input: &'a Value, k: &str) -> Result<&'a str, ApiError> {
+    input
+        .get(k)
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| api_error(400, "ValidationException", format!("{k} is required")))
+}
+
 pub fn api_error(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError {
         status,

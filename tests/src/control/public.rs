@@ -7,15 +7,7 @@ use serde_json::{json, Value};
 use super::state::{
     in_place_events, now, Deployment, EventState, Group, Instance, Registered, Rule, St,
 };
-use super::{api_error, ApiError, Inner};
-
-fn text<'a>(input: &'a Value, k: &str) -> Result<&'a str, ApiError> {
-    input
-        .get(k)
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| api_error(400, "ValidationException", format!("{k} is required")))
-}
+use super::{api_error, text, ApiError, Inner};
 
 fn tag_filters(v: Option<&Value>) -> Vec<(String, String)> {
     v.and_then(|a| a.as_array())
@@ -352,7 +344,6 @@ fn target(d: &Deployment, i: &Instance) -> Value {
 }
 
 fn deployment_info(d: &Deployment) -> Value {
-    let count = |st: St| d.instances.iter().filter(|i| i.status == st).count();
     let mut v = json!({
         "applicationName": d.application,
         "deploymentGroupName": d.group_name,
@@ -363,11 +354,11 @@ fn deployment_info(d: &Deployment) -> Value {
         "createTime": d.created,
         "creator": "user",
         "deploymentOverview": {
-            "Pending": count(St::Pending),
-            "InProgress": count(St::InProgress),
-            "Succeeded": count(St::Succeeded),
-            "Failed": count(St::Failed),
-            "Skipped": count(St::Skipped),
+            "Pending": d.count(St::Pending),
+            "InProgress": d.count(St::InProgress),
+            "Succeeded": d.count(St::Succeeded),
+            "Failed": d.count(St::Failed),
+            "Skipped": d.count(St::Skipped),
             "Ready": 0,
         },
         "deploymentStyle": {"deploymentType": "IN_PLACE", "deploymentOption": if d.with_lb { "WITH_TRAFFIC_CONTROL" } else { "WITHOUT_TRAFFIC_CONTROL" }},

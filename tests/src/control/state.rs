@@ -285,26 +285,10 @@ impl State {
                 }
                 d.status = "InProgress";
                 let n = d.instances.len();
-                let failed = d
-                    .instances
-                    .iter()
-                    .filter(|i| i.status == St::Failed)
-                    .count();
-                let busy = d
-                    .instances
-                    .iter()
-                    .filter(|i| i.status == St::InProgress)
-                    .count();
-                let pending = d
-                    .instances
-                    .iter()
-                    .filter(|i| i.status == St::Pending)
-                    .count();
-                let succeeded = d
-                    .instances
-                    .iter()
-                    .filter(|i| i.status == St::Succeeded)
-                    .count();
+                let failed = d.count(St::Failed);
+                let busy = d.count(St::InProgress);
+                let pending = d.count(St::Pending);
+                let succeeded = d.count(St::Succeeded);
                 let min = d.rule.min_healthy(n);
                 let doomed = match d.rule {
                     // OneAtATime: any failure stops the deployment, except
@@ -314,7 +298,7 @@ impl State {
                     _ => n - failed < min,
                 };
                 if doomed {
-                    fail_deployment(d, "HEALTH_CONSTRAINTS", "The overall deployment failed because too many individual instances failed deployment, too few healthy instances are available for deployment, or some instances in your deployment group are experiencing problems.");
+                    d.finish("Failed", "HEALTH_CONSTRAINTS", "The overall deployment failed because too many individual instances failed deployment, too few healthy instances are available for deployment, or some instances in your deployment group are experiencing problems.");
                     return;
                 }
                 if busy == 0 && pending == 0 {
@@ -326,7 +310,11 @@ impl State {
                         d.status = "Succeeded";
                         d.completed = Some(now());
                     } else {
-                        fail_deployment(d, "HEALTH_CONSTRAINTS", "Too few instances succeeded.");
+                        d.finish(
+                            "Failed",
+                            "HEALTH_CONSTRAINTS",
+                            "Too few instances succeeded.",
+                        );
                     }
                     return;
                 }
@@ -425,17 +413,11 @@ impl State {
                 inst.status = St::Succeeded;
             }
         } else {
-            inst.status = St::Failed;
-            for ev in inst.events.iter_mut().skip(inst.current + 1) {
-                ev.status = St::Skipped;
-            }
+            inst.fail_skipping_from(inst.current + 1);
         }
         if d.status == "Stopped" {
             if inst.status == St::InProgress {
-                inst.status = St::Failed;
-                for ev in inst.events.iter_mut().skip(inst.current) {
-                    ev.status = St::Skipped;
-                }
+                inst.fail_skipping_from(inst.current);
             }
             return Ok(());
         }
@@ -448,46 +430,55 @@ impl State {
         if matches!(d.status, "Succeeded" | "Failed" | "Stopped") {
             return Err(format!("deployment {id} has already completed"));
         }
-        d.status = "Stopped";
-        d.completed = Some(now());
-        d.error = Some((
-            "DEPLOYMENT_STOPPED".into(),
-            "The deployment was stopped by the user.".into(),
-        ));
-        for inst in d.instances.iter_mut() {
-            if inst.status == St::Pending {
-                inst.status = St::Skipped;
-                for ev in inst.events.iter_mut() {
-                    ev.status = St::Skipped;
-                }
-            }
-        }
+        d.finish(
+            "Stopped",
+            "DEPLOYMENT_STOPPED",
+            "The deployment was stopped by the user.",
+        );
         // Commands not yet acknowledged are withdrawn.
         for c in self.commands.values_mut() {
             if c.deployment == id && c.status == St::Pending && c.acked.is_none() {
                 c.status = St::Failed;
                 let inst = &mut d.instances[c.instance];
-                inst.status = St::Failed;
                 inst.command = None;
-                for ev in inst.events.iter_mut().skip(inst.current) {
-                    ev.status = St::Skipped;
-                }
+                inst.fail_skipping_from(inst.current);
             }
         }
         Ok(())
     }
 }
 
-fn fail_deployment(d: &mut Deployment, code: &str, message: &str) {
-    d.status = "Failed";
-    d.completed = Some(now());
-    d.error = Some((code.into(), message.into()));
-    for inst in d.instances.iter_mut() {
-        if inst.status == St::Pending {
+impl Deployment {
+    /// How many instances are in `st`.
+    pub fn count(&self, st: St) -> usize {
+        self.instances.iter().filter(|i| i.status == st).count()
+    }
+
+    /// End the deployment (Failed or Stopped): instances not started are
+    /// skipped.
+    fn finish(&mut self, status: &'static str, code: &str, message: &str) {
+        self.status = status;
+        self.completed = Some(now());
+        self.error = Some((code.into(), message.into()));
+        for inst in self
+            .instances
+            .iter_mut()
+            .filter(|i| i.status == St::Pending)
+        {
             inst.status = St::Skipped;
             for ev in inst.events.iter_mut() {
                 ev.status = St::Skipped;
             }
+        }
+    }
+}
+
+impl Instance {
+    /// The instance failed; its events from `from` on will not run.
+    fn fail_skipping_from(&mut self, from: usize) {
+        self.status = St::Failed;
+        for ev in self.events.iter_mut().skip(from) {
+            ev.status = St::Skipped;
         }
     }
 }
