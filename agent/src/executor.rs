@@ -63,6 +63,15 @@ impl<'a> Executor<'a> {
             .deployment_dir(&spec.deployment_group_id, &spec.deployment_id)
     }
 
+    fn context<'b>(&'b self, spec: &'b DeploymentSpec, dir: &'b Path) -> hooks::Context<'b> {
+        hooks::Context {
+            config: self.config,
+            layout: &self.layout,
+            spec,
+            deployment_dir: dir,
+        }
+    }
+
     /// For the acknowledgement: does this command do nothing here, and how
     /// long may it take at most (summed script timeouts).
     pub fn plan(&self, command: &str, spec: &DeploymentSpec) -> (bool, Option<u64>) {
@@ -70,12 +79,7 @@ impl<'a> Executor<'a> {
             return (false, None);
         }
         let dir = self.deployment_dir(spec);
-        let ctx = hooks::Context {
-            config: self.config,
-            layout: &self.layout,
-            spec,
-            deployment_dir: &dir,
-        };
+        let ctx = self.context(spec, &dir);
         match hooks::planned(command, &ctx) {
             Some((0, _)) => (true, None),
             Some((_, secs)) => (false, Some(secs)),
@@ -100,12 +104,7 @@ impl<'a> Executor<'a> {
             "DownloadBundle" => self.download_bundle(spec, &dir),
             "Install" => self.install(spec, &dir),
             event => {
-                let ctx = hooks::Context {
-                    config: self.config,
-                    layout: &self.layout,
-                    spec,
-                    deployment_dir: &dir,
-                };
+                let ctx = self.context(spec, &dir);
                 match hooks::run_event(event, &ctx, progress)? {
                     EventOutcome::NoScripts(why) => Ok(Report {
                         skipped: true,

@@ -48,24 +48,34 @@ pub fn find_appspec(archive: &Path, requested: &str) -> Option<PathBuf> {
 }
 
 pub fn load_appspec(archive: &Path, requested: &str) -> Result<(AppSpec, String), Diagnostics> {
+    let (parsed, path) = parse_appspec(archive, requested)?;
+    for w in &parsed.warnings {
+        tracing::warn!(appspec = %path.display(), "{w}");
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok((parsed.spec, name))
+}
+
+/// Find, read and parse the appspec, without reporting its warnings (the
+/// command that uses it reports them once).
+fn parse_appspec(
+    archive: &Path,
+    requested: &str,
+) -> Result<(appspec::Parsed, PathBuf), Diagnostics> {
     let Some(path) = find_appspec(archive, requested) else {
         return Err(Diagnostics::unknown(format!(
             "The CodeDeploy agent did not find an AppSpec file within the unpacked revision directory at revision-relative path \"{requested}\". The revision was unpacked to directory \"{}\"",
             archive.display()
         )));
     };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let text = fs::read_to_string(&path)
         .map_err(|e| Diagnostics::unknown(format!("cannot read {}: {e}", path.display())))?;
     let parsed = appspec::parse(&text, &path.display().to_string(), Os::Linux)
         .map_err(|e| Diagnostics::unknown(e.to_string()))?;
-    for w in &parsed.warnings {
-        tracing::warn!(appspec = %path.display(), "{w}");
-    }
-    Ok((parsed.spec, name))
+    Ok((parsed, path))
 }
 
 /// The deployment directory whose revision the event's scripts come from.
@@ -283,8 +293,8 @@ fn script_path(archive: &Path, location: &str) -> Option<PathBuf> {
 /// and reports whatever it finds.
 pub fn planned(event: &str, ctx: &Context) -> Option<(usize, u64)> {
     let dir = revision_dir(event, ctx).ok()??;
-    let (spec, _) = load_appspec(&layout::archive_dir(&dir), &ctx.spec.appspec_filename).ok()?;
-    let scripts = spec.scripts(event);
+    let (parsed, _) = parse_appspec(&layout::archive_dir(&dir), &ctx.spec.appspec_filename).ok()?;
+    let scripts = parsed.spec.scripts(event);
     Some((
         scripts.len(),
         scripts.iter().map(|s| u64::from(s.timeout)).sum(),
