@@ -295,8 +295,9 @@ impl Agent {
         tracing::debug!(command = %cmd.command_name, elapsed_ms = t0.elapsed().as_millis() as u64, "command handled");
     }
 
-    /// Returns what was reported, or `None` when the command was not taken
-    /// (the service may offer it again).
+    /// Returns what was reported, or `None` when nothing was (the command
+    /// was not taken, or the service had already finished it); a command
+    /// offered again is then handled afresh, and its acknowledgement decides.
     async fn handle_inner(self: &Arc<Self>, cmd: &HostCommand) -> Option<(bool, String)> {
         let id = &cmd.host_command_identifier;
         let name = &cmd.command_name;
@@ -345,7 +346,9 @@ impl Agent {
                 self.send_complete(id, true, &p).await;
                 return Some((true, p));
             }
-            _ => return Some((status == "Succeeded", String::new())),
+            // Finished or cancelled by the service: nothing to run and
+            // nothing of ours to report, then or if it is offered again.
+            _ => return None,
         }
         let spec = match opened {
             Ok(s) => s,
