@@ -67,6 +67,13 @@ pub struct Config {
     pub github_endpoint: String,
     /// Parallel ranged requests for large S3 objects.
     pub s3_download_parts: usize,
+    /// Auto Scaling and Elastic Load Balancing endpoints (VPC endpoints,
+    /// the testbed); the regional ones when absent.
+    pub autoscaling_endpoint: Option<String>,
+    pub elb_endpoint: Option<String>,
+    /// How often the `loadBalancer` drain polls Describe calls while it
+    /// waits (production: 5000).
+    pub load_balancer_poll_ms: u64,
 }
 
 impl Default for Config {
@@ -103,6 +110,9 @@ impl Default for Config {
             allow_unsigned_specs: false,
             github_endpoint: "https://api.github.com".into(),
             s3_download_parts: 4,
+            autoscaling_endpoint: None,
+            elb_endpoint: None,
+            load_balancer_poll_ms: 5000,
         }
     }
 }
@@ -274,6 +284,15 @@ impl Config {
                 }
                 self.s3_download_parts = n as usize;
             }
+            "autoscaling_endpoint" => self.autoscaling_endpoint = opt_string(v)?,
+            "elb_endpoint" => self.elb_endpoint = opt_string(v)?,
+            "load_balancer_poll_interval_ms" => {
+                let n = integer(v)?;
+                if !(100..=60_000).contains(&n) {
+                    return Err(format!("must be 100 to 60000, found {n}"));
+                }
+                self.load_balancer_poll_ms = n as u64;
+            }
             "children" if integer(v)? != 1 => return Err("children can only be set to 1".into()),
             _ => {}
         }
@@ -319,6 +338,9 @@ fn is_known(key: &str) -> bool {
             | "allow_unsigned_specs"
             | "github_endpoint"
             | "s3_download_parts"
+            | "autoscaling_endpoint"
+            | "elb_endpoint"
+            | "load_balancer_poll_interval_ms"
     )
 }
 

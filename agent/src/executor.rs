@@ -22,6 +22,34 @@ pub struct Executor<'a> {
     pub cwd: PathBuf,
     /// Downloads remote (S3, GitHub) bundles; `None` refuses them.
     pub fetcher: Option<&'a dyn Fetcher>,
+    /// Takes the host out of its load balancers and puts it back (the
+    /// daemon on EC2); `None`: a `loadBalancer` section is not acted on.
+    pub traffic: Option<&'a dyn Traffic>,
+}
+
+/// The native `loadBalancer` actions, blocking like `Fetcher`.
+pub trait Traffic: Sync {
+    fn drain(
+        &self,
+        spec: &DeploymentSpec,
+        lb: &appspec::load_balancer::LoadBalancer,
+    ) -> Result<String, Diagnostics>;
+    /// The stop scripts are about to run.
+    fn stopping(&self, spec: &DeploymentSpec);
+    /// Is this deployment's group out of service by our doing? Re-arms
+    /// `abandonAfter` when it is this deployment's.
+    fn pending(&self, spec: &DeploymentSpec) -> bool;
+    fn restore(
+        &self,
+        spec: &DeploymentSpec,
+        why: hooks_builtin::Why,
+    ) -> Result<Option<String>, Diagnostics>;
+}
+
+/// Where the new revision waits between the first command (which reads its
+/// appspec for the drain) and DownloadBundle.
+fn prefetched_dir(dir: &Path) -> PathBuf {
+    dir.join(".prefetched-archive")
 }
 
 /// Brings a remote bundle to a file. Blocking: the executor runs on a
@@ -55,6 +83,7 @@ impl<'a> Executor<'a> {
             layout: Layout::new(&config.root_dir, &config.program_name),
             cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             fetcher: None,
+            traffic: None,
         }
     }
 
@@ -78,6 +107,16 @@ impl<'a> Executor<'a> {
         if matches!(command, "DownloadBundle" | "Install") {
             return (false, None);
         }
+        // The first command may drain (the new revision's appspec decides,
+        // and it is not here yet); ValidateService restores what was.
+        if let Some(t) = self.traffic {
+            let events = spec.all_possible_events.clone().unwrap_or_default();
+            if command == hooks_builtin::drain_event(&events)
+                || (command == "ValidateService" && t.pending(spec))
+            {
+                return (false, None);
+            }
+        }
         let dir = self.deployment_dir(spec);
         let ctx = self.context(spec, &dir);
         match hooks::planned(command, &ctx) {
@@ -100,11 +139,103 @@ impl<'a> Executor<'a> {
                 dir.display()
             ))
         })?;
-        match command {
+        let result = match command {
             "DownloadBundle" => self.download_bundle(spec, &dir),
             "Install" => self.install(spec, &dir),
-            event => {
-                let ctx = self.context(spec, &dir);
+            event => self.event(event, spec, &dir, progress),
+        };
+        let Some(t) = self.traffic else {
+            return result;
+        };
+        match result {
+            Err(mut d) if t.pending(spec) => {
+                // onFailure decides, inside this command, before it is reported.
+                match t.restore(spec, hooks_builtin::Why::Failed) {
+                    Ok(Some(s)) => d.log.push_str(&format!("\nloadBalancer: {s}")),
+                    Ok(None) => {}
+                    Err(r) => d.log.push_str(&format!(
+                        "\nloadBalancer:restore after the failure also failed: {}\n{}",
+                        r.message, r.log
+                    )),
+                }
+                Err(d)
+            }
+            Ok(mut report) if command == "ValidateService" && t.pending(spec) => {
+                if let Some(s) = t.restore(spec, hooks_builtin::Why::Validated)? {
+                    report.summary.push_str(&format!("; loadBalancer: {s}"));
+                    report.skipped = false;
+                }
+                Ok(report)
+            }
+            other => other,
+        }
+    }
+
+    /// The drain, when this is the deployment's first command and the new
+    /// revision asks for it: fetch and unpack the revision now (the host
+    /// still serves), read its appspec, drain, then run the stop scripts.
+    fn drain_first(
+        &self,
+        event: &str,
+        spec: &DeploymentSpec,
+        dir: &Path,
+    ) -> Result<Option<String>, Diagnostics> {
+        let Some(t) = self.traffic else {
+            return Ok(None);
+        };
+        let events = spec.all_possible_events.clone().unwrap_or_default();
+        if event != hooks_builtin::drain_event(&events) {
+            return Ok(None);
+        }
+        let archive = self.prefetch(spec, dir)?;
+        let (appspec, _) = hooks::load_appspec(&archive, &spec.appspec_filename)?;
+        let placement = hooks_builtin::placement(event, appspec.load_balancer.as_ref(), &events)
+            .map_err(|r| {
+                Diagnostics::error(
+                    crate::diagnostics::ErrorCode::ScriptFailed,
+                    hooks_builtin::Action::Drain.script_name(),
+                    r.0,
+                )
+            })?;
+        if let Some(n) = &placement.notice {
+            tracing::warn!(deployment = %spec.deployment_id, notice = %n, "loadBalancer");
+        }
+        match (placement.before_scripts, appspec.load_balancer.as_ref()) {
+            (Some(hooks_builtin::Action::Drain), Some(lb)) => {
+                let s = t.drain(spec, lb)?;
+                t.stopping(spec);
+                Ok(Some(s))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn event(
+        &self,
+        event: &str,
+        spec: &DeploymentSpec,
+        dir: &Path,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Report, Diagnostics> {
+        let drained = self.drain_first(event, spec, dir)?;
+        let mut report = self.scripts(event, spec, dir, progress)?;
+        if let Some(s) = drained {
+            report.summary = format!("loadBalancer: {s}; {}", report.summary);
+            report.skipped = false;
+        }
+        Ok(report)
+    }
+
+    fn scripts(
+        &self,
+        event: &str,
+        spec: &DeploymentSpec,
+        dir: &Path,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Report, Diagnostics> {
+        {
+            {
+                let ctx = self.context(spec, dir);
                 match hooks::run_event(event, &ctx, progress)? {
                     EventOutcome::NoScripts(why) => Ok(Report {
                         skipped: true,
@@ -130,6 +261,16 @@ impl<'a> Executor<'a> {
         }
     }
 
+    /// Fetch and unpack the revision beside the deployment archive (kept if
+    /// an earlier attempt of this command already did).
+    fn prefetch(&self, spec: &DeploymentSpec, dir: &Path) -> Result<PathBuf, Diagnostics> {
+        let target = prefetched_dir(dir);
+        if !target.is_dir() {
+            self.fetch_and_unpack(spec, dir, &target)?;
+        }
+        Ok(target)
+    }
+
     fn download_bundle(&self, spec: &DeploymentSpec, dir: &Path) -> Result<Report, Diagnostics> {
         let t0 = Instant::now();
         let group = &spec.deployment_group_id;
@@ -143,6 +284,54 @@ impl<'a> Executor<'a> {
             self.config.max_revisions,
         )
         .map_err(|e| Diagnostics::unknown(format!("cannot remove old revisions: {e}")))?;
+        let archive = layout::archive_dir(dir);
+        let early = prefetched_dir(dir);
+        let mut summary = if early.is_dir() {
+            // Fetched and unpacked by the deployment's first command.
+            crate::fsutil::remove_tree(&archive)
+                .and_then(|_| fs::rename(&early, &archive))
+                .map_err(|e| {
+                    Diagnostics::unknown(format!(
+                        "cannot move the prefetched revision into place: {e}"
+                    ))
+                })?;
+            "revision fetched and unpacked by the deployment's first command".to_string()
+        } else {
+            let (stats, fetched) = self.fetch_and_unpack(spec, dir, &archive)?;
+            tracing::info!(deployment = %spec.deployment_id, files = stats.files, dirs = stats.dirs, bytes = stats.bytes, elapsed_ms = t0.elapsed().as_millis() as u64, "bundle unpacked");
+            let mut s = format!(
+                "{}, {}{} ({}) from a {} bundle",
+                count(stats.files, "file"),
+                count(stats.dirs, "directory"),
+                if stats.symlinks > 0 {
+                    format!(", {}", count(stats.symlinks, "symlink"))
+                } else {
+                    String::new()
+                },
+                human_bytes(stats.bytes),
+                spec.revision.bundle_type().as_str()
+            );
+            if !fetched.is_empty() {
+                s.push_str(&format!("; {fetched}"));
+            }
+            s
+        };
+        layout::write_pointer(&self.layout.most_recent_pointer(group), dir).map_err(|e| {
+            Diagnostics::unknown(format!("cannot record the most recent deployment: {e}"))
+        })?;
+        if !pruned.is_empty() {
+            summary.push_str(&format!("; removed {} old revision(s)", pruned.len()));
+        }
+        Ok(Report::done(summary))
+    }
+
+    /// Bring the revision to a file (or find it) and unpack it as `target`.
+    fn fetch_and_unpack(
+        &self,
+        spec: &DeploymentSpec,
+        dir: &Path,
+        target: &Path,
+    ) -> Result<(revision::Stats, String), Diagnostics> {
         let mut fetched = String::new();
         let source: PathBuf = match &spec.revision {
             RevisionSource::LocalFile { location, .. } => {
@@ -178,49 +367,23 @@ impl<'a> Executor<'a> {
                 bundle
             }
         };
-        let bundle_type = spec.revision.bundle_type();
         let staging = dir.join(".deployment-archive.partial");
         let _ = crate::fsutil::remove_tree(&staging);
         let names = appspec_names(&spec.appspec_filename);
         let unpacked = revision::unpack(
-            bundle_type,
+            spec.revision.bundle_type(),
             &source,
             &staging,
             !self.config.ignore_ownership_in_bundle,
         )
-        .and_then(|stats| {
-            revision::install_archive(&staging, &layout::archive_dir(dir), &names).map(|_| stats)
-        });
-        let stats = match unpacked {
-            Ok(s) => s,
+        .and_then(|stats| revision::install_archive(&staging, target, &names).map(|_| stats));
+        match unpacked {
+            Ok(s) => Ok((s, fetched)),
             Err(e) => {
                 let _ = crate::fsutil::remove_tree(&staging);
-                return Err(Diagnostics::unknown(format!("{e}")));
+                Err(Diagnostics::unknown(format!("{e}")))
             }
-        };
-        layout::write_pointer(&self.layout.most_recent_pointer(group), dir).map_err(|e| {
-            Diagnostics::unknown(format!("cannot record the most recent deployment: {e}"))
-        })?;
-        let mut summary = format!(
-            "{}, {}{} ({}) from a {} bundle",
-            count(stats.files, "file"),
-            count(stats.dirs, "directory"),
-            if stats.symlinks > 0 {
-                format!(", {}", count(stats.symlinks, "symlink"))
-            } else {
-                String::new()
-            },
-            human_bytes(stats.bytes),
-            bundle_type.as_str()
-        );
-        if !pruned.is_empty() {
-            summary.push_str(&format!("; removed {} old revision(s)", pruned.len()));
         }
-        if !fetched.is_empty() {
-            summary.push_str(&format!("; {fetched}"));
-        }
-        tracing::info!(deployment = %spec.deployment_id, files = stats.files, dirs = stats.dirs, bytes = stats.bytes, elapsed_ms = t0.elapsed().as_millis() as u64, "bundle unpacked");
-        Ok(Report::done(summary))
     }
 
     /// RESTART deployments name an earlier deployment whose bundle may be

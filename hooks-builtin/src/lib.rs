@@ -1,10 +1,131 @@
-//! Built-in actions the agent runs in place of user scripts.
-//!
-//! This crate decides *when* the native `loadBalancer` drain and restore run
-//! inside a deployment (lb-drain.md 4.4); the AWS calls that carry them out
-//! come with the load balancer work.
+//! Built-in actions the agent runs in place of user scripts: the native
+//! `loadBalancer` drain and restore. `placement` decides *when* they run
+//! inside a deployment (lb-drain.md 4.4, pure); `Drainer` carries them out
+//! against Auto Scaling, Classic ELB and ELBv2, with a journal written
+//! before every change so a restart can always finish the job.
+
+use std::future::Future;
+use std::time::Duration;
 
 use appspec::load_balancer::{LoadBalancer, TrafficControl};
+
+pub mod aws;
+mod drain;
+pub mod gate;
+pub mod journal;
+mod restore;
+mod timeline;
+
+pub use restore::Why;
+pub use timeline::Failure;
+
+/// This host as the load balancers know it.
+#[derive(Clone, Debug)]
+pub struct HostId {
+    pub instance_id: String,
+    /// Where the load balancer reaches it (the private IPv4 address); the
+    /// health gate probes here.
+    pub address: String,
+}
+
+/// A finished drain or restore: a summary line and the timeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub summary: String,
+    pub log: String,
+}
+
+pub struct Drainer {
+    pub clients: aws::Clients,
+    pub store: journal::Store,
+    pub host: HostId,
+    /// Describe-call cadence while waiting (5 s in production).
+    pub poll_interval: Duration,
+}
+
+impl Drainer {
+    fn save(&self, j: &journal::Journal) -> std::io::Result<()> {
+        self.store.save(j)
+    }
+
+    /// +-20 % so a fleet's hosts do not poll in step.
+    fn jittered(&self, d: Duration) -> Duration {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let f = 0.8 + f64::from(nanos % 1000) / 2500.0;
+        d.mul_f64(f)
+    }
+
+    /// Call `check` until it returns `Some`, or `budget` has passed (`None`).
+    async fn poll<T, F, Fut>(&self, budget: Duration, mut check: F) -> Result<Option<T>, Failure>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<T>, aws::AwsError>>,
+    {
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Some(v) = check().await? {
+                return Ok(Some(v));
+            }
+            if t0.elapsed() >= budget {
+                return Ok(None);
+            }
+            let left = budget.saturating_sub(t0.elapsed());
+            tokio::time::sleep(self.jittered(self.poll_interval).min(left)).await;
+        }
+    }
+
+    /// The stop scripts are about to run: from here a crash leaves the
+    /// application possibly down, and `onFailure` decides.
+    pub fn stopping(&self, group_id: &str) -> std::io::Result<bool> {
+        self.set(group_id, |j| {
+            if j.phase == journal::Phase::Drained {
+                j.phase = journal::Phase::Stopping;
+            }
+        })
+    }
+
+    /// A command of `deployment_id` arrived: re-arm `abandonAfter`.
+    pub fn touch(&self, group_id: &str, deployment_id: &str) -> std::io::Result<bool> {
+        self.set(group_id, |j| {
+            if j.deployment_id == deployment_id {
+                j.abandon_at = journal::now() + u64::from(j.abandon_after);
+            }
+        })
+    }
+
+    fn set(&self, group_id: &str, f: impl FnOnce(&mut journal::Journal)) -> std::io::Result<bool> {
+        match self.store.load(group_id)? {
+            Some(mut j) => {
+                f(&mut j);
+                self.save(&j)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Groups whose drained deployment went quiet past `abandonAfter`.
+    pub fn abandoned(&self) -> Vec<String> {
+        let now = journal::now();
+        self.store
+            .pending()
+            .into_iter()
+            .filter(|g| matches!(self.store.load(g), Ok(Some(j)) if j.abandon_at <= now))
+            .collect()
+    }
+
+    /// The deployment a group's journal belongs to, if any.
+    pub fn journal_of(&self, group_id: &str) -> Option<String> {
+        self.store
+            .load(group_id)
+            .ok()
+            .flatten()
+            .map(|j| j.deployment_id)
+    }
+}
 
 /// The diagnostics `script_name` of each built-in action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -215,6 +215,19 @@ impl Testbed {
         self.agent(instance_id, None, mode, extra_config)
     }
 
+    /// An EC2 instance whose private address is `ip` (a 127.x.y.z address
+    /// of its own, where its application listens and load balancers reach it).
+    pub fn instance_at(
+        &self,
+        instance_id: &str,
+        tags: &[(&str, &str)],
+        ip: &str,
+        extra_config: &str,
+    ) -> Agent {
+        self.control.register_ec2(instance_id, tags);
+        self.agent_at(instance_id, None, ImdsMode::V2Required, extra_config, ip)
+    }
+
     /// An on-premises instance's agent (registered with the CLI by the
     /// test), with `onpremises_yml` as its codedeploy.onpremises.yml. It
     /// still gets an IMDS, so a test can prove it is never asked.
@@ -229,12 +242,24 @@ impl Testbed {
         mode: ImdsMode,
         extra_config: &str,
     ) -> Agent {
+        self.agent_at(instance_id, onpremises, mode, extra_config, "127.0.0.1")
+    }
+
+    fn agent_at(
+        &self,
+        instance_id: &str,
+        onpremises: Option<&str>,
+        mode: ImdsMode,
+        extra_config: &str,
+        ip: &str,
+    ) -> Agent {
         let imds = Imds::start(
             instance_id,
             control::REGION,
             control::ACCOUNT,
             &self.keys,
             mode,
+            ip,
         );
         let dir = self.path(instance_id);
         fs::create_dir_all(&dir).unwrap();

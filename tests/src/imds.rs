@@ -38,6 +38,7 @@ impl Imds {
         account: &str,
         keys: &Keyring,
         mode: ImdsMode,
+        private_ip: &str,
     ) -> Imds {
         let allow_v1 = mode != ImdsMode::V2Required;
         let host = format!("arn:aws:ec2:{region}:{account}:instance/{instance_id}");
@@ -56,7 +57,7 @@ impl Imds {
             },
         );
         let session = format!("imds-token-{instance_id}");
-        let doc = json!({"accountId": account, "region": region, "instanceId": instance_id, "availabilityZone": format!("{region}a"), "instanceType": "t3.micro", "imageId": "ami-0testbed", "architecture": "x86_64", "privateIp": "127.0.0.1", "version": "2017-09-30"});
+        let doc = json!({"accountId": account, "region": region, "instanceId": instance_id, "availabilityZone": format!("{region}a"), "instanceType": "t3.micro", "imageId": "ami-0testbed", "architecture": "x86_64", "privateIp": private_ip, "version": "2017-09-30"});
         let expiration = chrono_like_iso(
             std::time::SystemTime::now() + std::time::Duration::from_secs(6 * 3600),
         );

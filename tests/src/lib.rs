@@ -318,6 +318,8 @@ pub mod control;
 pub mod faulty;
 pub mod github;
 pub mod imds;
+pub mod lb;
+pub mod lbfleet;
 pub mod proxy;
 pub mod scenario;
 pub mod server;

@@ -8,6 +8,7 @@ pub mod notify;
 pub mod remote;
 pub mod service;
 pub mod tracker;
+mod traffic;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,8 @@ struct Agent {
     verifier: Verifier,
     host: String,
     fetcher: RemoteFetcher,
+    /// The `loadBalancer` actions; EC2 hosts only.
+    traffic: Option<traffic::LbTraffic>,
     tracker: Tracker,
     /// Commands being handled now.
     running: Mutex<HashSet<String>>,
@@ -110,6 +113,19 @@ async fn main_loop(config: Config) -> Result<(), String> {
     };
     let verifier = Verifier::new(&chain, &ident.region, config.allow_unsigned_specs)
         .map_err(|e| e.to_string())?;
+    let traffic = ident.instance.clone().map(|(instance_id, address)| {
+        traffic::LbTraffic::new(
+            &config,
+            &ident.region,
+            ident.credentials.clone(),
+            sdk_http.clone(),
+            hooks_builtin::HostId {
+                instance_id,
+                address,
+            },
+            tokio::runtime::Handle::current(),
+        )
+    });
     let fetcher = RemoteFetcher::new(
         &config,
         &ident.region,
@@ -126,12 +142,17 @@ async fn main_loop(config: Config) -> Result<(), String> {
         verifier,
         host: ident.host_identifier,
         fetcher,
+        traffic,
         tracker,
         running: Mutex::new(HashSet::new()),
         finished: Mutex::new(Finished::default()),
         shutdown: stop_rx.clone(),
     });
-    agent.recover().await;
+    let crashed = agent.recover().await;
+    if agent.traffic.is_some() {
+        let me = agent.clone();
+        tokio::spawn(async move { me.watch_journals(crashed).await });
+    }
     notify::notify("READY=1");
 
     let mut tasks = JoinSet::new();
@@ -196,8 +217,11 @@ impl Agent {
     }
 
     /// Report commands a previous run of the agent left unfinished.
-    async fn recover(&self) {
+    /// Report commands a crash interrupted; returns their deployments.
+    async fn recover(&self) -> Vec<String> {
+        let mut crashed = Vec::new();
         for (deployment, command) in self.tracker.interrupted() {
+            crashed.push(deployment.clone());
             tracing::warn!(deployment = %deployment, command = %command, "a command was interrupted by an agent restart; reporting it failed");
             let d = Diagnostics::error(
                 ErrorCode::FailedAfterRestart,
@@ -208,6 +232,7 @@ impl Agent {
                 self.tracker.end(&deployment);
             }
         }
+        crashed
     }
 
     async fn poll_loop(self: &Arc<Self>, tasks: &mut JoinSet<()>) {
@@ -393,7 +418,47 @@ impl Agent {
     fn executor(&self) -> Executor<'_> {
         let mut e = Executor::new(&self.config);
         e.fetcher = Some(&self.fetcher);
+        e.traffic = self
+            .traffic
+            .as_ref()
+            .map(|t| t as &dyn crate::executor::Traffic);
         e
+    }
+
+    /// Journals outside commands. A deployment whose command a crash
+    /// interrupted was just reported failed and sends nothing more: its
+    /// journal is finished now. Others (a graceful restart between two
+    /// commands) wait for their next command, or for `abandonAfter`.
+    async fn watch_journals(self: Arc<Self>, crashed: Vec<String>) {
+        let Some(t) = self.traffic.as_ref() else {
+            return;
+        };
+        let mut stop = self.shutdown.clone();
+        let mut recovering = true;
+        loop {
+            let abandoned = t.drainer.abandoned();
+            for group in t.drainer.store.pending() {
+                let why = match t.drainer.journal_of(&group) {
+                    Some(d) if recovering && crashed.contains(&d) => hooks_builtin::Why::Recovery,
+                    _ if abandoned.contains(&group) => hooks_builtin::Why::Abandoned,
+                    _ => continue,
+                };
+                // A command of the same group must not run meanwhile.
+                let me = self.clone();
+                let g = group.clone();
+                let lock = tokio::task::spawn_blocking(move || {
+                    Executor::new(&me.config).layout.lock_group(&g)
+                })
+                .await;
+                let Ok(Ok(_lock)) = lock else { continue };
+                t.finish(&group, why).await;
+            }
+            recovering = false;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = stop.changed() => return,
+            }
+        }
     }
 
     fn execute(&self, name: &str, spec: &DeploymentSpec) -> Result<String, Diagnostics> {

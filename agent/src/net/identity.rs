@@ -33,6 +33,8 @@ pub struct HostIdentity {
     pub credentials: SharedCredentialsProvider,
     /// `ec2` or `on-premises`, for the log.
     pub kind: &'static str,
+    /// EC2 only: instance id and private address, for load balancers.
+    pub instance: Option<(String, String)>,
 }
 
 /// The on-premises file (keys without colons, unlike the agent config).
@@ -175,6 +177,7 @@ pub async fn resolve(
             region: env_region.unwrap_or(op.region),
             credentials,
             kind: "on-premises",
+            instance: None,
         });
     }
     let imds_endpoint = config
@@ -219,6 +222,10 @@ pub async fn resolve(
         region,
         credentials,
         kind: "ec2",
+        instance: Some((
+            id.instance_id.clone(),
+            id.private_ip.clone().unwrap_or_else(|| "127.0.0.1".into()),
+        )),
     })
 }
 

@@ -37,6 +37,8 @@ pub struct InstanceIdentity {
     pub instance_id: String,
     pub region: String,
     pub account: String,
+    /// Where load balancers reach the instance (`privateIp`).
+    pub private_ip: Option<String>,
 }
 
 /// The instance profile credentials document.
@@ -164,6 +166,7 @@ impl Imds {
             instance_id,
             region: field("region")?,
             account: field("accountId")?,
+            private_ip: field("privateIp").ok(),
         })
     }
 }

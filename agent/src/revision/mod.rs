@@ -14,7 +14,8 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 pub use formats::{sniff, Sniffed};
-use safe_writer::{Stats, WriteError};
+pub use safe_writer::Stats;
+use safe_writer::WriteError;
 
 use crate::fsutil;
 use crate::spec::BundleType;

@@ -1,0 +1,618 @@
+//! Drain (lb-drain.md 4.5): find where this instance takes traffic, write
+//! the plan, then take it out: Standby through its Auto Scaling group, or
+//! direct deregistration of the exact (instance, port) pairs, and wait for
+//! the load balancers to report the drain finished.
+
+use std::time::Duration;
+
+use appspec::load_balancer::{
+    AsgAction, IfNotRegistered, LoadBalancer, MinSizePolicy, RestoreTo, Selection, TargetGroupId,
+    Timeout,
+};
+
+use crate::aws::AwsError;
+use crate::journal::{self, ClassicLb, Gate, Group, Journal, Phase, TargetGroup};
+use crate::timeline::{Failure, Timeline};
+use crate::{Drainer, Outcome};
+
+/// States in which the instance is not (yet, or any more) ours to drain.
+fn launching(state: &str) -> bool {
+    state.starts_with("Pending") || state.starts_with("Warmed")
+}
+
+fn leaving(state: &str) -> bool {
+    state.starts_with("Terminat") || state.starts_with("Detach")
+}
+
+/// A registration that takes traffic now (and so is drained and restored).
+fn serving(state: &str) -> bool {
+    matches!(state, "healthy" | "initial" | "unhealthy" | "unavailable")
+}
+
+pub(crate) enum Found {
+    Plan(Box<Journal>),
+    Nothing(String),
+}
+
+impl Drainer {
+    pub(crate) async fn discover(
+        &self,
+        deployment_id: &str,
+        group_id: &str,
+        lb: &LoadBalancer,
+        tl: &mut Timeline,
+    ) -> Result<Found, Failure> {
+        let id = self.host.instance_id.as_str();
+        let mut group: Option<Group> = None;
+        let mut group_lbs: Vec<String> = Vec::new();
+        let mut group_tgs: Vec<String> = Vec::new();
+        let standby = lb.auto_scaling.action == AsgAction::Standby;
+        if lb.auto_scaling.action != AsgAction::Ignore {
+            if let Some((name, state)) = self.clients.asg_membership(id).await? {
+                tl.note("discover", format!("Auto Scaling group {name}: {state}"));
+                if launching(&state) {
+                    return Ok(Found::Nothing(format!(
+                        "instance {id} is {state} in Auto Scaling group {name}: it is not in service yet, nothing to drain"
+                    )));
+                }
+                if leaving(&state) {
+                    return Ok(Found::Nothing(format!(
+                        "instance {id} is {state} in Auto Scaling group {name}: nothing to drain, and it is never put back"
+                    )));
+                }
+                let g = self.clients.asg_group(&name).await?;
+                group_lbs = g.load_balancers.clone();
+                group_tgs = g.target_groups.clone();
+                if state == "InService" && standby {
+                    group = Some(Group {
+                        name: name.clone(),
+                        state_found: state.clone(),
+                        min_found: g.min,
+                        desired_found: g.desired,
+                        suspended_before: g.suspended.clone(),
+                        ..Group::default()
+                    });
+                } else if state != "InService" {
+                    // Standby or EnteringStandby without a journal of ours:
+                    // an operator did it, so it is theirs to undo.
+                    tl.note(
+                        "discover",
+                        format!("{state} was not entered by this agent; the group is left alone"),
+                    );
+                    group_lbs.clear();
+                    group_tgs.clear();
+                }
+            }
+        }
+        let via_group = |present: bool| group.is_some() && present;
+
+        // Classic load balancers.
+        let mut classic = Vec::new();
+        let (names, explicit_clb) = match &lb.classic_load_balancers {
+            Selection::Auto => (None, false),
+            Selection::List(v) if v.is_empty() => (Some(Vec::new()), true),
+            Selection::List(v) => (Some(v.clone()), true),
+        };
+        let declared_clb = lb.restore_to_for(explicit_clb) == RestoreTo::Declared;
+        let found = match &names {
+            Some(v) if v.is_empty() => Vec::new(),
+            Some(v) => self.clients.classic(Some(v)).await?,
+            None => self.clients.classic(None).await?,
+        };
+        for c in found {
+            let registered = c.instances.iter().any(|i| i == id);
+            let attached = group_lbs.contains(&c.name);
+            if !(registered || attached || explicit_clb && declared_clb) {
+                continue;
+            }
+            let draining = self.clients.classic_draining(&c.name).await?;
+            tl.note(
+                "discover",
+                format!(
+                    "classic load balancer {}: {}, connection draining {}",
+                    c.name,
+                    if registered {
+                        "registered"
+                    } else {
+                        "not registered"
+                    },
+                    draining.map_or("off".to_string(), |t| format!("{t} s"))
+                ),
+            );
+            classic.push(ClassicLb {
+                name: c.name.clone(),
+                registered,
+                via_group: via_group(attached),
+                deregistered: false,
+                draining,
+                instance_port: c.instance_port,
+                health: c.health,
+            });
+        }
+
+        // ELBv2 target groups.
+        let mut tgs = Vec::new();
+        let (candidates, explicit_tg) = match &lb.target_groups {
+            Selection::Auto => {
+                let mut all = self.clients.target_groups(None, None).await?;
+                all.retain(|t| t.instance_type);
+                (
+                    all.into_iter().map(|t| (t, None)).collect::<Vec<_>>(),
+                    false,
+                )
+            }
+            Selection::List(refs) => {
+                let mut v = Vec::new();
+                for r in refs {
+                    let (names, arns) = match &r.id {
+                        TargetGroupId::Name(n) => (Some(vec![n.clone()]), None),
+                        TargetGroupId::Arn(a) => (None, Some(vec![a.clone()])),
+                    };
+                    for t in self.clients.target_groups(names, arns).await? {
+                        v.push((t, r.ports.clone()));
+                    }
+                }
+                (v, true)
+            }
+        };
+        let declared_tg = lb.restore_to_for(explicit_tg) == RestoreTo::Declared;
+        for (t, ports) in candidates {
+            let attached = group_tgs.contains(&t.arn);
+            let now = self.clients.target_health(&t.arn, id, None).await?;
+            let mut registered: Vec<u16> = now
+                .iter()
+                .filter(|x| serving(&x.state))
+                .map(|x| x.port)
+                .collect();
+            if let Some(ps) = &ports {
+                registered.retain(|p| ps.contains(p));
+            }
+            let mut wanted = registered.clone();
+            if declared_tg && explicit_tg {
+                for p in ports
+                    .clone()
+                    .unwrap_or_else(|| t.port.into_iter().collect())
+                {
+                    if !wanted.contains(&p) {
+                        wanted.push(p);
+                    }
+                }
+            }
+            if attached && wanted.is_empty() {
+                wanted.extend(t.port);
+            }
+            if wanted.is_empty() {
+                continue;
+            }
+            let delay = self.clients.deregistration_delay(&t.arn).await?;
+            tl.note(
+                "discover",
+                format!(
+                    "target group {} ({}): registered on {:?}, deregistration delay {delay} s",
+                    t.name, t.arn, registered
+                ),
+            );
+            tgs.push(TargetGroup {
+                arn: t.arn,
+                name: t.name,
+                ports: wanted,
+                registered,
+                via_group: via_group(attached),
+                deregistered: false,
+                delay,
+                health: t.health,
+                has_load_balancer: t.has_load_balancer,
+            });
+        }
+
+        if let Some(g) = group.as_mut() {
+            g.drain_seconds = classic
+                .iter()
+                .filter(|c| c.via_group)
+                .map(|c| c.draining.unwrap_or(0))
+                .chain(tgs.iter().filter(|t| t.via_group).map(|t| t.delay))
+                .max()
+                .unwrap_or(0);
+        }
+        // Kept: what serves now, and what `restoreTo: declared` will join.
+        if group.is_none() && classic.is_empty() && tgs.is_empty() {
+            let what = format!(
+                "instance {id} is in service in no Auto Scaling group, classic load balancer or target group that loadBalancer selects"
+            );
+            return match lb.if_not_registered {
+                IfNotRegistered::Skip => Ok(Found::Nothing(format!(
+                    "{what}; nothing to drain (ifNotRegistered: skip)"
+                ))),
+                IfNotRegistered::Fail => {
+                    Err(Failure::new(format!("{what} (ifNotRegistered: fail)")))
+                }
+            };
+        }
+        let g = &lb.health_gate;
+        let now = journal::now();
+        Ok(Found::Plan(Box::new(Journal {
+            schema: journal::SCHEMA,
+            deployment_id: deployment_id.to_string(),
+            group_id: group_id.to_string(),
+            instance_id: id.to_string(),
+            phase: Phase::Planned,
+            intent: None,
+            group,
+            classic,
+            target_groups: tgs,
+            on_failure: lb.on_failure.into(),
+            gate: Gate {
+                url: match &g.url {
+                    appspec::load_balancer::GateUrl::Auto => "auto".into(),
+                    appspec::load_balancer::GateUrl::None => "none".into(),
+                    appspec::load_balancer::GateUrl::Url(u) => u.clone(),
+                },
+                expect: g
+                    .expect_status
+                    .as_ref()
+                    .map(|v| v.iter().map(|r| (r.low, r.high)).collect())
+                    .unwrap_or_default(),
+                successes: g.successes,
+                interval: g.interval,
+                request_timeout: g.request_timeout,
+                timeout: g.timeout,
+            },
+            health_timeout: match lb.health_timeout {
+                Timeout::Auto => None,
+                Timeout::Seconds(s) => Some(s),
+            },
+            drain_started: now,
+            abandon_at: now + u64::from(lb.abandon_after),
+            abandon_after: lb.abandon_after,
+        })))
+    }
+
+    /// Steps 6 to 10 of the drain; the caller undoes on error.
+    pub(crate) async fn take_out(
+        &self,
+        j: &mut Journal,
+        lb: &LoadBalancer,
+        tl: &mut Timeline,
+    ) -> Result<(), Failure> {
+        let id = self.host.instance_id.clone();
+        j.phase = Phase::Draining;
+        self.save(j)?;
+        if let Some(name) = j.group.as_ref().map(|g| g.name.clone()) {
+            self.suspend(j, &lb.auto_scaling.suspend_processes, tl)
+                .await?;
+            self.enter_standby(j, &name, lb.auto_scaling.min_size, tl)
+                .await?;
+        }
+        for i in 0..j.classic.len() {
+            let c = &j.classic[i];
+            if c.via_group || !c.registered {
+                continue;
+            }
+            let name = c.name.clone();
+            j.classic[i].deregistered = true;
+            j.intent = Some(format!("DeregisterInstancesFromLoadBalancer {name}"));
+            self.save(j)?;
+            self.clients.classic_deregister(&name, &id).await?;
+            tl.note("deregister", format!("classic load balancer {name}"));
+        }
+        for i in 0..j.target_groups.len() {
+            let t = &j.target_groups[i];
+            if t.via_group || t.registered.is_empty() {
+                continue;
+            }
+            let (arn, name, ports) = (t.arn.clone(), t.name.clone(), t.registered.clone());
+            j.target_groups[i].deregistered = true;
+            j.intent = Some(format!("DeregisterTargets {arn} {ports:?}"));
+            self.save(j)?;
+            self.clients.deregister_targets(&arn, &id, &ports).await?;
+            tl.note(
+                "deregister",
+                format!("target group {name} ({arn}) port(s) {ports:?}"),
+            );
+        }
+        j.intent = None;
+        self.save(j)?;
+        self.wait_drained(j, lb.drain_timeout, tl).await?;
+        j.phase = Phase::Drained;
+        self.save(j)?;
+        Ok(())
+    }
+
+    async fn suspend(
+        &self,
+        j: &mut Journal,
+        wanted: &[String],
+        tl: &mut Timeline,
+    ) -> Result<(), Failure> {
+        let g = j.group.as_mut().expect("group");
+        if g.suspended_before.iter().any(|p| p == "Launch") {
+            return Err(Failure::new(format!(
+                "Auto Scaling group {}: the Launch process is suspended, so ExitStandby could not complete; drain not attempted",
+                g.name
+            )));
+        }
+        let todo: Vec<String> = wanted
+            .iter()
+            .filter(|p| !g.suspended_before.contains(p))
+            .cloned()
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        g.suspended_by_us = todo.clone();
+        let name = g.name.clone();
+        j.intent = Some(format!("SuspendProcesses {todo:?}"));
+        self.save(j)?;
+        self.clients.suspend(&name, &todo).await?;
+        tl.note("suspend", format!("{name}: {todo:?}"));
+        Ok(())
+    }
+
+    async fn enter_standby(
+        &self,
+        j: &mut Journal,
+        name: &str,
+        policy: MinSizePolicy,
+        tl: &mut Timeline,
+    ) -> Result<(), Failure> {
+        let id = self.host.instance_id.clone();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let g = self.clients.asg_group(name).await?;
+            if g.desired - 1 < g.min {
+                if policy == MinSizePolicy::Fail {
+                    return Err(Failure::new(format!(
+                        "EnterStandby refused: Auto Scaling group {name} has min-size={} and desired-size={}; minSize: fail",
+                        g.min, g.desired
+                    )));
+                }
+                let new_min = (g.desired - 1).max(0);
+                let grp = j.group.as_mut().expect("group");
+                grp.min_delta += g.min - new_min;
+                j.intent = Some(format!("UpdateAutoScalingGroup {name} MinSize={new_min}"));
+                self.save(j)?;
+                self.clients.set_min(name, new_min).await?;
+                tl.note(
+                    "min-size",
+                    format!("{name}: lowered from {} to {new_min}", g.min),
+                );
+            }
+            j.group.as_mut().expect("group").entered_standby = true;
+            j.intent = Some(format!("EnterStandby {name} {id}"));
+            self.save(j)?;
+            match self.clients.enter_standby(name, &id).await {
+                Ok(()) => break,
+                // Another host entered Standby between our read and our
+                // call: read again and retry (lb-drain.md 2).
+                Err(e) if size_race(&e) && attempt < 5 => {
+                    tl.note("standby", format!("{e}; reading the group again"));
+                    tokio::time::sleep(self.jittered(Duration::from_millis(500))).await;
+                }
+                Err(e) => {
+                    j.group.as_mut().expect("group").entered_standby = false;
+                    return Err(e.into());
+                }
+            }
+        }
+        tl.note("standby", format!("EnterStandby {name}: accepted"));
+        let drain = j.group.as_ref().map(|g| g.drain_seconds).unwrap_or(0);
+        let budget = Duration::from_secs(u64::from(drain) + 60);
+        let waited = self
+            .poll(budget, || async {
+                let s = self.clients.asg_membership(&id).await?;
+                Ok(s.map(|(_, st)| st).filter(|st| st == "Standby"))
+            })
+            .await?;
+        match waited {
+            Some(_) => {
+                tl.note("standby", format!("{id} is Standby"));
+                Ok(())
+            }
+            None => Err(Failure::new(format!(
+                "Auto Scaling group {name}: {id} not Standby after {} s (longest attached drain {drain} s)",
+                budget.as_secs()
+            ))),
+        }
+    }
+
+    async fn wait_drained(
+        &self,
+        j: &Journal,
+        timeout: Timeout,
+        tl: &mut Timeline,
+    ) -> Result<(), Failure> {
+        let id = &self.host.instance_id;
+        for c in j.classic.iter().filter(|c| c.deregistered) {
+            let native = c.draining.unwrap_or(0) + 30;
+            let budget = limit(timeout, native);
+            let done = self
+                .poll(budget, || async {
+                    let (state, _) = self.clients.classic_health(&c.name, id).await?;
+                    Ok((state == "OutOfService").then_some(()))
+                })
+                .await?;
+            match (done, timeout) {
+                (Some(()), _) => tl.note("drained", format!("classic load balancer {}", c.name)),
+                (None, Timeout::Seconds(s)) => tl.note(
+                    "drained",
+                    format!(
+                        "classic load balancer {} still draining after drainTimeout {s} s; continuing",
+                        c.name
+                    ),
+                ),
+                (None, Timeout::Auto) => {
+                    return Err(Failure::new(format!(
+                        "classic load balancer {} still draining {id} after {} s (connection draining {} s)",
+                        c.name,
+                        budget.as_secs(),
+                        c.draining.unwrap_or(0)
+                    )))
+                }
+            }
+        }
+        for t in j.target_groups.iter().filter(|t| t.deregistered) {
+            let budget = limit(timeout, t.delay + 30);
+            let done = self
+                .poll(budget, || async {
+                    let now = self
+                        .clients
+                        .target_health(&t.arn, id, Some(&t.registered))
+                        .await?;
+                    Ok(now
+                        .iter()
+                        .all(|x| x.state == "unused" || x.state.is_empty())
+                        .then_some(()))
+                })
+                .await?;
+            match (done, timeout) {
+                (Some(()), _) => tl.note(
+                    "drained",
+                    format!("target group {} port(s) {:?}", t.name, t.registered),
+                ),
+                (None, Timeout::Seconds(s)) => tl.note(
+                    "drained",
+                    format!(
+                        "target group {} still draining after drainTimeout {s} s; continuing",
+                        t.name
+                    ),
+                ),
+                (None, Timeout::Auto) => {
+                    return Err(Failure::new(format!(
+                        "target group {} ({}) port(s) {:?} still draining after {} s (deregistration_delay {} s)",
+                        t.name,
+                        t.arn,
+                        t.registered,
+                        budget.as_secs(),
+                        t.delay
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The drain of a deployment: plan, journal, take out. Any failure is
+    /// undone before it is reported: the old application still serves.
+    pub async fn drain(
+        &self,
+        deployment_id: &str,
+        group_id: &str,
+        lb: &LoadBalancer,
+    ) -> Result<Outcome, (Failure, String)> {
+        let mut tl = Timeline::default();
+        match self.store.load(group_id) {
+            Ok(Some(mut j)) => {
+                // A journal from an earlier deployment (a failed one kept
+                // drained, or one whose restore is pending): adopt it, so
+                // the original values are kept and nothing drains twice.
+                tl.note(
+                    "adopt",
+                    format!(
+                        "already out of service since deployment {} ({:?})",
+                        j.deployment_id, j.phase
+                    ),
+                );
+                j.deployment_id = deployment_id.to_string();
+                j.abandon_after = lb.abandon_after;
+                j.abandon_at = journal::now() + u64::from(lb.abandon_after);
+                j.on_failure = lb.on_failure.into();
+                if j.phase < Phase::Drained {
+                    if let Err(f) = self.take_out(&mut j, lb, &mut tl).await {
+                        return Err(self.undo(j, f, tl).await);
+                    }
+                }
+                j.phase = Phase::Drained;
+                self.save(&j).map_err(|e| (e.into(), tl.text()))?;
+                return Ok(Outcome {
+                    summary: "already drained by an earlier deployment".into(),
+                    log: tl.text(),
+                });
+            }
+            Ok(None) => {}
+            Err(e) => return Err((e.into(), tl.text())),
+        }
+        let plan = match self.discover(deployment_id, group_id, lb, &mut tl).await {
+            Ok(Found::Plan(j)) => *j,
+            Ok(Found::Nothing(why)) => {
+                tl.note("skip", why.clone());
+                return Ok(Outcome {
+                    summary: why,
+                    log: tl.text(),
+                });
+            }
+            Err(f) => return Err((f, tl.text())),
+        };
+        let mut j = plan;
+        if let Err(e) = self.save(&j) {
+            return Err((e.into(), tl.text()));
+        }
+        self.store
+            .audit(group_id, &format!("drain {deployment_id} planned"));
+        match self.take_out(&mut j, lb, &mut tl).await {
+            Ok(()) => {
+                let summary = format!(
+                    "out of service in {:.1} s ({})",
+                    tl.elapsed().as_secs_f64(),
+                    describe(&j)
+                );
+                self.store
+                    .audit(group_id, &format!("drained {deployment_id}"));
+                Ok(Outcome {
+                    summary,
+                    log: tl.text(),
+                })
+            }
+            Err(f) => Err(self.undo(j, f, tl).await),
+        }
+    }
+
+    async fn undo(&self, j: Journal, f: Failure, mut tl: Timeline) -> (Failure, String) {
+        tl.note(
+            "undo",
+            format!("drain failed ({}); putting back", f.message),
+        );
+        let group_id = j.group_id.clone();
+        match self.put_back(j, false, &mut tl).await {
+            Ok(()) => tl.note("undo", "back in service as found"),
+            Err(e) => tl.note("undo", format!("could not put back: {}", e.message)),
+        }
+        self.store
+            .audit(&group_id, &format!("drain failed: {}", f.message));
+        (f, tl.text())
+    }
+}
+
+/// The size ValidationError EnterStandby gives when the group's sizes
+/// changed under us.
+fn size_race(e: &AwsError) -> bool {
+    e.code == "ValidationError" && e.message.contains("min-size")
+}
+
+fn limit(t: Timeout, native: u32) -> Duration {
+    Duration::from_secs(u64::from(match t {
+        Timeout::Auto => native,
+        Timeout::Seconds(s) => s,
+    }))
+}
+
+/// What the journal says was taken out, for the summary line.
+pub(crate) fn describe(j: &Journal) -> String {
+    let mut parts = Vec::new();
+    if let Some(g) = &j.group {
+        if g.entered_standby {
+            parts.push(format!("Standby in {}", g.name));
+        }
+    }
+    for c in j.classic.iter().filter(|c| c.deregistered) {
+        parts.push(format!("classic {}", c.name));
+    }
+    for t in j.target_groups.iter().filter(|t| t.deregistered) {
+        parts.push(format!("target group {} {:?}", t.name, t.registered));
+    }
+    if parts.is_empty() {
+        "nothing changed".into()
+    } else {
+        parts.join(", ")
+    }
+}

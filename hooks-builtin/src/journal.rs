@@ -1,0 +1,277 @@
+//! The drain journal (lb-drain.md 4.8): what this host changed in its Auto
+//! Scaling group and load balancers, written before every call that changes
+//! anything, so a restart can always put it back. One file per deployment
+//! group under `<root_dir>/load-balancer/`, beside an append-only event log.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA: u32 = 1;
+
+/// Writes a file durably (temp file, fsync, rename, directory fsync). The
+/// agent passes its own so there is one implementation of that dance.
+pub type Persist = fn(&Path, &[u8]) -> io::Result<()>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Phase {
+    /// Discovery done, nothing changed yet.
+    Planned,
+    Draining,
+    /// Out of service; the old application still runs.
+    Drained,
+    /// Stop scripts started: the application may be down.
+    Stopping,
+    Restoring,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OnFailure {
+    Restore,
+    RestoreIfHealthy,
+    KeepDrained,
+}
+
+impl From<appspec::load_balancer::OnFailure> for OnFailure {
+    fn from(v: appspec::load_balancer::OnFailure) -> Self {
+        use appspec::load_balancer::OnFailure as A;
+        match v {
+            A::Restore => OnFailure::Restore,
+            A::RestoreIfHealthy => OnFailure::RestoreIfHealthy,
+            A::KeepDrained => OnFailure::KeepDrained,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Group {
+    pub name: String,
+    pub state_found: String,
+    pub min_found: i32,
+    pub desired_found: i32,
+    /// We asked for Standby (intent written before the call).
+    pub entered_standby: bool,
+    /// How much we lowered MinSize; restored by this delta.
+    pub min_delta: i32,
+    pub suspended_by_us: Vec<String>,
+    pub suspended_before: Vec<String>,
+    /// The longest drain among the group's load balancers, seconds.
+    pub drain_seconds: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// `HTTP`, `HTTPS` or `TCP`.
+    pub protocol: String,
+    /// `None`: the traffic port.
+    pub port: Option<u16>,
+    pub path: String,
+    pub matcher: String,
+    pub interval: u32,
+    pub timeout: u32,
+    pub healthy_threshold: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassicLb {
+    pub name: String,
+    /// Registered when found; otherwise only restored for `restoreTo: declared`.
+    pub registered: bool,
+    /// Attached to the Auto Scaling group: the group drains it in Standby.
+    pub via_group: bool,
+    pub deregistered: bool,
+    /// Draining timeout, seconds; `None` when connection draining is off.
+    pub draining: Option<u32>,
+    pub instance_port: Option<u16>,
+    pub health: HealthCheck,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetGroup {
+    pub arn: String,
+    pub name: String,
+    /// The exact ports this instance is registered on (or will be).
+    pub ports: Vec<u16>,
+    /// Ports that were registered and serving when found.
+    pub registered: Vec<u16>,
+    pub via_group: bool,
+    pub deregistered: bool,
+    pub delay: u32,
+    pub health: HealthCheck,
+    pub has_load_balancer: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Journal {
+    pub schema: u32,
+    pub deployment_id: String,
+    pub group_id: String,
+    pub instance_id: String,
+    pub phase: Phase,
+    /// The call about to be made, until it is known to be done.
+    pub intent: Option<String>,
+    pub group: Option<Group>,
+    pub classic: Vec<ClassicLb>,
+    pub target_groups: Vec<TargetGroup>,
+    pub on_failure: OnFailure,
+    /// Settings the restore needs after a restart (from the appspec).
+    pub gate: Gate,
+    pub health_timeout: Option<u32>,
+    pub drain_started: u64,
+    /// Unix seconds after which an idle drained deployment is restored.
+    pub abandon_at: u64,
+    pub abandon_after: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Gate {
+    /// `auto`, `none` or a URL.
+    pub url: String,
+    /// Inclusive status ranges; empty: from the matcher, else 200-399.
+    pub expect: Vec<(u16, u16)>,
+    pub successes: Option<u32>,
+    pub interval: u32,
+    pub request_timeout: u32,
+    pub timeout: u32,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Where the journals of one host live.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub dir: PathBuf,
+    pub persist: Persist,
+}
+
+impl Store {
+    pub fn new(root_dir: &Path, persist: Persist) -> Store {
+        Store {
+            dir: root_dir.join("load-balancer"),
+            persist,
+        }
+    }
+
+    fn path(&self, group_id: &str) -> PathBuf {
+        self.dir.join(format!("{group_id}.json"))
+    }
+
+    pub fn load(&self, group_id: &str) -> io::Result<Option<Journal>> {
+        match fs::read(self.path(group_id)) {
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", self.path(group_id).display()),
+                )
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn save(&self, j: &Journal) -> io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let bytes = serde_json::to_vec_pretty(j).map_err(io::Error::other)?;
+        (self.persist)(&self.path(&j.group_id), &bytes)
+    }
+
+    /// Remove the journal: everything is back.
+    pub fn clear(&self, group_id: &str) -> io::Result<()> {
+        match fs::remove_file(self.path(group_id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        // The removal must survive a crash as much as the writes do.
+        fs::File::open(&self.dir).and_then(|d| d.sync_all())
+    }
+
+    /// Every group with a pending journal.
+    pub fn pending(&self) -> Vec<String> {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.strip_suffix(".json")
+                    .filter(|s| !s.starts_with('.'))
+                    .map(str::to_string)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Append one line to the group's audit log (best effort).
+    pub fn audit(&self, group_id: &str, line: &str) {
+        let _ = fs::create_dir_all(&self.dir);
+        if let Ok(mut f) = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{group_id}.log")))
+        {
+            let _ = writeln!(f, "{} {line}", now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn persist(p: &Path, b: &[u8]) -> io::Result<()> {
+        fs::write(p, b)
+    }
+
+    #[test]
+    fn round_trips_and_lists_pending_groups() {
+        let d = std::env::temp_dir().join(format!("journal-test-{}", std::process::id()));
+        let s = Store::new(&d, persist);
+        let j = Journal {
+            schema: SCHEMA,
+            deployment_id: "d-1".into(),
+            group_id: "g-1".into(),
+            instance_id: "i-1".into(),
+            phase: Phase::Drained,
+            intent: Some("EnterStandby".into()),
+            group: Some(Group {
+                name: "web".into(),
+                min_delta: 1,
+                ..Group::default()
+            }),
+            classic: vec![],
+            target_groups: vec![],
+            on_failure: OnFailure::Restore,
+            gate: Gate::default(),
+            health_timeout: None,
+            drain_started: 1,
+            abandon_at: 2,
+            abandon_after: 1,
+        };
+        s.save(&j).unwrap();
+        assert_eq!(s.load("g-1").unwrap(), Some(j));
+        assert_eq!(s.pending(), vec!["g-1".to_string()]);
+        s.clear("g-1").unwrap();
+        assert_eq!(s.load("g-1").unwrap(), None);
+        assert!(s.pending().is_empty());
+        let _ = fs::remove_dir_all(&d);
+    }
+}

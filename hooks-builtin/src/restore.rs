@@ -1,0 +1,383 @@
+//! Restore (lb-drain.md 4.6): health gate, ExitStandby, register the exact
+//! pairs that were taken out, wait for the load balancers to call the
+//! instance healthy, then give back the minimum size and the processes.
+//! Exit Standby before restoring the minimum, never the other way round.
+
+use std::time::Duration;
+
+use crate::gate::{self, Probe};
+use crate::journal::{self, Journal, OnFailure, Phase};
+use crate::timeline::{Failure, Timeline};
+use crate::{Drainer, Outcome};
+
+/// Why a restore runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// ValidateService passed.
+    Validated,
+    /// A later command of the deployment failed: `onFailure` decides.
+    Failed,
+    /// The deployment sent no command for `abandonAfter`.
+    Abandoned,
+    /// Found at agent start.
+    Recovery,
+}
+
+impl Drainer {
+    /// Put this group's instance back, if a journal says it is out.
+    /// `Ok(None)`: there was nothing to restore.
+    pub async fn restore(
+        &self,
+        group_id: &str,
+        why: Why,
+    ) -> Result<Option<Outcome>, (Failure, String)> {
+        let mut tl = Timeline::default();
+        let j = match self.store.load(group_id) {
+            Ok(Some(j)) => j,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err((e.into(), tl.text())),
+        };
+        // Before the stop scripts ran, the old application is intact: put
+        // back at once whatever onFailure says.
+        let app_intact = j.phase <= Phase::Drained;
+        let policy = match why {
+            Why::Validated => OnFailure::Restore,
+            Why::Abandoned => OnFailure::Restore,
+            Why::Failed | Why::Recovery if app_intact => OnFailure::Restore,
+            Why::Failed | Why::Recovery => j.on_failure,
+        };
+        tl.note(
+            "restore",
+            format!(
+                "deployment {} ({why:?}, phase {:?}, onFailure {policy:?})",
+                j.deployment_id, j.phase
+            ),
+        );
+        if policy == OnFailure::KeepDrained {
+            let mut j = j;
+            if why == Why::Recovery {
+                j.abandon_at = journal::now() + u64::from(j.abandon_after);
+                let _ = self.save(&j);
+            }
+            tl.note(
+                "restore",
+                format!(
+                    "kept out of service for investigation (onFailure: keepDrained) until abandonAfter {} s",
+                    j.abandon_after
+                ),
+            );
+            return Ok(Some(Outcome {
+                summary: "kept drained (onFailure: keepDrained)".into(),
+                log: tl.text(),
+            }));
+        }
+        let gate_first = why == Why::Validated
+            || policy == OnFailure::RestoreIfHealthy
+            || (why != Why::Abandoned && !app_intact);
+        if gate_first {
+            if let Err(msg) = self.gate(&j, &mut tl).await {
+                if policy == OnFailure::RestoreIfHealthy {
+                    tl.note(
+                        "gate",
+                        "not healthy: kept out of service (onFailure: restoreIfHealthy)",
+                    );
+                    return Err((Failure::new(msg), tl.text()));
+                }
+                // `restore`: LB health checks keep traffic off a broken
+                // application; the gate failure is still reported.
+                let group_id = j.group_id.clone();
+                return match self.put_back(j, false, &mut tl).await {
+                    Ok(()) => {
+                        self.store
+                            .audit(&group_id, "restored after a failed health gate");
+                        Err((Failure::new(msg), tl.text()))
+                    }
+                    Err(f) => Err((
+                        Failure::new(format!("{msg}; then {}", f.message)),
+                        tl.text(),
+                    )),
+                };
+            }
+        }
+        let group_id = j.group_id.clone();
+        let deployment = j.deployment_id.clone();
+        match self.put_back(j, true, &mut tl).await {
+            Ok(()) => {
+                self.store
+                    .audit(&group_id, &format!("restored {deployment} ({why:?})"));
+                Ok(Some(Outcome {
+                    summary: format!("back in service in {:.1} s", tl.elapsed().as_secs_f64()),
+                    log: tl.text(),
+                }))
+            }
+            Err(f) => Err((f, tl.text())),
+        }
+    }
+
+    fn probe_for(&self, j: &Journal) -> Option<Probe> {
+        match j.gate.url.as_str() {
+            "none" => None,
+            "auto" => {
+                let host = self.host.address.as_str();
+                if let Some(t) = j.target_groups.iter().find(|t| !t.ports.is_empty()) {
+                    return Some(gate::from_health_check(&t.health, t.ports[0], host));
+                }
+                j.classic.iter().find_map(|c| {
+                    c.instance_port
+                        .or(c.health.port)
+                        .map(|p| gate::from_health_check(&c.health, p, host))
+                })
+            }
+            url => gate::parse_url(url),
+        }
+    }
+
+    async fn gate(&self, j: &Journal, tl: &mut Timeline) -> Result<(), String> {
+        let Some(probe) = self.probe_for(j) else {
+            tl.note("gate", "no health gate");
+            return Ok(());
+        };
+        let hc = j
+            .target_groups
+            .first()
+            .map(|t| &t.health)
+            .or(j.classic.first().map(|c| &c.health));
+        let expect = if !j.gate.expect.is_empty() {
+            j.gate.expect.clone()
+        } else if let Some(h) = j.target_groups.first().map(|t| &t.health) {
+            gate::parse_matcher(&h.matcher)
+        } else {
+            vec![(200, 399)]
+        };
+        let successes = j
+            .gate
+            .successes
+            .or(hc.map(|h| h.healthy_threshold.clamp(1, 3)))
+            .unwrap_or(2);
+        let s = gate::Settings {
+            expect,
+            successes,
+            interval: Duration::from_secs(u64::from(j.gate.interval.max(1))),
+            request_timeout: Duration::from_secs(u64::from(j.gate.request_timeout.max(1))),
+            timeout: Duration::from_secs(u64::from(j.gate.timeout)),
+        };
+        let (probes, took) = gate::wait_healthy(&probe, &s).await?;
+        tl.note(
+            "gate",
+            format!(
+                "{probe} healthy ({successes} in a row, {probes} probes, {:.1} s)",
+                took.as_secs_f64()
+            ),
+        );
+        Ok(())
+    }
+
+    /// Undo what the journal records. `wait_health`: wait for the load
+    /// balancers to call the instance healthy (a restore), or only for the
+    /// registrations (the undo of a failed drain).
+    pub(crate) async fn put_back(
+        &self,
+        mut j: Journal,
+        wait_health: bool,
+        tl: &mut Timeline,
+    ) -> Result<(), Failure> {
+        let id = self.host.instance_id.clone();
+        j.phase = Phase::Restoring;
+        self.save(&j)?;
+        if let Some(g) = j.group.clone().filter(|g| g.entered_standby) {
+            self.exit_standby(&mut j, &g.name, tl).await?;
+        }
+        for i in 0..j.classic.len() {
+            let c = j.classic[i].clone();
+            let declared = wait_health && !c.registered && !c.via_group;
+            if !(c.deregistered || declared) {
+                continue;
+            }
+            j.intent = Some(format!("RegisterInstancesWithLoadBalancer {}", c.name));
+            self.save(&j)?;
+            self.clients.classic_register(&c.name, &id).await?;
+            j.classic[i].deregistered = false;
+            tl.note("register", format!("classic load balancer {}", c.name));
+        }
+        for i in 0..j.target_groups.len() {
+            let t = j.target_groups[i].clone();
+            let declared = wait_health && !t.via_group && t.registered.is_empty();
+            let ports: Vec<u16> = if t.deregistered || declared {
+                t.ports.clone()
+            } else {
+                Vec::new()
+            };
+            if ports.is_empty() {
+                continue;
+            }
+            j.intent = Some(format!("RegisterTargets {} {ports:?}", t.arn));
+            self.save(&j)?;
+            self.clients.register_targets(&t.arn, &id, &ports).await?;
+            j.target_groups[i].deregistered = false;
+            tl.note(
+                "register",
+                format!("target group {} ({}) port(s) {ports:?}", t.name, t.arn),
+            );
+        }
+        j.intent = None;
+        self.save(&j)?;
+        let health = if wait_health {
+            self.wait_healthy(&j, tl).await
+        } else {
+            Ok(())
+        };
+        if let Some(g) = j.group.clone() {
+            if g.min_delta > 0 {
+                let now = self.clients.asg_group(&g.name).await?;
+                // Never above desired: that would launch an instance.
+                let target = (now.min + g.min_delta).min(now.desired);
+                if target > now.min {
+                    j.intent = Some(format!(
+                        "UpdateAutoScalingGroup {} MinSize={target}",
+                        g.name
+                    ));
+                    self.save(&j)?;
+                    self.clients.set_min(&g.name, target).await?;
+                }
+                let left = g.min_delta - (target - now.min);
+                tl.note("min-size", format!("{}: {} -> {target}", g.name, now.min));
+                if left > 0 {
+                    tl.note(
+                        "min-size",
+                        format!(
+                            "{}: {left} not given back: desired capacity is {} now",
+                            g.name, now.desired
+                        ),
+                    );
+                }
+                j.group.as_mut().expect("group").min_delta = 0;
+            }
+            if !g.suspended_by_us.is_empty() {
+                j.intent = Some(format!("ResumeProcesses {:?}", g.suspended_by_us));
+                self.save(&j)?;
+                self.clients.resume(&g.name, &g.suspended_by_us).await?;
+                tl.note("resume", format!("{}: {:?}", g.name, g.suspended_by_us));
+            }
+        }
+        self.store.clear(&j.group_id)?;
+        health
+    }
+
+    async fn exit_standby(
+        &self,
+        j: &mut Journal,
+        name: &str,
+        tl: &mut Timeline,
+    ) -> Result<(), Failure> {
+        let id = self.host.instance_id.clone();
+        // Still EnteringStandby (a restart mid-drain): ExitStandby would be
+        // refused until it gets there.
+        let budget = Duration::from_secs(
+            u64::from(j.group.as_ref().map(|g| g.drain_seconds).unwrap_or(0)) + 60,
+        );
+        let state = self
+            .poll(budget, || async {
+                let s = self.clients.asg_membership(&id).await?;
+                Ok(match s {
+                    Some((_, st)) if st == "EnteringStandby" => None,
+                    Some((_, st)) => Some(st),
+                    None => Some(String::new()),
+                })
+            })
+            .await?
+            .unwrap_or_else(|| "EnteringStandby".into());
+        if state == "Standby" {
+            j.intent = Some(format!("ExitStandby {name} {id}"));
+            self.save(j)?;
+            match self.clients.exit_standby(name, &id).await {
+                Ok(()) => tl.note("standby", format!("ExitStandby {name}: accepted")),
+                Err(e) if e.message.contains("not in Standby") => {
+                    tl.note("standby", format!("{e}: taken as done"))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else if state.is_empty() || state.starts_with("Terminat") || state.starts_with("Detach") {
+            tl.note(
+                "standby",
+                format!("{id} is {state:?}: never put back into {name}"),
+            );
+            j.group.as_mut().expect("group").entered_standby = false;
+            return Ok(());
+        } else if state != "InService" && !state.starts_with("Pending") {
+            return Err(Failure::new(format!(
+                "Auto Scaling group {name}: cannot exit Standby from {state}"
+            )));
+        }
+        let back = self
+            .poll(Duration::from_secs(120), || async {
+                let s = self.clients.asg_membership(&id).await?;
+                Ok(s.map(|(_, st)| st).filter(|st| st == "InService"))
+            })
+            .await?;
+        if back.is_none() {
+            return Err(Failure::new(format!(
+                "Auto Scaling group {name}: {id} not InService 120 s after ExitStandby"
+            )));
+        }
+        j.group.as_mut().expect("group").entered_standby = false;
+        tl.note("standby", format!("{id} is InService"));
+        Ok(())
+    }
+
+    async fn wait_healthy(&self, j: &Journal, tl: &mut Timeline) -> Result<(), Failure> {
+        let id = &self.host.instance_id;
+        let budget_for = |h: &journal::HealthCheck| {
+            j.health_timeout
+                .unwrap_or(h.healthy_threshold * (h.interval + h.timeout) + h.interval + 30)
+        };
+        for c in &j.classic {
+            let budget = budget_for(&c.health);
+            let ok = self
+                .poll(Duration::from_secs(u64::from(budget)), || async {
+                    let (s, _) = self.clients.classic_health(&c.name, id).await?;
+                    Ok((s == "InService").then_some(()))
+                })
+                .await?;
+            if ok.is_none() {
+                return Err(Failure::new(format!(
+                    "classic load balancer {}: {id} not InService after {budget} s",
+                    c.name
+                )));
+            }
+            tl.note("healthy", format!("classic load balancer {}", c.name));
+        }
+        for t in &j.target_groups {
+            if !t.has_load_balancer {
+                tl.note(
+                    "healthy",
+                    format!("target group {} is used by no load balancer (Target.NotInUse): not waited for", t.name),
+                );
+                continue;
+            }
+            let budget = budget_for(&t.health);
+            let ok = self
+                .poll(Duration::from_secs(u64::from(budget)), || async {
+                    let now = self
+                        .clients
+                        .target_health(&t.arn, id, Some(&t.ports))
+                        .await?;
+                    Ok(now
+                        .iter()
+                        .all(|x| x.state == "healthy" || x.state == "unavailable")
+                        .then_some(()))
+                })
+                .await?;
+            if ok.is_none() {
+                return Err(Failure::new(format!(
+                    "target group {} ({}) port(s) {:?}: not healthy after {budget} s",
+                    t.name, t.arn, t.ports
+                )));
+            }
+            tl.note(
+                "healthy",
+                format!("target group {} port(s) {:?}", t.name, t.ports),
+            );
+        }
+        Ok(())
+    }
+}

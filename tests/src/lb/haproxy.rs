@@ -1,0 +1,121 @@
+//! The data plane: one HAProxy process, a frontend and a backend per load
+//! balancer (Classic LB or target group), and a fixed set of server slots per
+//! backend declared in maintenance. The control plane drives it over the
+//! runtime API socket; HAProxy's own health checks stay off (lb-drain.md 5.5).
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const SLOTS: usize = 8;
+
+pub struct HaProxy {
+    child: Child,
+    pub socket: PathBuf,
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Server state as the runtime API names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    Ready,
+    Drain,
+    Maint,
+}
+
+impl HaProxy {
+    /// Start HAProxy with `backends` (name, frontend port).
+    pub fn start(dir: &Path, backends: &[(String, u16)]) -> HaProxy {
+        let socket = dir.join("haproxy.sock");
+        let mut cfg = String::new();
+        let _ = write!(
+            cfg,
+            "global\n  stats socket {} mode 600 level admin\n  maxconn 4000\n\n\
+             defaults\n  mode http\n  retries 0\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n  timeout http-keep-alive 10s\n  option http-server-close\n\n",
+            socket.display()
+        );
+        for (name, port) in backends {
+            let _ = write!(
+                cfg,
+                "frontend f_{name}\n  bind 127.0.0.1:{port}\n  default_backend b_{name}\n\nbackend b_{name}\n  balance roundrobin\n"
+            );
+            for s in 0..SLOTS {
+                let _ = writeln!(cfg, "  server s{s} 127.0.0.1:9 disabled");
+            }
+            cfg.push('\n');
+        }
+        let path = dir.join("haproxy.cfg");
+        fs::write(&path, cfg).expect("haproxy.cfg");
+        let log = fs::File::create(dir.join("haproxy.log")).expect("haproxy log");
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("haproxy must be installed (apt-get install haproxy; .ci/run does)");
+        let h = HaProxy { child, socket };
+        crate::wait_until(Duration::from_secs(10), "HAProxy runtime socket", || {
+            h.command("show info").is_ok()
+        });
+        h
+    }
+
+    pub fn command(&self, cmd: &str) -> std::io::Result<String> {
+        let mut s = UnixStream::connect(&self.socket)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(cmd.as_bytes())?;
+        s.write_all(b"\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    pub fn point(&self, backend: &str, slot: usize, ip: &str, port: u16) {
+        let _ = self.command(&format!(
+            "set server b_{backend}/s{slot} addr {ip} port {port}"
+        ));
+    }
+
+    pub fn set(&self, backend: &str, slot: usize, state: Slot) {
+        let st = match state {
+            Slot::Ready => "ready",
+            Slot::Drain => "drain",
+            Slot::Maint => "maint",
+        };
+        let _ = self.command(&format!("set server b_{backend}/s{slot} state {st}"));
+    }
+
+    /// Cut whatever is still open to a server (the AWS timeout expired).
+    pub fn cut(&self, backend: &str, slot: usize) {
+        let _ = self.command(&format!("shutdown sessions server b_{backend}/s{slot}"));
+    }
+
+    /// Current sessions per (backend, slot) from `show stat`.
+    pub fn sessions(&self) -> Vec<(String, usize, u64)> {
+        let Ok(csv) = self.command("show stat") else {
+            return Vec::new();
+        };
+        csv.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                let b = f.first()?.strip_prefix("b_")?;
+                let s: usize = f.get(1)?.strip_prefix('s')?.parse().ok()?;
+                let scur: u64 = f.get(4)?.parse().ok()?;
+                Some((b.to_string(), s, scur))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,322 @@
+//! The load balancer world: target groups and Classic LBs (both are HAProxy
+//! backends), their registrations with health and drain state, and Auto
+//! Scaling groups whose Standby moves go through those registrations.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::haproxy::{HaProxy, Slot, SLOTS};
+
+#[derive(Clone, Debug)]
+pub struct HealthCheck {
+    /// `HTTP` or `TCP`.
+    pub protocol: String,
+    /// `None`: the registration's port.
+    pub port: Option<u16>,
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy: u32,
+    pub unhealthy: u32,
+    pub matcher: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Initial,
+    Healthy,
+    Unhealthy,
+    Draining,
+}
+
+#[derive(Clone, Debug)]
+pub struct Reg {
+    pub id: String,
+    pub ip: String,
+    pub port: u16,
+    pub slot: usize,
+    pub state: State,
+    pub reason: String,
+    pub ok: u32,
+    pub bad: u32,
+    pub next_probe: Instant,
+    pub probing: bool,
+    /// End of the deregistration delay / draining timeout.
+    pub until: Option<Instant>,
+    pub applied: Option<Slot>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    TargetGroup,
+    Classic,
+}
+
+#[derive(Clone, Debug)]
+pub struct Backend {
+    pub kind: Kind,
+    pub name: String,
+    pub arn: String,
+    /// Target group port / Classic LB instance port.
+    pub port: u16,
+    pub frontend: u16,
+    pub hc: HealthCheck,
+    /// Deregistration delay / draining timeout, seconds.
+    pub delay: u32,
+    /// Classic: connection draining enabled.
+    pub draining_enabled: bool,
+    pub has_load_balancer: bool,
+    pub regs: Vec<Reg>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub id: String,
+    pub state: String,
+    pub until: Option<Instant>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub name: String,
+    pub min: i32,
+    pub max: i32,
+    pub desired: i32,
+    pub members: Vec<Member>,
+    pub load_balancers: Vec<String>,
+    pub target_groups: Vec<String>,
+    pub suspended: BTreeSet<String>,
+}
+
+/// A call that changed something, for tests and the demo.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub at: Instant,
+    pub action: String,
+    pub instance: String,
+    pub resource: String,
+}
+
+pub struct World {
+    pub instances: BTreeMap<String, String>,
+    pub backends: Vec<Backend>,
+    pub groups: Vec<Group>,
+    pub changes: Vec<Change>,
+    /// How long ExitStandby keeps an instance `Pending`.
+    pub pending_for: Duration,
+}
+
+impl World {
+    pub fn backend(&self, name_or_arn: &str) -> Option<usize> {
+        self.backends
+            .iter()
+            .position(|b| b.name == name_or_arn || b.arn == name_or_arn)
+    }
+
+    pub fn record(&mut self, action: &str, instance: &str, resource: &str) {
+        self.changes.push(Change {
+            at: Instant::now(),
+            action: action.into(),
+            instance: instance.into(),
+            resource: resource.into(),
+        });
+    }
+
+    /// Register (id, port) in backend `b`: a fresh registration starts
+    /// `initial`; one already serving is left as it is.
+    pub fn register(&mut self, b: usize, id: &str, port: u16) -> Result<(), String> {
+        let ip = self.instances.get(id).cloned().ok_or_else(|| {
+            format!(
+                "The following targets are not in a running state and cannot be registered: '{id}'"
+            )
+        })?;
+        let be = &mut self.backends[b];
+        if let Some(r) = be.regs.iter_mut().find(|r| r.id == id && r.port == port) {
+            if r.state != State::Draining {
+                return Ok(());
+            }
+            // Re-registering a draining target starts it afresh.
+            r.state = State::Initial;
+            r.reason = "Elb.RegistrationInProgress".into();
+            r.ok = 0;
+            r.bad = 0;
+            r.until = None;
+            r.next_probe = Instant::now() + Duration::from_millis(200);
+            return Ok(());
+        }
+        let used: BTreeSet<usize> = be.regs.iter().map(|r| r.slot).collect();
+        let slot = (0..SLOTS)
+            .find(|s| !used.contains(s))
+            .ok_or("TooManyRegistrationsForTargetId")?;
+        be.regs.push(Reg {
+            id: id.into(),
+            ip,
+            port,
+            slot,
+            state: State::Initial,
+            reason: "Elb.RegistrationInProgress".into(),
+            ok: 0,
+            bad: 0,
+            next_probe: Instant::now() + Duration::from_millis(200),
+            probing: false,
+            until: None,
+            applied: None,
+        });
+        Ok(())
+    }
+
+    /// Deregister (id, port): unknown pairs are a no-op, as in AWS.
+    pub fn deregister(&mut self, b: usize, id: &str, port: u16) {
+        let be = &mut self.backends[b];
+        let delay = if be.kind == Kind::Classic && !be.draining_enabled {
+            0
+        } else {
+            be.delay
+        };
+        if let Some(r) = be
+            .regs
+            .iter_mut()
+            .find(|r| r.id == id && r.port == port && r.state != State::Draining)
+        {
+            r.state = State::Draining;
+            r.reason = "Target.DeregistrationInProgress".into();
+            r.until = Some(Instant::now() + Duration::from_secs(u64::from(delay)));
+        }
+    }
+
+    /// The HAProxy state a registration should have. Target groups fail
+    /// open: when every registered target is unhealthy, all get traffic.
+    fn wanted(be: &Backend, r: &Reg) -> Slot {
+        match r.state {
+            State::Healthy => Slot::Ready,
+            State::Draining => Slot::Drain,
+            State::Unhealthy
+                if be.kind == Kind::TargetGroup
+                    && be
+                        .regs
+                        .iter()
+                        .filter(|x| x.state != State::Draining)
+                        .all(|x| x.state == State::Unhealthy) =>
+            {
+                Slot::Ready
+            }
+            _ => Slot::Maint,
+        }
+    }
+
+    /// Finish drains, move Standby/Pending instances on, push state to HAProxy.
+    pub fn advance(&mut self, hap: &HaProxy) {
+        let now = Instant::now();
+        let sessions = if self
+            .backends
+            .iter()
+            .any(|b| b.regs.iter().any(|r| r.state == State::Draining))
+        {
+            hap.sessions()
+        } else {
+            Vec::new()
+        };
+        for be in &mut self.backends {
+            let mut gone = Vec::new();
+            for (i, r) in be.regs.iter().enumerate() {
+                if r.state != State::Draining {
+                    continue;
+                }
+                let expired = r.until.is_some_and(|u| now >= u);
+                // A Classic LB finishes as soon as no request is in flight;
+                // a target group always waits out its delay.
+                let idle = be.kind == Kind::Classic
+                    && !sessions
+                        .iter()
+                        .any(|(b, s, n)| *b == be.name && *s == r.slot && *n > 0);
+                if expired || idle {
+                    gone.push(i);
+                }
+            }
+            for i in gone.into_iter().rev() {
+                let r = be.regs.remove(i);
+                hap.cut(&be.name, r.slot);
+                hap.set(&be.name, r.slot, Slot::Maint);
+            }
+        }
+        // Auto Scaling transitions.
+        let mut to_register = Vec::new();
+        for g in &mut self.groups {
+            for m in &mut g.members {
+                if m.state == "EnteringStandby" {
+                    let draining = self.backends.iter().any(|b| {
+                        (g.target_groups.contains(&b.arn) || g.load_balancers.contains(&b.name))
+                            && b.regs.iter().any(|r| r.id == m.id)
+                    });
+                    if !draining {
+                        m.state = "Standby".into();
+                    }
+                } else if m.state == "Pending" && m.until.is_some_and(|u| now >= u) {
+                    m.state = "InService".into();
+                    m.until = None;
+                    to_register.push((
+                        m.id.clone(),
+                        g.target_groups.clone(),
+                        g.load_balancers.clone(),
+                    ));
+                }
+            }
+        }
+        for (id, tgs, lbs) in to_register {
+            for name in tgs.iter().chain(lbs.iter()) {
+                if let Some(b) = self.backend(name) {
+                    let port = self.backends[b].port;
+                    let _ = self.register(b, &id, port);
+                }
+            }
+        }
+        for be in &mut self.backends {
+            for i in 0..be.regs.len() {
+                let want = Self::wanted(be, &be.regs[i]);
+                let r = &be.regs[i];
+                if r.applied != Some(want) {
+                    if r.applied.is_none() {
+                        hap.point(&be.name, r.slot, &r.ip, r.port);
+                    }
+                    hap.set(&be.name, r.slot, want);
+                    be.regs[i].applied = Some(want);
+                }
+            }
+        }
+    }
+
+    /// Apply one probe result to (backend, id, port).
+    pub fn probed(&mut self, b: usize, id: &str, port: u16, result: Result<(), String>) {
+        let be = &mut self.backends[b];
+        let (healthy, unhealthy) = (be.hc.healthy, be.hc.unhealthy);
+        let Some(r) = be.regs.iter_mut().find(|r| r.id == id && r.port == port) else {
+            return;
+        };
+        r.probing = false;
+        if r.state == State::Draining {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                r.ok += 1;
+                r.bad = 0;
+                if r.ok >= healthy {
+                    r.state = State::Healthy;
+                    r.reason.clear();
+                } else if r.state == State::Initial {
+                    r.reason = "Elb.InitialHealthChecking".into();
+                }
+            }
+            Err(why) => {
+                r.bad += 1;
+                r.ok = 0;
+                if matches!(r.state, State::Healthy | State::Initial) && r.bad >= unhealthy {
+                    r.state = State::Unhealthy;
+                }
+                if r.state != State::Healthy {
+                    r.reason = why;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! A fleet behind a load balancer (lb-drain.md 5.7): instances with their
+//! own loopback address, agent and application, the LB control plane with
+//! HAProxy in front, revisions that start and stop the application, and a
+//! bounded load generator that records every request.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::bed::{Agent, Testbed};
+use crate::bundle::Bundle;
+use crate::lb::{quick_check, tg_arn, GroupSpec, Kind, LbPlane, LbSpec};
+use crate::scenario::{create_s3_deployment, setup_group};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Front {
+    TargetGroup,
+    Classic,
+    /// A target group attached to an Auto Scaling group with min = desired.
+    AutoScaling,
+}
+
+pub const DRAIN_SECONDS: u32 = 3;
+pub const SLOW_MS: u64 = 2000;
+
+pub struct LbFleet {
+    pub bed: Testbed,
+    pub plane: LbPlane,
+    pub agents: Vec<Agent>,
+    pub ids: Vec<String>,
+    pub ips: Vec<String>,
+    pub port: u16,
+    pub front: Front,
+    bucket: String,
+}
+
+fn addresses(n: usize) -> Vec<String> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let k = NEXT.fetch_add(1, Ordering::Relaxed);
+    let a = 20 + std::process::id() % 200;
+    (0..n)
+        .map(|i| format!("127.{a}.{}.{}", k % 250, i + 1))
+        .collect()
+}
+
+impl LbFleet {
+    pub fn start(front: Front, n: usize) -> LbFleet {
+        let bed = Testbed::new();
+        let ips = addresses(n);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let tag = bed
+            .dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_lowercase();
+        let ids: Vec<String> = (0..n)
+            .map(|i| format!("i-0b{:06x}{i:02}", (port as usize) * 7 % 0xffffff))
+            .collect();
+        let instances: Vec<(String, String)> =
+            ids.iter().cloned().zip(ips.iter().cloned()).collect();
+        let (lbs, groups) = match front {
+            Front::TargetGroup | Front::AutoScaling => (
+                vec![LbSpec {
+                    kind: Kind::TargetGroup,
+                    name: "web".into(),
+                    port,
+                    health: quick_check("/health"),
+                    delay: DRAIN_SECONDS,
+                    draining_enabled: true,
+                    registered: Vec::new(),
+                }],
+                if front == Front::AutoScaling {
+                    vec![GroupSpec {
+                        name: "web-asg".into(),
+                        min: n as i32,
+                        max: n as i32 + 2,
+                        instances: ids.clone(),
+                        load_balancers: Vec::new(),
+                        target_groups: vec!["web".into()],
+                    }]
+                } else {
+                    Vec::new()
+                },
+            ),
+            Front::Classic => (
+                vec![LbSpec {
+                    kind: Kind::Classic,
+                    name: "web".into(),
+                    port,
+                    health: quick_check("/health"),
+                    delay: DRAIN_SECONDS + 5,
+                    draining_enabled: true,
+                    registered: Vec::new(),
+                }],
+                Vec::new(),
+            ),
+        };
+        let plane = LbPlane::start(bed.dir.path(), bed.keys.clone(), &instances, lbs, groups);
+        if front == Front::AutoScaling {
+            // The group registers its members with its target groups.
+            let w = plane.clone();
+            for id in &ids {
+                w.register_for_group(id);
+            }
+        }
+        let extra = format!(
+            ":autoscaling_endpoint: {ep}\n:elb_endpoint: {ep}\n:load_balancer_poll_interval_ms: 250\n",
+            ep = plane.endpoint()
+        );
+        let agents = ids
+            .iter()
+            .zip(&ips)
+            .map(|(id, ip)| {
+                let mut a = bed.instance_at(id, &[("role", "web")], ip, &extra);
+                let dir = a.dir.display().to_string();
+                a.start_with_env(&[
+                    ("APP_IP", ip.as_str()),
+                    ("APP_PORT", &port.to_string()),
+                    ("APP_INSTANCE", id.as_str()),
+                    ("APP_DIR", dir.as_str()),
+                ]);
+                a
+            })
+            .collect();
+        setup_group(&bed, "CodeDeployDefault.OneAtATime");
+        LbFleet {
+            bed,
+            plane,
+            agents,
+            ids,
+            ips,
+            port,
+            front,
+            bucket: format!(
+                "lb-{}",
+                tag.replace(|c: char| !c.is_ascii_alphanumeric(), "")
+            ),
+        }
+    }
+
+    /// The `loadBalancer` section that fits this fleet.
+    pub fn section(&self) -> String {
+        match self.front {
+            Front::TargetGroup => "loadBalancer:\n  targetGroups:\n    - name: web\n  healthGate:\n    interval: 1\n    timeout: 30\n".into(),
+            Front::Classic => "loadBalancer:\n  classicLoadBalancers: [web]\n  healthGate:\n    interval: 1\n    timeout: 30\n".into(),
+            Front::AutoScaling => "loadBalancer:\n  autoScaling:\n    action: standby\n    minSize: lower\n  healthGate:\n    interval: 1\n    timeout: 30\n".into(),
+        }
+    }
+
+    /// Deploy `revision` with `section` appended to its appspec; returns
+    /// the deployment id.
+    pub fn deploy(&self, revision: &str, section: &str, validate_exit: i32) -> String {
+        let dir = self.bed.path(&format!("bundle-{revision}"));
+        let b = Bundle::new(&dir);
+        b.file("scripts/app.py", include_str!("../fixtures/lbapp.py"));
+        b.script(
+            "scripts/start.sh",
+            &format!("#!/bin/sh\nset -e\nsetsid python3 \"$(dirname \"$0\")/app.py\" --ip \"$APP_IP\" --port \"$APP_PORT\" --instance \"$APP_INSTANCE\" --revision {revision} --ready-after 1.5 >>\"$APP_DIR/app.log\" 2>&1 </dev/null &\necho $! > \"$APP_DIR/app.pid\"\n"),
+        );
+        b.script(
+            "scripts/stop.sh",
+            "#!/bin/sh\n[ -f \"$APP_DIR/app.pid\" ] || exit 0\npid=$(cat \"$APP_DIR/app.pid\")\nif kill -TERM \"$pid\" 2>/dev/null; then\n  i=0\n  while kill -0 \"$pid\" 2>/dev/null; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.05; done\nfi\nrm -f \"$APP_DIR/app.pid\"\n",
+        );
+        b.script(
+            "scripts/validate.sh",
+            &format!("#!/bin/sh\nexit {validate_exit}\n"),
+        );
+        b.appspec(&format!(
+            "version: 0.0\nos: linux\nhooks:\n  ApplicationStop:\n    - location: scripts/stop.sh\n      timeout: 60\n  ApplicationStart:\n    - location: scripts/start.sh\n  ValidateService:\n    - location: scripts/validate.sh\n      timeout: 60\n{section}"
+        ));
+        let file = b.tgz(&self.bed.path(&format!("{revision}.tgz")));
+        let key = format!("shop/{revision}.tgz");
+        self.bed.upload(&self.bucket, &key, &file);
+        create_s3_deployment(
+            &self.bed,
+            &format!("bucket={},key={key},bundleType=tgz", self.bucket),
+        )
+    }
+
+    pub fn lb_name(&self) -> &'static str {
+        "web"
+    }
+
+    pub fn frontend(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.plane.frontend("web")))
+    }
+
+    pub fn logs(&self) -> String {
+        crate::scenario::logs(&self.agents)
+    }
+
+    pub fn app_running(&self, i: usize) -> bool {
+        std::fs::read_to_string(self.agents[i].dir.join("app.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .is_some_and(crate::alive)
+    }
+
+    pub fn journal_dir(&self, i: usize) -> PathBuf {
+        self.agents[i].root().join("load-balancer")
+    }
+
+    pub fn journals(&self) -> usize {
+        (0..self.agents.len())
+            .map(|i| {
+                std::fs::read_dir(self.journal_dir(i))
+                    .map(|d| {
+                        d.filter_map(|e| e.ok())
+                            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                            .count()
+                    })
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    pub fn tg_arn(&self) -> String {
+        tg_arn("web")
+    }
+}
+
+/// One request the load generator made.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub start: Instant,
+    pub end: Instant,
+    pub slow: bool,
+    /// HTTP status, or 0 for a transport error.
+    pub status: u16,
+    pub error: String,
+    pub instance: String,
+    pub revision: String,
+}
+
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn request(
+    stream: &mut BufReader<TcpStream>,
+    path: &str,
+    close: bool,
+) -> Result<(u16, String, String, bool), String> {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: web\r\nUser-Agent: testbed-load\r\n{}\r\n",
+        if close { "Connection: close\r\n" } else { "" }
+    );
+    stream
+        .get_mut()
+        .write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    stream
+        .read_line(&mut line)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line {line:?}"))?;
+    let (mut len, mut inst, mut rev, mut keep) = (0usize, String::new(), String::new(), !close);
+    loop {
+        let mut h = String::new();
+        stream.read_line(&mut h).await.map_err(|e| e.to_string())?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':').unwrap_or((h, ""));
+        let v = v.trim();
+        match k.to_ascii_lowercase().as_str() {
+            "content-length" => len = v.parse().unwrap_or(0),
+            "x-instance" => inst = v.to_string(),
+            "x-revision" => rev = v.to_string(),
+            "connection" if v.eq_ignore_ascii_case("close") => keep = false,
+            _ => {}
+        }
+    }
+    let mut body = vec![0u8; len];
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((status, inst, rev, keep))
+}
+
+impl Load {
+    /// `fast` workers on keep-alive connections, `fresh` workers opening a
+    /// connection per request, `slow` workers asking for SLOW_MS requests.
+    pub fn start(target: SocketAddr, fast: usize, fresh: usize, slow: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let rt = crate::server::runtime();
+        let mut handles = Vec::new();
+        for w in 0..fast + fresh + slow {
+            let (stop, samples) = (stop.clone(), samples.clone());
+            let keep_alive = w < fast;
+            let is_slow = w >= fast + fresh;
+            handles.push(rt.spawn(async move {
+                let mut conn: Option<BufReader<TcpStream>> = None;
+                while !stop.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    let path = if is_slow {
+                        format!("/slow?ms={SLOW_MS}")
+                    } else {
+                        "/".to_string()
+                    };
+                    if conn.is_none() {
+                        conn = TcpStream::connect(target).await.ok().map(BufReader::new);
+                    }
+                    let r = match conn.as_mut() {
+                        Some(c) => request(c, &path, !keep_alive).await,
+                        None => Err("connect failed".into()),
+                    };
+                    let end = Instant::now();
+                    let s = match r {
+                        Ok((status, instance, revision, keep)) => {
+                            if !keep {
+                                conn = None;
+                            }
+                            Sample {
+                                start,
+                                end,
+                                slow: is_slow,
+                                status,
+                                error: String::new(),
+                                instance,
+                                revision,
+                            }
+                        }
+                        Err(e) => {
+                            conn = None;
+                            Sample {
+                                start,
+                                end,
+                                slow: is_slow,
+                                status: 0,
+                                error: e,
+                                instance: String::new(),
+                                revision: String::new(),
+                            }
+                        }
+                    };
+                    samples.lock().unwrap().push(s);
+                    if !keep_alive && !is_slow {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }));
+        }
+        Load {
+            stop,
+            samples,
+            handles,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.samples.lock().unwrap().len()
+    }
+
+    /// Stop, let requests in flight finish, and return every sample.
+    pub fn finish(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        let rt = crate::server::runtime();
+        for h in self.handles {
+            let _ = rt.block_on(h);
+        }
+        let v = self.samples.lock().unwrap().clone();
+        v
+    }
+}
+
+/// Failed requests: non-2xx answers and transport errors.
+pub fn failures(samples: &[Sample]) -> Vec<&Sample> {
+    samples
+        .iter()
+        .filter(|s| !(200..300).contains(&s.status))
+        .collect()
+}
+
+/// A slow request to `instance` in flight at `at` that succeeded.
+pub fn slow_in_flight(samples: &[Sample], instance: &str, at: Instant) -> bool {
+    samples.iter().any(|s| {
+        s.slow && s.instance == instance && s.status == 200 && s.start <= at && s.end >= at
+    })
+}

@@ -1,0 +1,139 @@
+//! The native `loadBalancer` section under load (lb-drain.md 5.7): a rolling
+//! OneAtATime deployment of three instances behind a real HAProxy fails no
+//! request, and the same deployment without the section does.
+
+use std::time::{Duration, Instant};
+
+use testbed::lbfleet::{failures, slow_in_flight, Front, LbFleet, Load, Sample};
+use testbed::scenario::LIMIT;
+use testbed::{require_root, wait_until};
+
+/// Deploy v1 (which registers the fleet), then v2 under load with `section`.
+fn rolling(front: Front, v2_section: Option<&str>) -> (LbFleet, Vec<Sample>, Instant, String) {
+    require_root();
+    let f = LbFleet::start(front, 3);
+    let d1 = f.deploy("v1", &f.section(), 0);
+    assert_eq!(
+        f.bed.wait_deployment(&d1, LIMIT),
+        "Succeeded",
+        "{}",
+        f.logs()
+    );
+    wait_until(Duration::from_secs(30), "three instances serving", || {
+        f.plane.serving("web") == 3
+    });
+    let load = Load::start(f.frontend(), 4, 2, 6);
+    wait_until(Duration::from_secs(20), "load flowing", || {
+        load.count() >= 100
+    });
+    let t_v2 = Instant::now();
+    let section = v2_section.map_or_else(|| f.section(), str::to_string);
+    let d2 = f.deploy("v2", &section, 0);
+    let status = f.bed.wait_deployment(&d2, LIMIT);
+    let n = load.count();
+    wait_until(Duration::from_secs(20), "load after the deployment", || {
+        load.count() >= n + 100
+    });
+    let samples = load.finish();
+    (f, samples, t_v2, status)
+}
+
+fn summary(samples: &[Sample]) -> String {
+    let bad = failures(samples);
+    format!(
+        "requests: {}, failed: {} (first: {:?})",
+        samples.len(),
+        bad.len(),
+        bad.iter()
+            .take(3)
+            .map(|s| (s.status, &s.error))
+            .collect::<Vec<_>>()
+    )
+}
+
+fn assert_zero_downtime(f: &LbFleet, samples: &[Sample], t_v2: Instant, status: &str) {
+    assert_eq!(status, "Succeeded", "{}", f.logs());
+    assert!(
+        failures(samples).is_empty(),
+        "{}\n{}",
+        summary(samples),
+        f.logs()
+    );
+    let drains: Vec<_> = f
+        .plane
+        .changes()
+        .into_iter()
+        .filter(|c| c.at >= t_v2)
+        .filter(|c| {
+            matches!(
+                c.action.as_str(),
+                "DeregisterTargets" | "EnterStandby" | "DeregisterInstancesFromLoadBalancer"
+            )
+        })
+        .collect();
+    for id in &f.ids {
+        let served = |rev: &str| {
+            samples
+                .iter()
+                .any(|s| &s.instance == id && s.revision == rev)
+        };
+        assert!(served("v1") && served("v2"), "{id} must serve v1 then v2");
+        let last = samples
+            .iter()
+            .filter(|s| &s.instance == id)
+            .max_by_key(|s| s.end)
+            .unwrap();
+        assert_eq!(last.revision, "v2", "{id} serves v2 at the end");
+        let drain = drains
+            .iter()
+            .find(|c| &c.instance == id)
+            .unwrap_or_else(|| panic!("{id} was never drained: {drains:?}"));
+        assert!(
+            slow_in_flight(samples, id, drain.at),
+            "a slow request to {id} was in flight when its drain began and completed"
+        );
+    }
+    assert_eq!(f.journals(), 0, "every drain journal is gone");
+    eprintln!("{}", summary(samples));
+}
+
+#[test]
+fn target_group_rolling_deployment_fails_no_request() {
+    let (f, samples, t, status) = rolling(Front::TargetGroup, None);
+    assert_zero_downtime(&f, &samples, t, &status);
+}
+
+#[test]
+fn without_the_section_requests_fail() {
+    // The negative control: same fleet, same load, v2 without loadBalancer.
+    let (f, samples, _, status) = rolling(Front::TargetGroup, Some(""));
+    assert_eq!(status, "Succeeded", "{}", f.logs());
+    assert!(
+        !failures(&samples).is_empty(),
+        "stopping the application in service must fail requests: {}",
+        summary(&samples)
+    );
+}
+
+#[test]
+fn classic_load_balancer_rolling_deployment_fails_no_request() {
+    let (f, samples, t, status) = rolling(Front::Classic, None);
+    assert_zero_downtime(&f, &samples, t, &status);
+}
+
+#[test]
+fn auto_scaling_standby_rolling_deployment_restores_min_size() {
+    let (f, samples, t, status) = rolling(Front::AutoScaling, None);
+    assert_zero_downtime(&f, &samples, t, &status);
+    let (min, desired, suspended, members) = f.plane.group("web-asg");
+    assert_eq!((min, desired), (3, 3), "min and desired as before");
+    assert!(suspended.is_empty());
+    assert!(members.iter().all(|(_, s)| s == "InService"), "{members:?}");
+    assert!(
+        f.plane
+            .changes()
+            .iter()
+            .any(|c| c.action == "UpdateAutoScalingGroup" && c.instance == "MinSize=2"),
+        "min == desired forced the minimum down during each drain"
+    );
+}
