@@ -187,8 +187,19 @@ impl<'a> Executor<'a> {
         if event != hooks_builtin::drain_event(&events) {
             return Ok(None);
         }
-        let archive = self.prefetch(spec, dir)?;
-        let (appspec, _) = hooks::load_appspec(&archive, &spec.appspec_filename)?;
+        // A revision that cannot be fetched or read here has no section to
+        // act on: DownloadBundle fetches it again and fails there with the
+        // precise error, where the official agent reports it.
+        let archive = match self.prefetch(spec, dir) {
+            Ok(a) => a,
+            Err(d) => {
+                tracing::warn!(deployment = %spec.deployment_id, error = %d.message, "cannot fetch the new revision early; loadBalancer not read");
+                return Ok(None);
+            }
+        };
+        let Ok((appspec, _)) = hooks::load_appspec(&archive, &spec.appspec_filename) else {
+            return Ok(None);
+        };
         let placement = hooks_builtin::placement(event, appspec.load_balancer.as_ref(), &events)
             .map_err(|r| {
                 Diagnostics::error(
@@ -266,7 +277,8 @@ impl<'a> Executor<'a> {
     fn prefetch(&self, spec: &DeploymentSpec, dir: &Path) -> Result<PathBuf, Diagnostics> {
         let target = prefetched_dir(dir);
         if !target.is_dir() {
-            self.fetch_and_unpack(spec, dir, &target)?;
+            let (stats, fetched) = self.fetch_and_unpack(spec, dir, &target)?;
+            tracing::info!(deployment = %spec.deployment_id, files = stats.files, bytes = stats.bytes, fetched = %fetched, "revision fetched early for its loadBalancer section");
         }
         Ok(target)
     }
