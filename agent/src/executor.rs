@@ -244,30 +244,25 @@ impl<'a> Executor<'a> {
         dir: &Path,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Report, Diagnostics> {
-        {
-            {
-                let ctx = self.context(spec, dir);
-                match hooks::run_event(event, &ctx, progress)? {
-                    EventOutcome::NoScripts(why) => Ok(Report {
-                        skipped: true,
-                        summary: why,
-                    }),
-                    EventOutcome::Ran {
-                        scripts,
-                        output_left_open,
-                        from,
-                    } => {
-                        let mut s =
-                            format!("{scripts} script{}", if scripts == 1 { "" } else { "s" });
-                        if from != dir {
-                            s.push_str(&format!(" from {}", from.display()));
-                        }
-                        if output_left_open > 0 {
-                            s.push_str(&format!(", {output_left_open} left output open"));
-                        }
-                        Ok(Report::done(s))
-                    }
+        let ctx = self.context(spec, dir);
+        match hooks::run_event(event, &ctx, progress)? {
+            EventOutcome::NoScripts(why) => Ok(Report {
+                skipped: true,
+                summary: why,
+            }),
+            EventOutcome::Ran {
+                scripts,
+                output_left_open,
+                from,
+            } => {
+                let mut s = format!("{scripts} script{}", if scripts == 1 { "" } else { "s" });
+                if from != dir {
+                    s.push_str(&format!(" from {}", from.display()));
                 }
+                if output_left_open > 0 {
+                    s.push_str(&format!(", {output_left_open} left output open"));
+                }
+                Ok(Report::done(s))
             }
         }
     }

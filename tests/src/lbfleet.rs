@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::bed::{Agent, Testbed};
 use crate::bundle::Bundle;
-use crate::lb::{quick_check, tg_arn, GroupSpec, Kind, LbPlane, LbSpec};
+use crate::lb::{quick_check, GroupSpec, Kind, LbPlane, LbSpec};
 use crate::scenario::{create_s3_deployment, setup_group};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,9 +109,8 @@ impl LbFleet {
         let plane = LbPlane::start(bed.dir.path(), bed.keys.clone(), &instances, lbs, groups);
         if front == Front::AutoScaling {
             // The group registers its members with its target groups.
-            let w = plane.clone();
             for id in &ids {
-                w.register_for_group(id);
+                plane.register_for_group(id);
             }
         }
         let extra = format!(
@@ -188,10 +187,6 @@ impl LbFleet {
         )
     }
 
-    pub fn lb_name(&self) -> &'static str {
-        "web"
-    }
-
     pub fn frontend(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.plane.frontend("web")))
     }
@@ -223,10 +218,6 @@ impl LbFleet {
                     .unwrap_or(0)
             })
             .sum()
-    }
-
-    pub fn tg_arn(&self) -> String {
-        tg_arn("web")
     }
 }
 

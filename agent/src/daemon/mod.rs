@@ -447,7 +447,8 @@ impl Agent {
                 let me = self.clone();
                 let g = group.clone();
                 let lock = tokio::task::spawn_blocking(move || {
-                    Executor::new(&me.config).layout.lock_group(&g)
+                    crate::layout::Layout::new(&me.config.root_dir, &me.config.program_name)
+                        .lock_group(&g)
                 })
                 .await;
                 let Ok(Ok(_lock)) = lock else { continue };

@@ -27,6 +27,23 @@ fn need<'a>(f: &'a Form, k: &str) -> Result<&'a String, Fail> {
 
 pub type Answer = Result<String, Fail>;
 
+/// The scaling activities EnterStandby/ExitStandby answer with.
+fn activities(ids: &[String], group: &str, moving: &str, status: &str, progress: u32) -> String {
+    list(
+        "Activities",
+        ids.iter().map(|id| {
+            format!(
+                "{}{}{}{}{}",
+                el("ActivityId", format!("act-{status}-{id}")),
+                el("AutoScalingGroupName", group),
+                el("Cause", format!("Moving EC2 instance {moving}: {id}")),
+                el("StatusCode", status),
+                el("Progress", progress)
+            )
+        }),
+    )
+}
+
 /// Page sizes are small on purpose: discovery that ignores pages fails.
 pub const PAGE: usize = 2;
 
@@ -163,19 +180,7 @@ pub fn autoscaling(w: &mut World, action: &str, f: &Form) -> Answer {
                 }
                 w.record("EnterStandby", id, &name);
             }
-            Ok(list(
-                "Activities",
-                ids.iter().map(|id| {
-                    format!(
-                        "{}{}{}{}{}",
-                        el("ActivityId", format!("act-{id}")),
-                        el("AutoScalingGroupName", &name),
-                        el("Cause", format!("Moving EC2 instance to Standby: {id}")),
-                        el("StatusCode", "InProgress"),
-                        el("Progress", 50)
-                    )
-                }),
-            ))
+            Ok(activities(&ids, &name, "to Standby", "InProgress", 50))
         }
         "ExitStandby" => {
             let gi = group_of(w, need(f, "AutoScalingGroupName")?)?;
@@ -206,18 +211,12 @@ pub fn autoscaling(w: &mut World, action: &str, f: &Form) -> Answer {
                 }
                 w.record("ExitStandby", id, &name);
             }
-            Ok(list(
-                "Activities",
-                ids.iter().map(|id| {
-                    format!(
-                        "{}{}{}{}{}",
-                        el("ActivityId", format!("act-x-{id}")),
-                        el("AutoScalingGroupName", &name),
-                        el("Cause", format!("Moving EC2 instance out of Standby: {id}")),
-                        el("StatusCode", "PreInService"),
-                        el("Progress", 30)
-                    )
-                }),
+            Ok(activities(
+                &ids,
+                &name,
+                "out of Standby",
+                "PreInService",
+                30,
             ))
         }
         "UpdateAutoScalingGroup" => {

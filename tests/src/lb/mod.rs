@@ -301,10 +301,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
     let form = query::parse_form(req.body());
     let action = form.get("Action").cloned().unwrap_or_default();
     let version = form.get("Version").cloned().unwrap_or_default();
-    let rid = format!(
-        "req-{:x}",
-        Instant::now().elapsed().as_nanos() ^ (std::process::id() as u128) ^ rand_u64()
-    );
+    let rid = request_id();
     let (ns, service) = match version.as_str() {
         "2011-01-01" => (
             "http://autoscaling.amazonaws.com/doc/2011-01-01/",
@@ -395,10 +392,15 @@ async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
     })
 }
 
-fn rand_u64() -> u128 {
+/// Unique per call and per process, like AWS request ids are.
+fn request_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(1);
-    u128::from(N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "req-{:x}-{:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn xml(status: u16, body: String, inner: &Inner, action: &str) -> Response<Bytes> {
