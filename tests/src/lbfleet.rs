@@ -122,13 +122,7 @@ impl LbFleet {
             .zip(&ips)
             .map(|(id, ip)| {
                 let mut a = bed.instance_at(id, &[("role", "web")], ip, &extra);
-                let dir = a.dir.display().to_string();
-                a.start_with_env(&[
-                    ("APP_IP", ip.as_str()),
-                    ("APP_PORT", &port.to_string()),
-                    ("APP_INSTANCE", id.as_str()),
-                    ("APP_DIR", dir.as_str()),
-                ]);
+                start_agent(&mut a, id, ip, port);
                 a
             })
             .collect();
@@ -169,7 +163,7 @@ impl LbFleet {
         );
         b.script(
             "scripts/stop.sh",
-            "#!/bin/sh\n[ -f \"$APP_DIR/app.pid\" ] || exit 0\npid=$(cat \"$APP_DIR/app.pid\")\nif kill -TERM \"$pid\" 2>/dev/null; then\n  i=0\n  while kill -0 \"$pid\" 2>/dev/null; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.05; done\nfi\nrm -f \"$APP_DIR/app.pid\"\n",
+            "#!/bin/sh\ntouch \"$APP_DIR/stop-started\"\nwhile [ -f \"$APP_DIR/hold-stop\" ]; do sleep 0.05; done\n[ -f \"$APP_DIR/app.pid\" ] || exit 0\npid=$(cat \"$APP_DIR/app.pid\")\nif kill -TERM \"$pid\" 2>/dev/null; then\n  i=0\n  while kill -0 \"$pid\" 2>/dev/null; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.05; done\nfi\nrm -f \"$APP_DIR/app.pid\"\n",
         );
         b.script(
             "scripts/validate.sh",
@@ -191,6 +185,18 @@ impl LbFleet {
         SocketAddr::from(([127, 0, 0, 1], self.plane.frontend("web")))
     }
 
+    /// One request through the load balancer: the revision that answered
+    /// with 200, or `None` for anything else.
+    pub fn served_revision(&self) -> Option<String> {
+        let rt = crate::server::runtime();
+        let addr = self.frontend();
+        rt.block_on(async move {
+            let conn = TcpStream::connect(addr).await.ok()?;
+            let (status, _, rev, _) = request(&mut BufReader::new(conn), "/", true).await.ok()?;
+            (status == 200).then_some(rev)
+        })
+    }
+
     pub fn logs(&self) -> String {
         crate::scenario::logs(&self.agents)
     }
@@ -200,6 +206,32 @@ impl LbFleet {
             .ok()
             .and_then(|p| p.trim().parse().ok())
             .is_some_and(crate::alive)
+    }
+
+    /// SIGKILL instance `i`'s agent (its scripts and application live on,
+    /// as after a crash) and start it again.
+    pub fn crash_and_restart(&mut self, i: usize) {
+        self.agents[i].kill();
+        let (id, ip, port) = (self.ids[i].clone(), self.ips[i].clone(), self.port);
+        start_agent(&mut self.agents[i], &id, &ip, port);
+    }
+
+    /// While this file exists, instance `i`'s stop script waits before it
+    /// stops the application (after writing `stop-started`).
+    pub fn hold_stop(&self, i: usize) -> PathBuf {
+        self.agents[i].dir.join("hold-stop")
+    }
+
+    /// The phase recorded in instance `i`'s drain journal, if one exists.
+    pub fn journal_phase(&self, i: usize) -> Option<String> {
+        let dir = std::fs::read_dir(self.journal_dir(i)).ok()?;
+        dir.filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .find_map(|e| {
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+                v["phase"].as_str().map(str::to_string)
+            })
     }
 
     pub fn journal_dir(&self, i: usize) -> PathBuf {
@@ -219,6 +251,16 @@ impl LbFleet {
             })
             .sum()
     }
+}
+
+fn start_agent(a: &mut Agent, id: &str, ip: &str, port: u16) {
+    let dir = a.dir.display().to_string();
+    a.start_with_env(&[
+        ("APP_IP", ip),
+        ("APP_PORT", &port.to_string()),
+        ("APP_INSTANCE", id),
+        ("APP_DIR", dir.as_str()),
+    ]);
 }
 
 /// One request the load generator made.

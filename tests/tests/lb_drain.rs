@@ -4,12 +4,17 @@
 
 use std::time::{Duration, Instant};
 
+use testbed::lb::LbFault;
 use testbed::lbfleet::{failures, slow_in_flight, Front, LbFleet, Load, Sample};
 use testbed::scenario::LIMIT;
 use testbed::{require_root, wait_until};
 
 /// Deploy v1 (which registers the fleet), then v2 under load with `section`.
-fn rolling(front: Front, v2_section: Option<&str>) -> (LbFleet, Vec<Sample>, Instant, String) {
+fn rolling(
+    front: Front,
+    v2_section: Option<&str>,
+    before_v2: impl FnOnce(&LbFleet),
+) -> (LbFleet, Vec<Sample>, Instant, String) {
     require_root();
     let f = LbFleet::start(front, 3);
     let d1 = f.deploy("v1", &f.section(), 0);
@@ -26,6 +31,7 @@ fn rolling(front: Front, v2_section: Option<&str>) -> (LbFleet, Vec<Sample>, Ins
     wait_until(Duration::from_secs(20), "load flowing", || {
         load.count() >= 100
     });
+    before_v2(&f);
     let t_v2 = Instant::now();
     let section = v2_section.map_or_else(|| f.section(), str::to_string);
     let d2 = f.deploy("v2", &section, 0);
@@ -99,14 +105,14 @@ fn assert_zero_downtime(f: &LbFleet, samples: &[Sample], t_v2: Instant, status: 
 
 #[test]
 fn target_group_rolling_deployment_fails_no_request() {
-    let (f, samples, t, status) = rolling(Front::TargetGroup, None);
+    let (f, samples, t, status) = rolling(Front::TargetGroup, None, |_| {});
     assert_zero_downtime(&f, &samples, t, &status);
 }
 
 #[test]
 fn without_the_section_requests_fail() {
     // The negative control: same fleet, same load, v2 without loadBalancer.
-    let (f, samples, _, status) = rolling(Front::TargetGroup, Some(""));
+    let (f, samples, _, status) = rolling(Front::TargetGroup, Some(""), |_| {});
     assert_eq!(status, "Succeeded", "{}", f.logs());
     assert!(
         !failures(&samples).is_empty(),
@@ -117,13 +123,13 @@ fn without_the_section_requests_fail() {
 
 #[test]
 fn classic_load_balancer_rolling_deployment_fails_no_request() {
-    let (f, samples, t, status) = rolling(Front::Classic, None);
+    let (f, samples, t, status) = rolling(Front::Classic, None, |_| {});
     assert_zero_downtime(&f, &samples, t, &status);
 }
 
 #[test]
 fn auto_scaling_standby_rolling_deployment_restores_min_size() {
-    let (f, samples, t, status) = rolling(Front::AutoScaling, None);
+    let (f, samples, t, status) = rolling(Front::AutoScaling, None, |_| {});
     assert_zero_downtime(&f, &samples, t, &status);
     let (min, desired, suspended, members) = f.plane.group("web-asg");
     assert_eq!((min, desired), (3, 3), "min and desired as before");
@@ -136,4 +142,30 @@ fn auto_scaling_standby_rolling_deployment_restores_min_size() {
             .any(|c| c.action == "UpdateAutoScalingGroup" && c.instance == "MinSize=2"),
         "min == desired forced the minimum down during each drain"
     );
+}
+
+#[test]
+fn throttling_during_drain_still_fails_no_request() {
+    // The API answers Throttling (and a 500) to the calls a drain and a
+    // restore depend on; the SDK's jittered retries carry them through.
+    let faults = [
+        ("DescribeTargetHealth", LbFault::Throttle, 3),
+        ("DeregisterTargets", LbFault::Throttle, 2),
+        ("RegisterTargets", LbFault::ServerError, 1),
+        ("DescribeTargetGroups", LbFault::Throttle, 2),
+    ];
+    let (f, samples, t, status) = rolling(Front::TargetGroup, None, |f| {
+        for (action, kind, n) in faults {
+            f.plane.inject(Some(action), kind, n);
+        }
+    });
+    assert_zero_downtime(&f, &samples, t, &status);
+    assert_eq!(f.plane.faults_pending(), 0, "every injected fault was met");
+    let refused = f
+        .plane
+        .calls()
+        .iter()
+        .filter(|(_, at, code)| *at >= t && *code >= 400)
+        .count();
+    assert_eq!(refused, 8, "each fault answered once");
 }

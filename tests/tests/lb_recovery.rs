@@ -1,0 +1,171 @@
+//! The loadBalancer section when things go wrong (lb-drain.md 4.6, 4.8): an
+//! agent SIGKILLed during the drain, the stop scripts or the restore comes
+//! back and puts its instance in service with the group as it found it; a
+//! failing ValidateService ends as `onFailure` says.
+//!
+//! One instance in an Auto Scaling group whose min equals desired, so every
+//! drain lowers the minimum, with processes to suspend and one the operator
+//! suspended before (which must stay suspended).
+
+use std::time::{Duration, Instant};
+
+use testbed::lbfleet::{Front, LbFleet};
+use testbed::scenario::{event, instance_summary, message, LIMIT};
+use testbed::{require_root, wait_until};
+
+const GROUP: &str = "web-asg";
+
+fn section(on_failure: &str) -> String {
+    format!(
+        "loadBalancer:\n  autoScaling:\n    action: standby\n    minSize: lower\n    suspendProcesses: [AZRebalance, ScheduledActions]\n  healthGate:\n    interval: 1\n    timeout: 5\n  onFailure: {on_failure}\n  abandonAfter: 60\n"
+    )
+}
+
+/// A one-instance group serving v1, ScheduledActions suspended by an operator.
+fn serving_v1() -> LbFleet {
+    require_root();
+    let f = LbFleet::start(Front::AutoScaling, 1);
+    f.plane.suspend(GROUP, "ScheduledActions");
+    let d1 = f.deploy("v1", &section("restore"), 0);
+    assert_eq!(
+        f.bed.wait_deployment(&d1, LIMIT),
+        "Succeeded",
+        "{}",
+        f.logs()
+    );
+    wait_until(Duration::from_secs(30), "v1 serving", || {
+        f.served_revision().as_deref() == Some("v1")
+    });
+    f
+}
+
+/// The group and load balancer as they were before the deployment, and no
+/// journal left.
+fn wait_restored(f: &LbFleet) {
+    wait_until(
+        Duration::from_secs(90),
+        "instance back in service, journal gone",
+        || f.journals() == 0 && f.plane.group(GROUP).3.iter().all(|(_, s)| s == "InService"),
+    );
+    let (min, desired, suspended, _) = f.plane.group(GROUP);
+    assert_eq!((min, desired), (1, 1), "min and desired as before");
+    assert_eq!(
+        suspended,
+        vec!["ScheduledActions".to_string()],
+        "ours resumed, the operator's left alone"
+    );
+}
+
+/// Wait until instance 0's journal is in `phase`, then SIGKILL its agent.
+fn crash_in(f: &mut LbFleet, phase: &str) {
+    wait_until(Duration::from_secs(60), phase, || {
+        f.journal_phase(0).as_deref() == Some(phase)
+    });
+    f.crash_and_restart(0);
+}
+
+#[test]
+fn sigkill_during_drain_puts_the_instance_back() {
+    let mut f = serving_v1();
+    let d2 = f.deploy("v2", &section("restore"), 0);
+    crash_in(&mut f, "draining");
+    assert_eq!(f.bed.wait_deployment(&d2, LIMIT), "Failed", "{}", f.logs());
+    wait_restored(&f);
+    // The old application was never stopped: it serves again at once.
+    wait_until(Duration::from_secs(30), "v1 serving again", || {
+        f.served_revision().as_deref() == Some("v1")
+    });
+    assert!(f.agents[0].log().contains("why=Recovery"), "{}", f.logs());
+}
+
+#[test]
+fn sigkill_during_stop_scripts_puts_the_instance_back() {
+    let mut f = serving_v1();
+    std::fs::write(f.hold_stop(0), "").unwrap();
+    let d2 = f.deploy("v2", &section("restore"), 0);
+    let started = f.agents[0].dir.join("stop-started");
+    wait_until(Duration::from_secs(60), "stop script running", || {
+        started.exists()
+    });
+    assert_eq!(f.journal_phase(0).as_deref(), Some("stopping"));
+    // The crash: the agent dies, its stop script carries on and stops the
+    // application, then the agent comes back.
+    f.agents[0].kill();
+    std::fs::remove_file(f.hold_stop(0)).unwrap();
+    wait_until(Duration::from_secs(30), "application stopped", || {
+        !f.app_running(0)
+    });
+    f.crash_and_restart(0);
+    assert_eq!(f.bed.wait_deployment(&d2, LIMIT), "Failed", "{}", f.logs());
+    // onFailure: restore puts it back although the gate fails: the load
+    // balancer's own health checks keep traffic off the stopped application.
+    wait_restored(&f);
+    // The host is whole again: the next deployment goes through.
+    let d3 = f.deploy("v3", &section("restore"), 0);
+    assert_eq!(
+        f.bed.wait_deployment(&d3, LIMIT),
+        "Succeeded",
+        "{}",
+        f.logs()
+    );
+    wait_restored(&f);
+    wait_until(Duration::from_secs(30), "v3 serving", || {
+        f.served_revision().as_deref() == Some("v3")
+    });
+}
+
+#[test]
+fn sigkill_during_restore_finishes_the_restore() {
+    let mut f = serving_v1();
+    let d2 = f.deploy("v2", &section("restore"), 0);
+    crash_in(&mut f, "restoring");
+    // The interrupted ValidateService is reported failed, as the official
+    // agent reports any command a restart interrupted.
+    assert_eq!(f.bed.wait_deployment(&d2, LIMIT), "Failed", "{}", f.logs());
+    wait_restored(&f);
+    wait_until(Duration::from_secs(30), "v2 serving", || {
+        f.served_revision().as_deref() == Some("v2")
+    });
+}
+
+#[test]
+fn failing_validate_service_restores_by_default() {
+    let f = serving_v1();
+    let d2 = f.deploy("v2", &section("restore"), 3);
+    assert_eq!(f.bed.wait_deployment(&d2, LIMIT), "Failed", "{}", f.logs());
+    // Put back inside the failed command: nothing is pending once it is reported.
+    assert_eq!(f.journals(), 0, "{}", f.logs());
+    wait_restored(&f);
+    let s = instance_summary(&f.bed, &d2, &f.ids[0]);
+    let validate = event(&s, "ValidateService");
+    assert_eq!(validate["status"], "Failed");
+    assert!(
+        message(validate).contains("validate.sh"),
+        "the script stays the cause: {validate:#}"
+    );
+}
+
+#[test]
+fn failing_validate_service_keeps_drained_until_abandon_after() {
+    let f = serving_v1();
+    let d2 = f.deploy("v2", &section("keepDrained"), 3);
+    assert_eq!(f.bed.wait_deployment(&d2, LIMIT), "Failed", "{}", f.logs());
+    let failed_at = Instant::now();
+    // Kept out of service for investigation, the minimum still lowered.
+    assert_eq!(f.journals(), 1, "{}", f.logs());
+    let (min, _, _, members) = f.plane.group(GROUP);
+    assert_eq!(min, 0);
+    assert_eq!(members[0].1, "Standby");
+    wait_restored(&f);
+    let exit = f
+        .plane
+        .changes()
+        .into_iter()
+        .find(|c| c.action == "ExitStandby" && c.at > failed_at)
+        .expect("ExitStandby after the failure");
+    assert!(
+        exit.at >= failed_at + Duration::from_secs(50),
+        "restored after abandonAfter (60 s), not before: {:?}",
+        exit.at - failed_at
+    );
+}
