@@ -346,8 +346,32 @@ impl Clients {
             .map(|d| secs(d.timeout(), 300)))
     }
 
-    /// (State, Description) of `id` in `lb`.
+    /// (State, Description) of `id` in `lb`. AWS answers OutOfService for
+    /// an instance no longer registered; `Unknown` (transient errors, and
+    /// what moto answers for a deregistered instance) is settled by the
+    /// LB's own instance list.
     pub async fn classic_health(&self, lb: &str, id: &str) -> Result<(String, String), AwsError> {
+        let (state, description) = self.classic_state(lb, id).await?;
+        if state != "Unknown" {
+            return Ok((state, description));
+        }
+        let names = [lb.to_string()];
+        let registered = self
+            .classic(Some(&names))
+            .await?
+            .iter()
+            .any(|c| c.instances.iter().any(|i| i == id));
+        Ok(if registered {
+            (state, description)
+        } else {
+            (
+                "OutOfService".into(),
+                "Instance is not currently registered with the LoadBalancer.".into(),
+            )
+        })
+    }
+
+    async fn classic_state(&self, lb: &str, id: &str) -> Result<(String, String), AwsError> {
         let out = self
             .elb
             .describe_instance_health()

@@ -108,11 +108,12 @@ impl Testbed {
     }
 
     /// Run the AWS CLI against the control plane (`deploy ...`) or moto
-    /// (`s3 ...`, `s3api ...`); returns its JSON output.
+    /// (`s3`, `s3api`, and `ec2`, `autoscaling`, `elb`, `elbv2` for the
+    /// independent check of the load balancer calls); returns its JSON output.
     pub fn aws(&self, args: &[&str]) -> Result<Value, String> {
         let endpoint = match args.first() {
-            Some(&"s3") | Some(&"s3api") => format!("http://{}", self.moto),
-            _ => self.control.endpoint(),
+            Some(&"deploy") => self.control.endpoint(),
+            _ => format!("http://{}", self.moto),
         };
         // `python3 -m awscli`: the CLI pip installed, whatever PATH shims say.
         let out = Command::new("python3")

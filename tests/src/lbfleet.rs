@@ -122,6 +122,20 @@ impl LbFleet {
             .zip(&ips)
             .map(|(id, ip)| {
                 let mut a = bed.instance_at(id, &[("role", "web")], ip, &extra);
+                // What copied scripts need to call the LB API: the agent's
+                // own environment stays free of credentials.
+                std::fs::write(
+                    a.dir.join("aws.env"),
+                    format!(
+                        "export LB_ENDPOINT={} TG_ARN={} AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION={} AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true\n",
+                        plane.endpoint(),
+                        crate::lb::tg_arn("web"),
+                        crate::control::OPERATOR_KEY,
+                        crate::control::OPERATOR_SECRET,
+                        crate::control::REGION
+                    ),
+                )
+                .unwrap();
                 start_agent(&mut a, id, ip, port);
                 a
             })
@@ -154,8 +168,44 @@ impl LbFleet {
     /// Deploy `revision` with `section` appended to its appspec; returns
     /// the deployment id.
     pub fn deploy(&self, revision: &str, section: &str, validate_exit: i32) -> String {
-        let dir = self.bed.path(&format!("bundle-{revision}"));
+        let hooks = "  ApplicationStop:\n    - location: scripts/stop.sh\n      timeout: 60\n  ApplicationStart:\n    - location: scripts/start.sh\n  ValidateService:\n    - location: scripts/validate.sh\n      timeout: 60\n";
+        self.deploy_with(revision, hooks, section, validate_exit)
+    }
+
+    /// Deploy `revision` the way users' copied scripts do it (lb-drain.md
+    /// 1): deregister from the target group with the AWS CLI, `sleep` a
+    /// fixed drain time, stop; start, `sleep` a fixed warm-up, register.
+    pub fn deploy_scripts(&self, revision: &str, drain_sleep: f64, start_sleep: f64) -> String {
+        assert_eq!(self.front, Front::TargetGroup, "the scripts speak ELBv2");
+        let hooks = "  ApplicationStop:\n    - location: scripts/deregister.sh\n      timeout: 300\n    - location: scripts/stop.sh\n      timeout: 60\n  ApplicationStart:\n    - location: scripts/start.sh\n    - location: scripts/register.sh\n      timeout: 300\n  ValidateService:\n    - location: scripts/validate.sh\n      timeout: 60\n";
+        let cli = "python3 -m awscli elbv2 --endpoint-url \"$LB_ENDPOINT\"";
+        let targets =
+            "--target-group-arn \"$TG_ARN\" --targets \"Id=$APP_INSTANCE,Port=$APP_PORT\"";
+        let dir = self.bundle_dir(revision);
         let b = Bundle::new(&dir);
+        b.script(
+            "scripts/deregister.sh",
+            &format!("#!/bin/sh\nset -e\n. \"$APP_DIR/aws.env\"\n{cli} deregister-targets {targets}\nsleep {drain_sleep}\n"),
+        );
+        b.script(
+            "scripts/register.sh",
+            &format!("#!/bin/sh\nset -e\n. \"$APP_DIR/aws.env\"\nsleep {start_sleep}\n{cli} register-targets {targets}\n"),
+        );
+        self.deploy_with(revision, hooks, "", 0)
+    }
+
+    fn bundle_dir(&self, revision: &str) -> PathBuf {
+        self.bed.path(&format!("bundle-{revision}"))
+    }
+
+    fn deploy_with(
+        &self,
+        revision: &str,
+        hooks: &str,
+        section: &str,
+        validate_exit: i32,
+    ) -> String {
+        let b = Bundle::new(self.bundle_dir(revision));
         b.file("scripts/app.py", include_str!("../fixtures/lbapp.py"));
         b.script(
             "scripts/start.sh",
@@ -170,7 +220,7 @@ impl LbFleet {
             &format!("#!/bin/sh\nexit {validate_exit}\n"),
         );
         b.appspec(&format!(
-            "version: 0.0\nos: linux\nhooks:\n  ApplicationStop:\n    - location: scripts/stop.sh\n      timeout: 60\n  ApplicationStart:\n    - location: scripts/start.sh\n  ValidateService:\n    - location: scripts/validate.sh\n      timeout: 60\n{section}"
+            "version: 0.0\nos: linux\nhooks:\n{hooks}{section}"
         ));
         let file = b.tgz(&self.bed.path(&format!("{revision}.tgz")));
         let key = format!("shop/{revision}.tgz");
@@ -250,6 +300,25 @@ impl LbFleet {
                     .unwrap_or(0)
             })
             .sum()
+    }
+}
+
+impl Drop for LbFleet {
+    /// The applications run detached from their agents (as on a host);
+    /// a finished fleet takes them down, whatever state it ended in.
+    fn drop(&mut self) {
+        for a in &mut self.agents {
+            a.kill();
+            let pid = std::fs::read_to_string(a.dir.join("app.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok());
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
 }
 

@@ -25,11 +25,16 @@ pub fn agent_bin() -> PathBuf {
         if let Ok(p) = std::env::var("CODEDEPLOY_AGENT_BIN") {
             return PathBuf::from(p);
         }
+        // Tests live in target/<profile>/deps, examples in .../examples,
+        // the testbed binary in target/<profile> itself.
         let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/deps");
+        let mut profile_dir = exe.parent().expect("target/<profile>");
+        if profile_dir
+            .file_name()
+            .is_some_and(|n| n == "deps" || n == "examples")
+        {
+            profile_dir = profile_dir.parent().expect("target/<profile>");
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build.args([
@@ -321,6 +326,7 @@ pub mod imds;
 pub mod lb;
 pub mod lbfleet;
 pub mod proxy;
+pub mod rollout;
 pub mod scenario;
 pub mod server;
 pub mod signer;

@@ -44,10 +44,14 @@ impl HaProxy {
              defaults\n  mode http\n  retries 0\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n  timeout http-keep-alive 10s\n  option http-server-close\n\n",
             socket.display()
         );
+        // leastconn is ALB's least_outstanding_requests: requests in flight
+        // spread evenly, so each instance holds some of the load's slow
+        // requests whenever its drain begins (round robin leaves an
+        // instance without one often enough to make that check flaky).
         for (name, port) in backends {
             let _ = write!(
                 cfg,
-                "frontend f_{name}\n  bind 127.0.0.1:{port}\n  default_backend b_{name}\n\nbackend b_{name}\n  balance roundrobin\n"
+                "frontend f_{name}\n  bind 127.0.0.1:{port}\n  default_backend b_{name}\n\nbackend b_{name}\n  balance leastconn\n"
             );
             for s in 0..SLOTS {
                 let _ = writeln!(cfg, "  server s{s} 127.0.0.1:9 disabled");

@@ -23,7 +23,7 @@ use crate::server::{self, Reply};
 use crate::sigv4::{self, Keyring};
 use haproxy::HaProxy;
 use model::{Backend, Group, Member, World};
-pub use model::{Change, HealthCheck, Kind, State};
+pub use model::{Change, HealthCheck, Kind, Seen, State, Transition};
 
 /// Health check settings scaled for tests: 1 s probes, 2 to be healthy.
 pub fn quick_check(path: &str) -> HealthCheck {
@@ -122,6 +122,7 @@ impl LbPlane {
             backends: Vec::new(),
             groups: Vec::new(),
             changes: Vec::new(),
+            transitions: Vec::new(),
             pending_for: Duration::from_millis(500),
         };
         for (l, (_, fe)) in lbs.into_iter().zip(&frontends) {
@@ -227,6 +228,11 @@ impl LbPlane {
 
     pub fn changes(&self) -> Vec<Change> {
         self.inner.world.lock().unwrap().changes.clone()
+    }
+
+    /// Every registration's data-plane history.
+    pub fn transitions(&self) -> Vec<Transition> {
+        self.inner.world.lock().unwrap().transitions.clone()
     }
 
     /// (state, reason) of every registration of `id` in `lb`.

@@ -97,11 +97,32 @@ pub struct Change {
     pub resource: String,
 }
 
+/// What the data plane did with one registration, for the demo and the
+/// benchmark's out-of-service windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// A registration began (health checks start).
+    Registered,
+    /// HAProxy state applied.
+    Slot(Slot),
+    /// The drain ended and the registration is gone.
+    Gone,
+}
+
+#[derive(Clone, Debug)]
+pub struct Transition {
+    pub at: Instant,
+    pub backend: String,
+    pub instance: String,
+    pub seen: Seen,
+}
+
 pub struct World {
     pub instances: BTreeMap<String, String>,
     pub backends: Vec<Backend>,
     pub groups: Vec<Group>,
     pub changes: Vec<Change>,
+    pub transitions: Vec<Transition>,
     /// How long ExitStandby keeps an instance `Pending`.
     pub pending_for: Duration,
 }
@@ -119,6 +140,15 @@ impl World {
             action: action.into(),
             instance: instance.into(),
             resource: resource.into(),
+        });
+    }
+
+    fn saw(&mut self, b: usize, id: &str, seen: Seen) {
+        self.transitions.push(Transition {
+            at: Instant::now(),
+            backend: self.backends[b].name.clone(),
+            instance: id.into(),
+            seen,
         });
     }
 
@@ -142,6 +172,7 @@ impl World {
             r.bad = 0;
             r.until = None;
             r.next_probe = Instant::now() + Duration::from_millis(200);
+            self.saw(b, id, Seen::Registered);
             return Ok(());
         }
         let used: BTreeSet<usize> = be.regs.iter().map(|r| r.slot).collect();
@@ -162,6 +193,7 @@ impl World {
             until: None,
             applied: None,
         });
+        self.saw(b, id, Seen::Registered);
         Ok(())
     }
 
@@ -216,6 +248,7 @@ impl World {
         } else {
             Vec::new()
         };
+        let mut seen = Vec::new();
         for be in &mut self.backends {
             let mut gone = Vec::new();
             for (i, r) in be.regs.iter().enumerate() {
@@ -237,6 +270,7 @@ impl World {
                 let r = be.regs.remove(i);
                 hap.cut(&be.name, r.slot);
                 hap.set(&be.name, r.slot, Slot::Maint);
+                seen.push((be.name.clone(), r.id, Seen::Gone));
             }
         }
         // Auto Scaling transitions.
@@ -279,10 +313,20 @@ impl World {
                         hap.point(&be.name, r.slot, &r.ip, r.port);
                     }
                     hap.set(&be.name, r.slot, want);
+                    seen.push((be.name.clone(), r.id.clone(), Seen::Slot(want)));
                     be.regs[i].applied = Some(want);
                 }
             }
         }
+        self.transitions.extend(
+            seen.into_iter()
+                .map(|(backend, instance, seen)| Transition {
+                    at: now,
+                    backend,
+                    instance,
+                    seen,
+                }),
+        );
     }
 
     /// Apply one probe result to (backend, id, port).

@@ -1,0 +1,75 @@
+//! Drain benchmark (not a test): the same three-instance OneAtATime rolling
+//! deployment under load, behind the same target group (deregistration
+//! delay 3 s, health checks every 1 s, 2 to be healthy), done twice in one
+//! run:
+//! - native: the `loadBalancer` section;
+//! - scripts: users' copied scripts (lb-drain.md 1) through the AWS CLI:
+//!   deregister, `sleep` the drain, stop; start, `sleep` a warm-up, register.
+//!
+//! It prints the total deployment time and each instance's out-of-service
+//! window (from the data plane) for both, and native / scripts ratios.
+//!
+//!   cargo run --release -p testbed --example lb_bench -- [drain_sleep] [warm_up_sleep]
+//!
+//! Defaults: the scripts sleep the deregistration delay (3 s) and 5 s of
+//! warm-up (the app answers health checks 1.5 s after it starts; a script
+//! cannot know that, so it guesses with a margin).
+
+use std::time::Duration;
+
+use testbed::lbfleet::{Front, DRAIN_SECONDS};
+use testbed::rollout::{run, table, Mode, Report};
+
+fn mean_out(r: &Report) -> f64 {
+    let v: Vec<f64> = r
+        .hosts
+        .iter()
+        .filter_map(|(_, w)| w.out_of_service.map(|d| d.as_secs_f64()))
+        .collect();
+    if v.len() < r.hosts.len() {
+        return f64::NAN;
+    }
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+fn one(name: &str, mode: Mode) -> Report {
+    eprintln!("== {name}: {mode:?}");
+    let r = run(Front::TargetGroup, 3, mode, &mut |line| eprintln!("{line}"));
+    println!("\n{name}\n{}", table(&r));
+    println!("requests: {}, failed: {}", r.requests, r.failed);
+    r
+}
+
+fn main() {
+    let arg = |i: usize, d: f64| {
+        std::env::args()
+            .nth(i)
+            .map(|a| a.parse().expect("seconds"))
+            .unwrap_or(d)
+    };
+    let drain = arg(1, f64::from(DRAIN_SECONDS));
+    let warm_up = arg(2, 5.0);
+    let native = one("native loadBalancer section", Mode::Native);
+    let scripts = one(
+        "scripts (deregister, sleep, stop, start, sleep, register)",
+        Mode::Scripts { drain, warm_up },
+    );
+    let secs = |d: Duration| d.as_secs_f64();
+    println!("\nnative / scripts");
+    println!(
+        "total deployment time: {:.1} s / {:.1} s = {:.2}",
+        secs(native.total),
+        secs(scripts.total),
+        secs(native.total) / secs(scripts.total)
+    );
+    println!(
+        "mean out-of-service window per instance: {:.1} s / {:.1} s = {:.2}",
+        mean_out(&native),
+        mean_out(&scripts),
+        mean_out(&native) / mean_out(&scripts)
+    );
+    println!(
+        "failed requests: {} of {} / {} of {}",
+        native.failed, native.requests, scripts.failed, scripts.requests
+    );
+}
