@@ -36,9 +36,11 @@ pub trait Traffic: Sync {
     ) -> Result<String, Diagnostics>;
     /// The stop scripts are about to run.
     fn stopping(&self, spec: &DeploymentSpec);
-    /// Is this deployment's group out of service by our doing? Re-arms
-    /// `abandonAfter` when it is this deployment's.
+    /// Is this deployment's group out of service by our doing?
     fn pending(&self, spec: &DeploymentSpec) -> bool;
+    /// A command of this deployment arrived: re-arm `abandonAfter` if the
+    /// group is out of service for it (one journal write).
+    fn touch(&self, spec: &DeploymentSpec);
     fn restore(
         &self,
         spec: &DeploymentSpec,
@@ -147,6 +149,7 @@ impl<'a> Executor<'a> {
         let Some(t) = self.traffic else {
             return result;
         };
+        t.touch(spec);
         match result {
             Err(mut d) if t.pending(spec) => {
                 // onFailure decides, inside this command, before it is reported.

@@ -393,6 +393,19 @@ fn load_balancer_section_parses() {
 }
 
 #[test]
+fn breadcrumbs_asked_for_warn_that_they_are_not_written() {
+    let p = ok("version: 0.0\nos: linux\nloadBalancer:\n  autoScaling:\n    breadcrumbs: true\n");
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert_eq!(p.warnings[0].field, "loadBalancer.autoScaling.breadcrumbs");
+    assert!(p.warnings[0].message.contains("not written"));
+    assert!(
+        ok("version: 0.0\nos: linux\nloadBalancer:\n  autoScaling:\n    breadcrumbs: auto\n")
+            .warnings
+            .is_empty()
+    );
+}
+
+#[test]
 fn load_balancer_defaults() {
     let lb = ok("version: 0.0\nos: linux\nloadBalancer: {}\n")
         .spec

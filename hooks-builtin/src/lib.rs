@@ -89,11 +89,14 @@ impl Drainer {
 
     /// A command of `deployment_id` arrived: re-arm `abandonAfter`.
     pub fn touch(&self, group_id: &str, deployment_id: &str) -> std::io::Result<bool> {
-        self.set(group_id, |j| {
-            if j.deployment_id == deployment_id {
+        match self.store.load(group_id)? {
+            Some(mut j) if j.deployment_id == deployment_id => {
                 j.abandon_at = journal::now() + u64::from(j.abandon_after);
+                self.save(&j)?;
+                Ok(true)
             }
-        })
+            _ => Ok(false),
+        }
     }
 
     fn set(&self, group_id: &str, f: impl FnOnce(&mut journal::Journal)) -> std::io::Result<bool> {

@@ -114,9 +114,19 @@ impl Traffic for LbTraffic {
     }
 
     fn pending(&self, spec: &DeploymentSpec) -> bool {
-        let group = &spec.deployment_group_id;
-        let _ = self.drainer.touch(group, &spec.deployment_id);
-        self.drainer.journal_of(group).as_deref() == Some(spec.deployment_id.as_str())
+        self.drainer
+            .journal_of(&spec.deployment_group_id)
+            .as_deref()
+            == Some(spec.deployment_id.as_str())
+    }
+
+    fn touch(&self, spec: &DeploymentSpec) {
+        if let Err(e) = self
+            .drainer
+            .touch(&spec.deployment_group_id, &spec.deployment_id)
+        {
+            tracing::warn!(deployment = %spec.deployment_id, error = %e, "cannot re-arm abandonAfter in the drain journal");
+        }
     }
 
     fn restore(&self, spec: &DeploymentSpec, why: Why) -> Result<Option<String>, Diagnostics> {
