@@ -393,10 +393,17 @@ fn start_status_stop_like_the_official_service_commands() {
     assert!(testbed::alive(pid));
     let out = run("status");
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        format!("The AWS CodeDeploy agent is running as PID {pid}\n")
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!(
+            "The AWS CodeDeploy agent is running as PID {pid}\n"
+        )),
+        "{text}"
     );
+    wait_until(LIMIT, "status shows a poll", || {
+        let text = String::from_utf8_lossy(&run("status").stdout).into_owned();
+        text.contains("last successful poll: ") && !text.contains("none yet")
+    });
     // A second start does not start a second agent.
     let out = run("start");
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("already running as PID {pid}")));
@@ -419,12 +426,137 @@ fn tells_systemd_when_ready_and_when_stopping() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(LIMIT)).unwrap();
     let mut a = bed.instance("i-0notify01", &[("role", "web")]);
-    a.start_with_env(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    // The first polls fail: READY=1 must wait for one the service answers.
+    bed.control
+        .inject(Some("PollHostCommand"), FaultKind::ServerError, 2);
+    a.start_with_env(&[
+        ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "400000"),
+    ]);
     let mut buf = [0u8; 256];
-    let n = sock.recv(&mut buf).expect("READY=1 within the limit");
-    assert_eq!(&buf[..n], b"READY=1");
+    let mut recv = || {
+        let n = sock
+            .recv(&mut buf)
+            .expect("a notification within the limit");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    // Watchdog pings may come first; READY=1 comes after a poll succeeded.
+    let first = std::iter::repeat_with(&mut recv)
+        .find(|m| m != "WATCHDOG=1")
+        .unwrap();
+    assert_eq!(first, "READY=1");
+    let polls: Vec<_> = bed
+        .control
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "PollHostCommand")
+        .collect();
+    assert!(
+        polls.iter().filter(|c| c.status >= 500).count() == 2
+            && polls.iter().any(|c| c.status == 200),
+        "READY only after failed polls and an answered one: {polls:?}"
+    );
+    assert!(
+        a.log().contains("not ready until a poll is answered"),
+        "{}",
+        a.log_tail()
+    );
+    // The watchdog keeps being fed while the loop turns.
+    let pings = std::iter::repeat_with(&mut recv)
+        .take(3)
+        .filter(|m| m == "WATCHDOG=1")
+        .count();
+    assert_eq!(pings, 3);
     a.signal(Signal::SIGTERM);
-    let n = sock.recv(&mut buf).expect("STOPPING=1 within the limit");
-    assert_eq!(&buf[..n], b"STOPPING=1");
+    let stopping = std::iter::repeat_with(&mut recv).find(|m| m != "WATCHDOG=1");
+    assert_eq!(stopping.as_deref(), Some("STOPPING=1"));
     assert_eq!(a.wait_exit(LIMIT).code(), Some(0));
+}
+
+#[test]
+fn status_names_the_command_in_progress() {
+    testbed::require_root();
+    let bed = Testbed::new();
+    let agents = fleet(&bed, 1);
+    setup_group(&bed, "CodeDeployDefault.OneAtATime");
+    let d = blocking_bundle(&bed, "status");
+    wait_started(&agents[0]);
+    let status = || {
+        let out = std::process::Command::new(testbed::agent_bin())
+            .arg("--config_file")
+            .arg(&agents[0].config)
+            .arg("status")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = status();
+    assert!(
+        text.contains(&format!("in progress: deployment {d} event BeforeInstall")),
+        "{text}"
+    );
+    assert!(text.contains("last successful poll: "), "{text}");
+    fs::write(agents[0].dir.join("release"), "").unwrap();
+    assert_eq!(bed.wait_deployment(&d, LIMIT), "Succeeded");
+    wait_until(LIMIT, "status idle again", || {
+        status().contains("no command in progress")
+    });
+}
+
+#[test]
+fn an_application_a_hook_started_outlives_an_agent_restart() {
+    // What the unit's KillMode=process allows: stopping the agent (SIGTERM
+    // to it alone, as systemd does) leaves a daemonised application alone.
+    testbed::require_root();
+    let bed = Testbed::new();
+    let mut agents = fleet(&bed, 1);
+    setup_group(&bed, "CodeDeployDefault.OneAtATime");
+    let b = Bundle::new(bed.path("daemon-app"));
+    b.script(
+        "hooks/start.sh",
+        "#!/bin/sh\nsetsid sleep 3600 >/dev/null 2>&1 </dev/null &\necho $! > app.pid\n",
+    );
+    b.appspec(
+        "version: 0.0\nos: linux\nhooks:\n  ApplicationStart:\n    - location: hooks/start.sh\n",
+    );
+    let zip = b.zip(&bed.path("daemon-app.zip"));
+    bed.upload("e2e-daemon-app", "shop/app.zip", &zip);
+    let d = create_s3_deployment(
+        &bed,
+        "bucket=e2e-daemon-app,key=shop/app.zip,bundleType=zip",
+    );
+    assert_eq!(
+        bed.wait_deployment(&d, LIMIT),
+        "Succeeded",
+        "{}",
+        logs(&agents)
+    );
+    let pid: i32 = fs::read_to_string(agents[0].dir.join("app.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(testbed::alive(pid));
+    agents[0].signal(Signal::SIGTERM);
+    assert_eq!(agents[0].wait_exit(LIMIT).code(), Some(0));
+    assert!(
+        testbed::alive(pid),
+        "stopping the agent stopped the application"
+    );
+    agents[0].start();
+    let polls = || {
+        bed.control
+            .calls()
+            .iter()
+            .filter(|c| c.operation == "PollHostCommand" && c.status == 200)
+            .count()
+    };
+    let before = polls();
+    wait_until(LIMIT, "the restarted agent polls", || polls() > before);
+    assert!(
+        testbed::alive(pid),
+        "starting the agent stopped the application"
+    );
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
 }

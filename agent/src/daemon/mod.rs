@@ -7,10 +7,12 @@ mod backoff;
 pub mod notify;
 pub mod remote;
 pub mod service;
+pub mod status;
 pub mod tracker;
 mod traffic;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +48,12 @@ struct Agent {
     /// service offers again is answered again, never run again.
     finished: Mutex<Finished>,
     shutdown: watch::Receiver<bool>,
+    /// For `codedeploy-agent status`.
+    status: status::StatusFile,
+    /// systemd hears READY=1 after the first poll that got an answer.
+    ready: AtomicBool,
+    /// Unix seconds of the poll loop's last turn, for the watchdog.
+    heartbeat: AtomicU64,
 }
 
 #[derive(Default)]
@@ -135,6 +143,7 @@ async fn main_loop(config: Config) -> Result<(), String> {
         tokio::runtime::Handle::current(),
     );
     let tracker = Tracker::new(config.root_dir.join(&config.ongoing_deployment_tracking));
+    let status = status::StatusFile::new(status::path(&config), AGENT_VERSION);
     tracing::info!(host = %ident.host_identifier, region = %ident.region, identity = ident.kind, endpoint = %ep, version = AGENT_VERSION, "agent started");
     let agent = Arc::new(Agent {
         config,
@@ -147,13 +156,19 @@ async fn main_loop(config: Config) -> Result<(), String> {
         running: Mutex::new(HashSet::new()),
         finished: Mutex::new(Finished::default()),
         shutdown: stop_rx.clone(),
+        status,
+        ready: AtomicBool::new(false),
+        heartbeat: AtomicU64::new(status::now()),
     });
     let crashed = agent.recover().await;
     if agent.traffic.is_some() {
         let me = agent.clone();
         tokio::spawn(async move { me.watch_journals(crashed).await });
     }
-    notify::notify("READY=1");
+    if let Some(every) = notify::watchdog_interval() {
+        let me = agent.clone();
+        tokio::spawn(async move { me.watchdog(every).await });
+    }
 
     let mut tasks = JoinSet::new();
     agent.poll_loop(&mut tasks).await;
@@ -244,10 +259,13 @@ impl Agent {
         while !self.stopping() {
             while tasks.try_join_next().is_some() {}
             let mut rx = self.shutdown.clone();
+            self.beat();
             let polled = tokio::select! {
                 r = self.client.poll(&self.host) => r,
                 _ = rx.wait_for(|s| *s) => break,
             };
+            self.beat();
+            self.polled(polled.as_ref().map(|_| ()).map_err(|e| e.to_string()));
             let wait = match polled {
                 Ok(Some(cmd)) => {
                     backoff.reset();
@@ -270,6 +288,51 @@ impl Agent {
             };
             if !self.pause(wait).await {
                 break;
+            }
+        }
+    }
+
+    fn beat(&self) {
+        self.heartbeat.store(status::now(), Ordering::Relaxed);
+    }
+
+    /// READY=1 goes to systemd once the service has answered a poll: an
+    /// agent that cannot reach it is not ready, and says why in the log.
+    fn polled(&self, result: Result<(), String>) {
+        match &result {
+            Ok(()) if !self.ready.swap(true, Ordering::Relaxed) => {
+                tracing::info!("first poll answered; ready");
+                notify::notify("READY=1");
+            }
+            Err(e) if !self.ready.load(Ordering::Relaxed) => {
+                tracing::error!(error = %e, "cannot poll the commands service; not ready until a poll is answered");
+            }
+            _ => {}
+        }
+        self.status.polled(result);
+    }
+
+    /// Ping systemd's watchdog while the poll loop turns. A loop stuck
+    /// longer than its longest honest wait (a pause plus a long poll)
+    /// stops the pings, and systemd restarts the agent.
+    async fn watchdog(self: Arc<Self>, every: Duration) {
+        let c = &self.config;
+        let bound = c.wait_between_runs.max(c.wait_after_error) + c.http_read_timeout;
+        let bound = bound.as_secs() + 60;
+        let mut stop = self.shutdown.clone();
+        loop {
+            let age = status::now().saturating_sub(self.heartbeat.load(Ordering::Relaxed));
+            if age <= bound {
+                notify::notify("WATCHDOG=1");
+            } else {
+                tracing::error!(
+                    stalled_secs = age,
+                    "the poll loop is stalled; no watchdog ping"
+                );
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
             }
         }
     }
@@ -387,6 +450,7 @@ impl Agent {
         if let Err(e) = self.tracker.begin(&spec.deployment_id, id) {
             tracing::warn!(error = %e, "cannot record the running command");
         }
+        self.status.begin(id, &spec.deployment_id, name);
         let t0 = Instant::now();
         let result = {
             let (me, spec, n) = (self.clone(), spec.clone(), name.clone());
@@ -409,6 +473,7 @@ impl Agent {
             }
         };
         let reported = self.report(id, ok, &d).await;
+        self.status.end(id);
         if reported {
             self.tracker.end(&spec.deployment_id);
         }

@@ -23,3 +23,15 @@ pub fn notify(state: &str) {
         tracing::warn!(state, error = %e, "sd_notify failed");
     }
 }
+
+/// How often to ping the watchdog: half of `$WATCHDOG_USEC`, when systemd
+/// set one for this process.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    if let Some(pid) = std::env::var_os("WATCHDOG_PID") {
+        if pid.to_string_lossy() != std::process::id().to_string() {
+            return None;
+        }
+    }
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
+}

@@ -77,6 +77,17 @@ pub fn status(config: &Config) -> i32 {
     match running(config) {
         Some(pid) => {
             println!("The AWS CodeDeploy agent is running as PID {pid}");
+            // What the daemon keeps on disk; a daemon of another version
+            // (or one just starting) may have none yet.
+            match super::status::read(&super::status::path(config)).filter(|s| s.pid == pid as u32)
+            {
+                Some(s) => {
+                    for line in super::status::describe(&s, super::status::now()) {
+                        println!("{line}");
+                    }
+                }
+                None => println!("no status recorded yet"),
+            }
             0
         }
         None => {

@@ -1,0 +1,215 @@
+//! What the daemon is doing, kept on disk for `codedeploy-agent status`
+//! (and an operator's `cat`): the last poll and its error, the commands
+//! running. One JSON file beside the pid file, rewritten on each change with
+//! temp file + rename and no fsync: it is advisory, and a host rewrites it
+//! every poll for years.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::fsutil::{self, Durability};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    pub version: String,
+    /// Unix seconds.
+    pub started: u64,
+    pub last_poll_ok: Option<u64>,
+    /// (when, what) of the last failed poll, cleared by a good one.
+    pub last_poll_error: Option<(u64, String)>,
+    pub running: Vec<Running>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Running {
+    pub host_command: String,
+    pub deployment: String,
+    pub event: String,
+    pub since: u64,
+}
+
+pub fn path(config: &Config) -> PathBuf {
+    config
+        .pid_dir
+        .join(format!("{}.status.json", config.program_name))
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub struct StatusFile {
+    path: PathBuf,
+    state: Mutex<Status>,
+}
+
+impl StatusFile {
+    pub fn new(path: PathBuf, version: &str) -> StatusFile {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let s = StatusFile {
+            path,
+            state: Mutex::new(Status {
+                pid: std::process::id(),
+                version: version.into(),
+                started: now(),
+                ..Status::default()
+            }),
+        };
+        s.update(|_| {});
+        s
+    }
+
+    pub fn polled(&self, result: Result<(), String>) {
+        self.update(|s| match result {
+            Ok(()) => {
+                s.last_poll_ok = Some(now());
+                s.last_poll_error = None;
+            }
+            Err(e) => s.last_poll_error = Some((now(), e)),
+        });
+    }
+
+    pub fn begin(&self, host_command: &str, deployment: &str, event: &str) {
+        self.update(|s| {
+            s.running.push(Running {
+                host_command: host_command.into(),
+                deployment: deployment.into(),
+                event: event.into(),
+                since: now(),
+            })
+        });
+    }
+
+    pub fn end(&self, host_command: &str) {
+        self.update(|s| s.running.retain(|r| r.host_command != host_command));
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Status)) {
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        f(&mut s);
+        let Ok(json) = serde_json::to_vec_pretty(&*s) else {
+            return;
+        };
+        if let Err(e) = fsutil::write_atomic(&self.path, &json, 0o644, Durability::Atomic) {
+            tracing::debug!(path = %self.path.display(), error = %e, "cannot write the status file");
+        }
+    }
+}
+
+impl Drop for StatusFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+pub fn read(path: &Path) -> Option<Status> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+fn ago(now: u64, t: u64) -> String {
+    let s = now.saturating_sub(t);
+    match s {
+        0..=119 => format!("{s} s ago"),
+        120..=7199 => format!("{} min ago", s / 60),
+        _ => format!("{} h ago", s / 3600),
+    }
+}
+
+/// The lines `status` prints after "running as PID n".
+pub fn describe(s: &Status, now: u64) -> Vec<String> {
+    let mut out = vec![format!(
+        "version {}, started {}",
+        s.version,
+        ago(now, s.started)
+    )];
+    out.push(match s.last_poll_ok {
+        Some(t) => format!("last successful poll: {}", ago(now, t)),
+        None => "last successful poll: none yet".into(),
+    });
+    if let Some((t, e)) = &s.last_poll_error {
+        out.push(format!("last poll failed {}: {e}", ago(now, *t)));
+    }
+    if s.running.is_empty() {
+        out.push("no command in progress".into());
+    }
+    for r in &s.running {
+        out.push(format!(
+            "in progress: deployment {} event {} (host command {}) since {}",
+            r.deployment,
+            r.event,
+            r.host_command,
+            ago(now, r.since)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_polls_and_commands() {
+        let mut s = Status {
+            pid: 7,
+            version: "1.2.3".into(),
+            started: 1000,
+            ..Status::default()
+        };
+        assert_eq!(
+            describe(&s, 1030),
+            vec![
+                "version 1.2.3, started 30 s ago",
+                "last successful poll: none yet",
+                "no command in progress"
+            ]
+        );
+        s.last_poll_ok = Some(1500);
+        s.last_poll_error = Some((1600, "connection refused".into()));
+        s.running.push(Running {
+            host_command: "hc-1".into(),
+            deployment: "d-1".into(),
+            event: "AfterInstall".into(),
+            since: 1000,
+        });
+        let lines = describe(&s, 1620);
+        assert_eq!(lines[1], "last successful poll: 2 min ago");
+        assert_eq!(lines[2], "last poll failed 20 s ago: connection refused");
+        assert_eq!(
+            lines[3],
+            "in progress: deployment d-1 event AfterInstall (host command hc-1) since 10 min ago"
+        );
+    }
+
+    #[test]
+    fn the_file_follows_the_daemon() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.json");
+        let f = StatusFile::new(p.clone(), "9.9");
+        f.polled(Ok(()));
+        f.begin("hc-1", "d-1", "Install");
+        let s = read(&p).unwrap();
+        assert_eq!(s.version, "9.9");
+        assert!(s.last_poll_ok.is_some());
+        assert_eq!(s.running.len(), 1);
+        f.end("hc-1");
+        f.polled(Err("503".into()));
+        let s = read(&p).unwrap();
+        assert!(s.running.is_empty());
+        assert_eq!(s.last_poll_error.map(|e| e.1).as_deref(), Some("503"));
+        drop(f);
+        assert!(!p.exists(), "a stopped daemon leaves no status behind");
+    }
+}
