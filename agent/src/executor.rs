@@ -54,6 +54,13 @@ fn prefetched_dir(dir: &Path) -> PathBuf {
     dir.join(".prefetched-archive")
 }
 
+/// Left by a drain that failed at the deployment's first command: when the
+/// deployment ignores ApplicationStop failures the service goes on, and
+/// the next command drains before it does anything (lb-drain.md 4.4).
+fn drain_pending(dir: &Path) -> PathBuf {
+    dir.join(".loadbalancer-drain-failed")
+}
+
 /// Brings a remote bundle to a file. Blocking: the executor runs on a
 /// worker thread; the daemon's implementation drives its async clients.
 pub trait Fetcher: Sync {
@@ -141,11 +148,20 @@ impl<'a> Executor<'a> {
                 dir.display()
             ))
         })?;
-        let result = match command {
-            "DownloadBundle" => self.download_bundle(spec, &dir),
-            "Install" => self.install(spec, &dir),
-            event => self.event(event, spec, &dir, progress),
-        };
+        let result = self.retry_drain(command, spec, &dir).and_then(|drained| {
+            let r = match command {
+                "DownloadBundle" => self.download_bundle(spec, &dir),
+                "Install" => self.install(spec, &dir),
+                event => self.event(event, spec, &dir, progress),
+            };
+            r.map(|mut report| {
+                if let Some(s) = drained {
+                    report.summary = format!("loadBalancer: {s}; {}", report.summary);
+                    report.skipped = false;
+                }
+                report
+            })
+        });
         let Some(t) = self.traffic else {
             return result;
         };
@@ -200,7 +216,47 @@ impl<'a> Executor<'a> {
                 return Ok(None);
             }
         };
-        let Ok((appspec, _)) = hooks::load_appspec(&archive, &spec.appspec_filename) else {
+        let result = self.drain_from(t, event, spec, &archive);
+        if result.is_err() {
+            // Kept so the next command, if the service sends one, drains
+            // before it installs anything.
+            let _ = fs::write(drain_pending(dir), event);
+        }
+        result
+    }
+
+    /// The drain a first command could not do, done before `command` does
+    /// anything; failing it fails `command`.
+    fn retry_drain(
+        &self,
+        command: &str,
+        spec: &DeploymentSpec,
+        dir: &Path,
+    ) -> Result<Option<String>, Diagnostics> {
+        let (Some(t), marker) = (self.traffic, drain_pending(dir)) else {
+            return Ok(None);
+        };
+        if !marker.exists() {
+            return Ok(None);
+        }
+        let events = spec.all_possible_events.clone().unwrap_or_default();
+        let first = hooks_builtin::drain_event(&events);
+        tracing::warn!(deployment = %spec.deployment_id, command, failed_at = first, "the deployment went on after the loadBalancer drain failed: draining before this command");
+        let archive = self.prefetch(spec, dir)?;
+        let drained = self.drain_from(t, first, spec, &archive)?;
+        let _ = fs::remove_file(&marker);
+        Ok(drained)
+    }
+
+    fn drain_from(
+        &self,
+        t: &dyn Traffic,
+        event: &str,
+        spec: &DeploymentSpec,
+        archive: &Path,
+    ) -> Result<Option<String>, Diagnostics> {
+        let events = spec.all_possible_events.clone().unwrap_or_default();
+        let Ok((appspec, _)) = hooks::load_appspec(archive, &spec.appspec_filename) else {
             return Ok(None);
         };
         let placement = hooks_builtin::placement(event, appspec.load_balancer.as_ref(), &events)

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use crate::bed::{Agent, Testbed};
 use crate::bundle::Bundle;
 use crate::lb::{quick_check, GroupSpec, Kind, LbPlane, LbSpec};
-use crate::scenario::{create_s3_deployment, setup_group};
+use crate::scenario::{create_s3_deployment_with, setup_group};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Front {
@@ -26,6 +26,8 @@ pub enum Front {
 }
 
 pub const DRAIN_SECONDS: u32 = 3;
+
+const HOOKS: &str = "  ApplicationStop:\n    - location: scripts/stop.sh\n      timeout: 60\n  ApplicationStart:\n    - location: scripts/start.sh\n  ValidateService:\n    - location: scripts/validate.sh\n      timeout: 60\n";
 pub const SLOW_MS: u64 = 2000;
 
 pub struct LbFleet {
@@ -168,8 +170,13 @@ impl LbFleet {
     /// Deploy `revision` with `section` appended to its appspec; returns
     /// the deployment id.
     pub fn deploy(&self, revision: &str, section: &str, validate_exit: i32) -> String {
-        let hooks = "  ApplicationStop:\n    - location: scripts/stop.sh\n      timeout: 60\n  ApplicationStart:\n    - location: scripts/start.sh\n  ValidateService:\n    - location: scripts/validate.sh\n      timeout: 60\n";
-        self.deploy_with(revision, hooks, section, validate_exit)
+        self.deploy_with(revision, HOOKS, section, validate_exit, &[])
+    }
+
+    /// The same, with ApplicationStop failures ignored by the service.
+    pub fn deploy_ignoring_stop_failures(&self, revision: &str, section: &str) -> String {
+        let extra = ["--ignore-application-stop-failures"];
+        self.deploy_with(revision, HOOKS, section, 0, &extra)
     }
 
     /// Deploy `revision` the way users' copied scripts do it (lb-drain.md
@@ -191,7 +198,7 @@ impl LbFleet {
             "scripts/register.sh",
             &format!("#!/bin/sh\nset -e\n. \"$APP_DIR/aws.env\"\nsleep {start_sleep}\n{cli} register-targets {targets}\n"),
         );
-        self.deploy_with(revision, hooks, "", 0)
+        self.deploy_with(revision, hooks, "", 0, &[])
     }
 
     fn bundle_dir(&self, revision: &str) -> PathBuf {
@@ -204,6 +211,7 @@ impl LbFleet {
         hooks: &str,
         section: &str,
         validate_exit: i32,
+        extra: &[&str],
     ) -> String {
         let b = Bundle::new(self.bundle_dir(revision));
         b.file("scripts/app.py", include_str!("../fixtures/lbapp.py"));
@@ -225,9 +233,10 @@ impl LbFleet {
         let file = b.tgz(&self.bed.path(&format!("{revision}.tgz")));
         let key = format!("shop/{revision}.tgz");
         self.bed.upload(&self.bucket, &key, &file);
-        create_s3_deployment(
+        create_s3_deployment_with(
             &self.bed,
             &format!("bucket={},key={key},bundleType=tgz", self.bucket),
+            extra,
         )
     }
 

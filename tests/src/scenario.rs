@@ -85,7 +85,12 @@ pub fn deployment_info(bed: &Testbed, deployment: &str) -> Value {
 
 /// `aws deploy create-deployment --s3-location <location>`; returns the id.
 pub fn create_s3_deployment(bed: &Testbed, location: &str) -> String {
-    deployment_id(bed.aws_ok(&[
+    create_s3_deployment_with(bed, location, &[])
+}
+
+/// With more `create-deployment` options (`--ignore-application-stop-failures` ...).
+pub fn create_s3_deployment_with(bed: &Testbed, location: &str, extra: &[&str]) -> String {
+    let mut args = vec![
         "deploy",
         "create-deployment",
         "--application-name",
@@ -94,7 +99,9 @@ pub fn create_s3_deployment(bed: &Testbed, location: &str) -> String {
         "web",
         "--s3-location",
         location,
-    ]))
+    ];
+    args.extend_from_slice(extra);
+    deployment_id(bed.aws_ok(&args))
 }
 
 pub fn deployment_id(out: Value) -> String {

@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use testbed::lb::LbFault;
 use testbed::lbfleet::{Front, LbFleet};
 use testbed::scenario::{event, instance_summary, message, LIMIT};
 use testbed::{require_root, wait_until};
@@ -167,5 +168,83 @@ fn failing_validate_service_keeps_drained_until_abandon_after() {
         exit.at >= failed_at + Duration::from_secs(50),
         "restored after abandonAfter (60 s), not before: {:?}",
         exit.at - failed_at
+    );
+}
+
+/// The drain fails at ApplicationStop (AccessDenied on EnterStandby, not
+/// retried by the SDK) in a deployment that ignores ApplicationStop
+/// failures: the service goes on, and the next command must drain before it
+/// installs anything, or fail.
+fn stop_failure_ignored(denials: u32) -> (LbFleet, String, i32) {
+    let f = serving_v1();
+    let v1_pid: i32 = std::fs::read_to_string(f.agents[0].dir.join("app.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    f.plane
+        .inject(Some("EnterStandby"), LbFault::AccessDenied, denials);
+    let d2 = f.deploy_ignoring_stop_failures("v2", &section("restore"));
+    (f, d2, v1_pid)
+}
+
+fn diagnostics(f: &LbFleet, d: &str, event_name: &str) -> (String, String) {
+    let s = instance_summary(&f.bed, d, &f.ids[0]);
+    let e = event(&s, event_name);
+    (
+        e["status"].as_str().unwrap_or_default().to_string(),
+        format!("{} {}", e["diagnostics"]["scriptName"], message(e)),
+    )
+}
+
+#[test]
+fn a_drain_that_failed_at_an_ignored_application_stop_is_retried_at_the_next_command() {
+    let (f, d2, v1_pid) = stop_failure_ignored(1);
+    let status = f.bed.wait_deployment(&d2, LIMIT);
+    // The old application was never stopped (ApplicationStop failed before
+    // its scripts), so it is still the one answering: the point here is the
+    // load balancer, not the application.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(v1_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert_eq!(status, "Succeeded", "{}", f.logs());
+    let (st, why) = diagnostics(&f, &d2, "ApplicationStop");
+    assert_eq!(st, "Failed");
+    assert!(
+        why.contains("loadBalancer:drain") && why.contains("AccessDenied"),
+        "{why}"
+    );
+    let log = f.agents[0].log();
+    assert!(
+        log.lines().any(|l| l.contains("command=DownloadBundle")
+            && l.contains("command succeeded")
+            && l.contains("loadBalancer: out of service")),
+        "DownloadBundle drained first:\n{}",
+        f.logs()
+    );
+    wait_restored(&f);
+}
+
+#[test]
+fn a_drain_that_fails_again_fails_the_next_command_and_installs_nothing() {
+    let (f, d2, v1_pid) = stop_failure_ignored(2);
+    let status = f.bed.wait_deployment(&d2, LIMIT);
+    assert_eq!(status, "Failed", "{}", f.logs());
+    let (st, why) = diagnostics(&f, &d2, "DownloadBundle");
+    assert_eq!(st, "Failed");
+    assert!(
+        why.contains("loadBalancer:drain") && why.contains("AccessDenied"),
+        "{why}"
+    );
+    let (install, _) = diagnostics(&f, &d2, "Install");
+    assert_ne!(install, "Succeeded", "nothing installed in service");
+    // Never out of service: each failed drain was undone.
+    wait_restored(&f);
+    assert!(testbed::alive(v1_pid), "v1 still runs");
+    assert_eq!(f.served_revision().as_deref(), Some("v1"));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(v1_pid),
+        nix::sys::signal::Signal::SIGKILL,
     );
 }

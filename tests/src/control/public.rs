@@ -204,6 +204,9 @@ pub(super) fn dispatch(inner: &Arc<Inner>, op: &str, input: &Value) -> Result<Va
                 completed: None,
                 instances,
                 file_exists_behavior: input["fileExistsBehavior"].as_str().map(str::to_string),
+                ignore_application_stop_failures: input["ignoreApplicationStopFailures"]
+                    .as_bool()
+                    .unwrap_or(false),
                 github_token,
                 with_lb: g.with_lb,
             };
@@ -373,5 +376,6 @@ fn deployment_info(d: &Deployment) -> Value {
     if let Some(f) = &d.file_exists_behavior {
         v["fileExistsBehavior"] = json!(f);
     }
+    v["ignoreApplicationStopFailures"] = json!(d.ignore_application_stop_failures);
     v
 }

@@ -164,6 +164,8 @@ pub struct Deployment {
     pub completed: Option<f64>,
     pub instances: Vec<Instance>,
     pub file_exists_behavior: Option<String>,
+    /// A failed ApplicationStop does not fail the instance.
+    pub ignore_application_stop_failures: bool,
     pub github_token: Option<String>,
     pub with_lb: bool,
 }
@@ -407,7 +409,13 @@ impl State {
             ev.status = if ok { St::Succeeded } else { St::Failed };
             ev.diagnostics = diagnostics.map(to_lifecycle_diagnostics);
         }
-        if ok {
+        let ignored = !ok
+            && d.ignore_application_stop_failures
+            && inst
+                .events
+                .get(inst.current)
+                .is_some_and(|e| e.name == "ApplicationStop");
+        if ok || ignored {
             inst.current += 1;
             if inst.current >= inst.events.len() {
                 inst.status = St::Succeeded;

@@ -66,6 +66,8 @@ pub struct GroupSpec {
 pub enum LbFault {
     Throttle,
     ServerError,
+    /// 403 AccessDenied: not retried by SDK clients.
+    AccessDenied,
     Latency(Duration),
 }
 
@@ -369,6 +371,19 @@ async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
                     "We encountered an internal error. Please try again.",
                     &rid,
                     false,
+                ),
+                &inner,
+                &action,
+            ))
+        }
+        Some(LbFault::AccessDenied) => {
+            return Ok(xml(
+                403,
+                query::error(
+                    "AccessDenied",
+                    &format!("User is not authorized to perform: {action}"),
+                    &rid,
+                    true,
                 ),
                 &inner,
                 &action,
