@@ -409,16 +409,7 @@ fn auto_scaling(n: &Node, path: &str, sink: &mut Sink) -> AutoScaling {
     }
     if let Some(v) = n.get("breadcrumbs") {
         a.breadcrumbs = match v.as_scalar().map(|s| &s.value) {
-            Some(Value::Bool(true)) => {
-                // Said plainly rather than silently ignored: this version
-                // repairs the minimum from the host's own journal only.
-                sink.warn(
-                    v.pos,
-                    join(path, "breadcrumbs"),
-                    "group tag breadcrumbs are not written by this agent version; the minimum size is restored from this host's journal",
-                );
-                Breadcrumbs::On
-            }
+            Some(Value::Bool(true)) => Breadcrumbs::On,
             Some(Value::Bool(false)) => Breadcrumbs::Off,
             _ if is_word(v, "auto") => Breadcrumbs::Auto,
             _ => {

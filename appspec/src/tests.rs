@@ -1,6 +1,6 @@
 use crate::load_balancer::{
-    AutoScaling, HealthGate, LbMode, OnFailure, RestoreTo, Selection, StatusRange, TargetGroupId,
-    Timeout,
+    AutoScaling, Breadcrumbs, HealthGate, LbMode, OnFailure, RestoreTo, Selection, StatusRange,
+    TargetGroupId, Timeout,
 };
 use crate::*;
 
@@ -393,15 +393,12 @@ fn load_balancer_section_parses() {
 }
 
 #[test]
-fn breadcrumbs_asked_for_warn_that_they_are_not_written() {
-    let p = ok("version: 0.0\nos: linux\nloadBalancer:\n  autoScaling:\n    breadcrumbs: true\n");
-    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
-    assert_eq!(p.warnings[0].field, "loadBalancer.autoScaling.breadcrumbs");
-    assert!(p.warnings[0].message.contains("not written"));
-    assert!(
-        ok("version: 0.0\nos: linux\nloadBalancer:\n  autoScaling:\n    breadcrumbs: auto\n")
-            .warnings
-            .is_empty()
+fn breadcrumbs_take_auto_true_false() {
+    let p = ok("version: 0.0\nos: linux\nloadBalancer:\n  autoScaling:\n    breadcrumbs: false\n");
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert_eq!(
+        p.spec.load_balancer.unwrap().auto_scaling.breadcrumbs,
+        Breadcrumbs::Off
     );
 }
 

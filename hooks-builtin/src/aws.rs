@@ -56,6 +56,14 @@ where
     }
 }
 
+/// Refused for want of permission: for optional calls, a warning.
+pub fn denied(e: &AwsError) -> bool {
+    matches!(
+        e.code.as_str(),
+        "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation"
+    )
+}
+
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -115,6 +123,10 @@ pub struct AsgGroup {
     pub load_balancers: Vec<String>,
     pub target_groups: Vec<String>,
     pub suspended: Vec<String>,
+    /// (instance id, lifecycle state) of every member.
+    pub members: Vec<(String, String)>,
+    /// (key, value) of the group's tags.
+    pub tags: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -217,7 +229,55 @@ impl Clients {
                 .iter()
                 .filter_map(|p| p.process_name().map(str::to_string))
                 .collect(),
+            members: g
+                .instances()
+                .iter()
+                .filter_map(|i| {
+                    Some((
+                        i.instance_id()?.to_string(),
+                        i.lifecycle_state()?.as_str().to_string(),
+                    ))
+                })
+                .collect(),
+            tags: g
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+                .collect(),
         })
+    }
+
+    /// A tag on the group itself, not propagated to instances.
+    pub async fn put_group_tag(&self, group: &str, key: &str, value: &str) -> Result<(), AwsError> {
+        let tag = asg::types::Tag::builder()
+            .resource_id(group)
+            .resource_type("auto-scaling-group")
+            .key(key)
+            .value(value)
+            .propagate_at_launch(false)
+            .build();
+        self.asg
+            .create_or_update_tags()
+            .tags(tag)
+            .send()
+            .await
+            .map_err(|e| fail("CreateOrUpdateTags", e))?;
+        Ok(())
+    }
+
+    pub async fn delete_group_tag(&self, group: &str, key: &str) -> Result<(), AwsError> {
+        let tag = asg::types::Tag::builder()
+            .resource_id(group)
+            .resource_type("auto-scaling-group")
+            .key(key)
+            .build();
+        self.asg
+            .delete_tags()
+            .tags(tag)
+            .send()
+            .await
+            .map_err(|e| fail("DeleteTags", e))?;
+        Ok(())
     }
 
     pub async fn set_min(&self, group: &str, min: i32) -> Result<(), AwsError> {

@@ -6,11 +6,12 @@
 use std::time::Duration;
 
 use appspec::load_balancer::{
-    AsgAction, IfNotRegistered, LoadBalancer, MinSizePolicy, RestoreTo, Selection, TargetGroupId,
-    Timeout,
+    AsgAction, AutoScaling, Breadcrumbs, IfNotRegistered, LoadBalancer, MinSizePolicy, RestoreTo,
+    Selection, TargetGroupId, Timeout,
 };
 
-use crate::aws::AwsError;
+use crate::aws::{self, AwsError};
+use crate::breadcrumb;
 use crate::journal::{self, ClassicLb, Gate, Group, Journal, Phase, TargetGroup};
 use crate::timeline::{Failure, Timeline};
 use crate::{Drainer, Outcome};
@@ -280,8 +281,7 @@ impl Drainer {
         if let Some(name) = j.group.as_ref().map(|g| g.name.clone()) {
             self.suspend(j, &lb.auto_scaling.suspend_processes, tl)
                 .await?;
-            self.enter_standby(j, &name, lb.auto_scaling.min_size, tl)
-                .await?;
+            self.enter_standby(j, &name, &lb.auto_scaling, tl).await?;
         }
         for i in 0..j.classic.len() {
             let c = &j.classic[i];
@@ -352,10 +352,14 @@ impl Drainer {
         &self,
         j: &mut Journal,
         name: &str,
-        policy: MinSizePolicy,
+        asg: &AutoScaling,
         tl: &mut Timeline,
     ) -> Result<(), Failure> {
         let id = self.host.instance_id.clone();
+        let policy = asg.min_size;
+        if asg.breadcrumbs != Breadcrumbs::Off {
+            self.repair_minimum(name, tl).await;
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -370,6 +374,9 @@ impl Drainer {
                 let new_min = (g.desired - 1).max(0);
                 let grp = j.group.as_mut().expect("group");
                 grp.min_delta += g.min - new_min;
+                if asg.breadcrumbs != Breadcrumbs::Off {
+                    self.leave_breadcrumb(j, name, asg.breadcrumbs, tl).await?;
+                }
                 j.intent = Some(format!("UpdateAutoScalingGroup {name} MinSize={new_min}"));
                 self.save(j)?;
                 self.clients.set_min(name, new_min).await?;
@@ -413,6 +420,88 @@ impl Drainer {
                 "Auto Scaling group {name}: {id} not Standby after {} s (longest attached drain {drain} s)",
                 budget.as_secs()
             ))),
+        }
+    }
+
+    /// Tag the group before lowering its minimum, so that another host can
+    /// give it back if this one is lost for good. `auto` goes on without
+    /// the tag when tagging is not permitted; `true` does not.
+    async fn leave_breadcrumb(
+        &self,
+        j: &mut Journal,
+        name: &str,
+        mode: Breadcrumbs,
+        tl: &mut Timeline,
+    ) -> Result<(), Failure> {
+        let key = breadcrumb::key(&self.host.instance_id);
+        let delta = j.group.as_ref().map(|g| g.min_delta).unwrap_or(0);
+        let value = breadcrumb::value(delta, j.abandon_at, &j.deployment_id);
+        // Recorded first: a crash after the call still removes the tag.
+        j.group.as_mut().expect("group").breadcrumb = Some(key.clone());
+        j.intent = Some(format!("CreateOrUpdateTags {name} {key}"));
+        self.save(j)?;
+        match self.clients.put_group_tag(name, &key, &value).await {
+            Ok(()) => {
+                tl.note("breadcrumb", format!("{name}: {key} = {value}"));
+                Ok(())
+            }
+            Err(e) if mode == Breadcrumbs::Auto && aws::denied(&e) => {
+                j.group.as_mut().expect("group").breadcrumb = None;
+                self.save(j)?;
+                tl.note(
+                    "breadcrumb",
+                    format!("{e}; going on without one (breadcrumbs: auto)"),
+                );
+                tracing::warn!(group = name, error = %e, "cannot tag the Auto Scaling group; the lowered minimum has no breadcrumb");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Give back minimums that hosts lost for good left lowered (their
+    /// breadcrumbs say by how much). Best effort: this host's own drain
+    /// does not depend on it.
+    async fn repair_minimum(&self, name: &str, tl: &mut Timeline) {
+        let g = match self.clients.asg_group(name).await {
+            Ok(g) => g,
+            Err(e) => {
+                tl.note("breadcrumb", format!("{e}; stale breadcrumbs not checked"));
+                return;
+            }
+        };
+        let stale = breadcrumb::stale(&g.tags, &g.members, &self.host.instance_id, journal::now());
+        for c in stale {
+            let g = match self.clients.asg_group(name).await {
+                Ok(g) => g,
+                Err(e) => {
+                    tl.note("breadcrumb", format!("{e}; repair stopped"));
+                    return;
+                }
+            };
+            // Never above desired (that would launch an instance); raised
+            // before the tag goes, so a crash between repeats a clamped
+            // raise rather than losing the record.
+            let target = (g.min + c.delta).min(g.desired);
+            if target > g.min {
+                if let Err(e) = self.clients.set_min(name, target).await {
+                    tl.note("breadcrumb", format!("{e}; repair stopped"));
+                    return;
+                }
+            }
+            match self.clients.delete_group_tag(name, &c.key).await {
+                Ok(()) => {
+                    tl.note(
+                        "breadcrumb",
+                        format!(
+                            "{name}: {} left the minimum lowered by {}; {} -> {target}",
+                            c.instance, c.delta, g.min
+                        ),
+                    );
+                    tracing::warn!(group = name, instance = %c.instance, delta = c.delta, from = g.min, to = target, "repaired a minimum size another host left lowered");
+                }
+                Err(e) => tl.note("breadcrumb", format!("{e}; tag {} left", c.key)),
+            }
         }
     }
 

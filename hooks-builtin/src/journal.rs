@@ -63,6 +63,9 @@ pub struct Group {
     pub suspended_before: Vec<String>,
     /// The longest drain among the group's load balancers, seconds.
     pub drain_seconds: u32,
+    /// The group tag saying the minimum is lowered (breadcrumbs).
+    #[serde(default)]
+    pub breadcrumb: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

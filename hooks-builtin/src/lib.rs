@@ -10,6 +10,7 @@ use std::time::Duration;
 use appspec::load_balancer::{LoadBalancer, TrafficControl};
 
 pub mod aws;
+pub mod breadcrumb;
 mod drain;
 pub mod gate;
 pub mod journal;

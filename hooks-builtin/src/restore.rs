@@ -252,6 +252,15 @@ impl Drainer {
                 }
                 j.group.as_mut().expect("group").min_delta = 0;
             }
+            if let Some(key) = &g.breadcrumb {
+                // The minimum is back: the record for other hosts goes. A
+                // tag left behind is cleared by the next host that drains,
+                // after this one's deadline, its raise clamped to desired.
+                match self.clients.delete_group_tag(&g.name, key).await {
+                    Ok(()) => tl.note("breadcrumb", format!("{}: {key} removed", g.name)),
+                    Err(e) => tl.note("breadcrumb", format!("{e}; tag left")),
+                }
+            }
             if !g.suspended_by_us.is_empty() {
                 j.intent = Some(format!("ResumeProcesses {:?}", g.suspended_by_us));
                 self.save(&j)?;

@@ -94,11 +94,11 @@ pub fn run(front: Front, n: usize, mode: Mode, live: &mut dyn FnMut(String)) -> 
         f.plane.serving("web") == n
     });
     live(format!("v1 deployed ({d1}); {n} instances serving"));
-    let load = Load::start(f.frontend(), 4, 2, 6);
+    let load = Load::start(f.frontend(), 4, 2, 9);
     wait_until(Duration::from_secs(20), "load flowing", || {
         load.count() >= 100
     });
-    live("load: 4 keep-alive, 2 new-connection and 6 slow (2 s) clients".into());
+    live("load: 4 keep-alive, 2 new-connection and 9 slow (2 s) clients".into());
     let t0 = Instant::now();
     let d2 = deploy("v2");
     live(format!("v2 deployment {d2} created ({mode:?})"));

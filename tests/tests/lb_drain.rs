@@ -27,7 +27,7 @@ fn rolling(
     wait_until(Duration::from_secs(30), "three instances serving", || {
         f.plane.serving("web") == 3
     });
-    let load = Load::start(f.frontend(), 4, 2, 6);
+    let load = Load::start(f.frontend(), 4, 2, 9);
     wait_until(Duration::from_secs(20), "load flowing", || {
         load.count() >= 100
     });
@@ -135,12 +135,32 @@ fn auto_scaling_standby_rolling_deployment_restores_min_size() {
     assert_eq!((min, desired), (3, 3), "min and desired as before");
     assert!(suspended.is_empty());
     assert!(members.iter().all(|(_, s)| s == "InService"), "{members:?}");
+    let changes = f.plane.changes();
     assert!(
-        f.plane
-            .changes()
+        changes
             .iter()
             .any(|c| c.action == "UpdateAutoScalingGroup" && c.instance == "MinSize=2"),
         "min == desired forced the minimum down during each drain"
+    );
+    // Each lowered minimum had its breadcrumb (the group tag another host
+    // repairs from), written before the minimum went down and removed after.
+    for id in &f.ids {
+        let key = format!("codedeploy-agent:min-lowered:{id}");
+        let at = |action: &str| {
+            changes
+                .iter()
+                .position(|c| c.action == action && c.instance == key)
+        };
+        let (put, del) = (at("CreateOrUpdateTags"), at("DeleteTags"));
+        assert!(
+            put.is_some() && del > put,
+            "breadcrumb of {id}: {changes:?}"
+        );
+    }
+    assert!(
+        f.plane.tags("web-asg").is_empty(),
+        "{:?}",
+        f.plane.tags("web-asg")
     );
 }
 

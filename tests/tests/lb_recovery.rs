@@ -248,3 +248,52 @@ fn a_drain_that_fails_again_fails_the_next_command_and_installs_nothing() {
         nix::sys::signal::Signal::SIGKILL,
     );
 }
+
+#[test]
+fn a_minimum_a_lost_host_left_lowered_is_repaired_by_the_next_drain() {
+    // i-0lost drained (min 1 -> 0), left its breadcrumb, and was terminated
+    // with its journal. The next drain of the group gives the 1 back.
+    let f = serving_v1();
+    f.plane.set_group(
+        GROUP,
+        0,
+        Some((
+            "codedeploy-agent:min-lowered:i-0lost",
+            "delta=1;until=0;deployment=d-OLD",
+        )),
+    );
+    // Tagging denied for this host: breadcrumbs auto goes on without one.
+    f.plane
+        .inject(Some("CreateOrUpdateTags"), LbFault::AccessDenied, 1);
+    let earlier = f.plane.changes().len();
+    let d2 = f.deploy("v2", &section("restore"), 0);
+    assert_eq!(
+        f.bed.wait_deployment(&d2, LIMIT),
+        "Succeeded",
+        "{}",
+        f.logs()
+    );
+    wait_restored(&f);
+    assert!(f.plane.tags(GROUP).is_empty(), "{:?}", f.plane.tags(GROUP));
+    let changes = f.plane.changes().split_off(earlier);
+    let at = |action: &str, what: &str| {
+        changes
+            .iter()
+            .position(|c| c.action == action && c.instance == what)
+            .unwrap_or_else(|| panic!("no {action} {what}: {changes:?}"))
+    };
+    let repaired = at("UpdateAutoScalingGroup", "MinSize=1");
+    let untagged = at("DeleteTags", "codedeploy-agent:min-lowered:i-0lost");
+    let standby = changes
+        .iter()
+        .position(|c| c.action == "EnterStandby")
+        .expect("EnterStandby");
+    assert!(repaired < untagged && untagged < standby, "{changes:?}");
+    assert!(
+        f.agents[0]
+            .log()
+            .contains("cannot tag the Auto Scaling group"),
+        "{}",
+        f.logs()
+    );
+}

@@ -111,6 +111,18 @@ pub fn autoscaling(w: &mut World, action: &str, f: &Form) -> Answer {
                         g.members.iter().map(|m| format!("{}{}{}", el("InstanceId", &m.id), el("LifecycleState", &m.state), el("HealthStatus", "Healthy")))
                     ),
                     el("CreatedTime", "2026-01-01T00:00:00Z"),
+                ) + &list(
+                    "Tags",
+                    g.tags.iter().map(|(k, v)| {
+                        format!(
+                            "{}{}{}{}{}",
+                            el("ResourceId", &g.name),
+                            el("ResourceType", "auto-scaling-group"),
+                            el("Key", k),
+                            el("Value", v),
+                            el("PropagateAtLaunch", "false")
+                        )
+                    }),
                 )
             });
             let mut r = list("AutoScalingGroups", groups);
@@ -238,6 +250,34 @@ pub fn autoscaling(w: &mut World, action: &str, f: &Form) -> Answer {
             g.max = max;
             g.desired = desired;
             w.record("UpdateAutoScalingGroup", &format!("MinSize={min}"), &name);
+            Ok(String::new())
+        }
+        "CreateOrUpdateTags" | "DeleteTags" => {
+            for t in member_structs(f, "Tags") {
+                let (Some(id), Some(key)) = (t.get("ResourceId"), t.get("Key")) else {
+                    return Err(fail(
+                        400,
+                        "ValidationError",
+                        "ResourceId and Key are required",
+                    ));
+                };
+                if t.get("ResourceType").map(String::as_str) != Some("auto-scaling-group") {
+                    return Err(fail(
+                        400,
+                        "ValidationError",
+                        "ResourceType must be auto-scaling-group",
+                    ));
+                }
+                let gi = group_of(w, id)?;
+                if action == "CreateOrUpdateTags" {
+                    let v = t.get("Value").cloned().unwrap_or_default();
+                    w.groups[gi].tags.insert(key.clone(), v);
+                } else {
+                    w.groups[gi].tags.remove(key);
+                }
+                let name = w.groups[gi].name.clone();
+                w.record(action, key, &name);
+            }
             Ok(String::new())
         }
         "SuspendProcesses" | "ResumeProcesses" => {

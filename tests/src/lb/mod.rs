@@ -170,6 +170,7 @@ impl LbPlane {
                 load_balancers: g.load_balancers,
                 target_groups: g.target_groups.iter().map(|n| tg_arn(n)).collect(),
                 suspended: BTreeSet::new(),
+                tags: Default::default(),
             });
         }
         w.advance(&hap);
@@ -281,6 +282,27 @@ impl LbPlane {
             }
         }
         w.advance(&self.inner.hap);
+    }
+
+    /// The group's tags.
+    pub fn tags(&self, group: &str) -> Vec<(String, String)> {
+        let w = self.inner.world.lock().unwrap();
+        let g = w.groups.iter().find(|g| g.name == group).expect("group");
+        g.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// What another host left: a tag and a lowered minimum.
+    pub fn set_group(&self, group: &str, min: i32, tag: Option<(&str, &str)>) {
+        let mut w = self.inner.world.lock().unwrap();
+        let g = w
+            .groups
+            .iter_mut()
+            .find(|g| g.name == group)
+            .expect("group");
+        g.min = min;
+        if let Some((k, v)) = tag {
+            g.tags.insert(k.into(), v.into());
+        }
     }
 
     pub fn suspend(&self, group: &str, process: &str) {

@@ -86,6 +86,7 @@ pub struct Group {
     pub load_balancers: Vec<String>,
     pub target_groups: Vec<String>,
     pub suspended: BTreeSet<String>,
+    pub tags: BTreeMap<String, String>,
 }
 
 /// A call that changed something, for tests and the demo.

@@ -1,0 +1,121 @@
+//! Breadcrumbs (lb-drain.md 4.8): while this host holds an Auto Scaling
+//! group's minimum lowered, a group tag says so, so that another host of the
+//! group can give the minimum back if this one is lost for good (its
+//! journal dies with it). One tag per instance, never propagated to
+//! instances. Pure: the drain and restore make the calls.
+
+pub const PREFIX: &str = "codedeploy-agent:min-lowered:";
+
+/// A breadcrumb read back from a group tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Crumb {
+    pub key: String,
+    pub instance: String,
+    /// How much that host lowered the minimum.
+    pub delta: i32,
+    /// Unix seconds after which that host would have restored on its own
+    /// (its `abandonAt`).
+    pub until: u64,
+}
+
+pub fn key(instance: &str) -> String {
+    format!("{PREFIX}{instance}")
+}
+
+pub fn value(delta: i32, until: u64, deployment: &str) -> String {
+    format!("delta={delta};until={until};deployment={deployment}")
+}
+
+pub fn parse(key: &str, value: &str) -> Option<Crumb> {
+    let instance = key.strip_prefix(PREFIX)?;
+    let field = |name: &str| {
+        value
+            .split(';')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+    };
+    Some(Crumb {
+        key: key.to_string(),
+        instance: instance.to_string(),
+        delta: field("delta")?.parse().ok().filter(|d| *d > 0)?,
+        until: field("until")?.parse().ok()?,
+    })
+}
+
+/// Breadcrumbs of other hosts that no host will act on any more: the
+/// instance left the group (terminated, detached: its journal is gone), or
+/// it is no longer in Standby and its own deadline passed. A host that is
+/// alive and restoring leaves Standby before it gives the minimum back;
+/// waiting for its deadline keeps us from giving it back twice.
+pub fn stale(
+    tags: &[(String, String)],
+    members: &[(String, String)],
+    me: &str,
+    now: u64,
+) -> Vec<Crumb> {
+    tags.iter()
+        .filter_map(|(k, v)| parse(k, v))
+        .filter(|c| c.instance != me)
+        .filter(|c| match members.iter().find(|(id, _)| *id == c.instance) {
+            None => true,
+            Some((_, state)) => {
+                !matches!(state.as_str(), "Standby" | "EnteringStandby") && now > c.until
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(instance: &str, delta: i32, until: u64) -> (String, String) {
+        (key(instance), value(delta, until, "d-1"))
+    }
+
+    #[test]
+    fn round_trips_and_ignores_other_tags() {
+        let (k, v) = tag("i-1", 2, 500);
+        assert_eq!(
+            parse(&k, &v),
+            Some(Crumb {
+                key: k.clone(),
+                instance: "i-1".into(),
+                delta: 2,
+                until: 500
+            })
+        );
+        assert_eq!(parse("Name", "web"), None);
+        assert_eq!(
+            parse(&k, "delta=0;until=5"),
+            None,
+            "a zero delta is nothing to repair"
+        );
+        assert_eq!(parse(&k, "garbage"), None);
+    }
+
+    #[test]
+    fn only_crumbs_nobody_will_act_on_are_stale() {
+        let tags = vec![
+            tag("i-gone", 1, 9999),
+            tag("i-standby", 1, 100),
+            tag("i-back-early", 1, 9999),
+            tag("i-back-late", 1, 100),
+            tag("i-me", 1, 100),
+            ("Name".into(), "web".into()),
+        ];
+        let members: Vec<(String, String)> = [
+            ("i-standby", "Standby"),
+            ("i-back-early", "InService"),
+            ("i-back-late", "InService"),
+            ("i-me", "InService"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let s: Vec<String> = stale(&tags, &members, "i-me", 1000)
+            .into_iter()
+            .map(|c| c.instance)
+            .collect();
+        assert_eq!(s, vec!["i-gone", "i-back-late"]);
+    }
+}
