@@ -6,7 +6,8 @@
 //! - scripts: users' copied scripts (lb-drain.md 1) through the AWS CLI:
 //!   deregister, `sleep` the drain, stop; start, `sleep` a warm-up, register.
 //!
-//! It prints the total deployment time and each instance's out-of-service
+//! It prints the total deployment time (the service's view), the time
+//! until every instance serves again, and each instance's out-of-service
 //! window (from the data plane) for both, and native / scripts ratios.
 //!
 //!   cargo run --release -p testbed --example lb_bench -- [drain_sleep] [warm_up_sleep]
@@ -61,6 +62,13 @@ fn main() {
         secs(native.total),
         secs(scripts.total),
         secs(native.total) / secs(scripts.total)
+    );
+    let all = |r: &Report| r.all_serving.map_or(f64::NAN, secs);
+    println!(
+        "until every instance serves again: {:.1} s / {:.1} s = {:.2}",
+        all(&native),
+        all(&scripts),
+        all(&native) / all(&scripts)
     );
     println!(
         "mean out-of-service window per instance: {:.1} s / {:.1} s = {:.2}",

@@ -38,6 +38,9 @@ pub struct Report {
     pub status: String,
     /// Deployment created → its final status.
     pub total: Duration,
+    /// Deployment created → every instance serving again (scripts that
+    /// register without waiting finish before their last host is healthy).
+    pub all_serving: Option<Duration>,
     pub hosts: Vec<(String, Window)>,
     pub requests: usize,
     pub failed: usize,
@@ -104,6 +107,7 @@ pub fn run(front: Front, n: usize, mode: Mode, live: &mut dyn FnMut(String)) -> 
     live(format!("v2 deployment {d2} created ({mode:?})"));
     let status = watch(&f, &d2, t0, live);
     let total = t0.elapsed();
+    let all_serving = serving_again(&f, n, t0);
     let n_before = load.count();
     wait_until(Duration::from_secs(20), "load after the deployment", || {
         load.count() >= n_before + 100
@@ -114,6 +118,7 @@ pub fn run(front: Front, n: usize, mode: Mode, live: &mut dyn FnMut(String)) -> 
     Report {
         status,
         total,
+        all_serving,
         hosts: f
             .ids
             .iter()
@@ -127,6 +132,30 @@ pub fn run(front: Front, n: usize, mode: Mode, live: &mut dyn FnMut(String)) -> 
             .map(|s| format!("status {} {}", s.status, s.error))
             .collect(),
     }
+}
+
+/// When every instance is ready in HAProxy again (a minute at most after
+/// the deployment ended: one that never comes back has no time).
+fn serving_again(f: &LbFleet, n: usize, t0: Instant) -> Option<Duration> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while f.plane.serving("web") < n {
+        if Instant::now() > deadline {
+            return None;
+        }
+        // A display wait on the data plane, not a test's synchronisation.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = f.plane.transitions();
+    f.ids
+        .iter()
+        .filter_map(|id| {
+            t.iter()
+                .filter(|x| &x.instance == id && x.seen == Seen::Slot(Slot::Ready))
+                .map(|x| x.at)
+                .next_back()
+        })
+        .max()
+        .map(|at| at.saturating_duration_since(t0))
 }
 
 /// Print lifecycle events, LB API calls and data-plane changes until the
@@ -215,9 +244,10 @@ pub fn table(r: &Report) -> String {
         ));
     }
     out.push_str(&format!(
-        "deployment {} in {:.1} s",
+        "deployment {} in {:.1} s; every instance serving again at {}",
         r.status,
-        r.total.as_secs_f64()
+        r.total.as_secs_f64(),
+        secs(r.all_serving)
     ));
     out
 }

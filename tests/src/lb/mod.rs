@@ -291,28 +291,25 @@ impl LbPlane {
         g.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
+    fn change_group(&self, name: &str, f: impl FnOnce(&mut Group)) {
+        let mut w = self.inner.world.lock().unwrap();
+        f(w.groups.iter_mut().find(|g| g.name == name).expect("group"));
+    }
+
     /// What another host left: a tag and a lowered minimum.
     pub fn set_group(&self, group: &str, min: i32, tag: Option<(&str, &str)>) {
-        let mut w = self.inner.world.lock().unwrap();
-        let g = w
-            .groups
-            .iter_mut()
-            .find(|g| g.name == group)
-            .expect("group");
-        g.min = min;
-        if let Some((k, v)) = tag {
-            g.tags.insert(k.into(), v.into());
-        }
+        self.change_group(group, |g| {
+            g.min = min;
+            if let Some((k, v)) = tag {
+                g.tags.insert(k.into(), v.into());
+            }
+        });
     }
 
     pub fn suspend(&self, group: &str, process: &str) {
-        let mut w = self.inner.world.lock().unwrap();
-        let g = w
-            .groups
-            .iter_mut()
-            .find(|g| g.name == group)
-            .expect("group");
-        g.suspended.insert(process.into());
+        self.change_group(group, |g| {
+            g.suspended.insert(process.into());
+        });
     }
 
     /// Backends serving now (HAProxy `ready`), per load balancer.
