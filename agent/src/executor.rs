@@ -54,6 +54,10 @@ fn prefetched_dir(dir: &Path) -> PathBuf {
     dir.join(".prefetched-archive")
 }
 
+/// Written at a deployment's BeforeBlockTraffic: its later commands know
+/// the service controls traffic.
+const TRAFFIC_CONTROL_SEEN: &str = ".service-traffic-control";
+
 /// Left by a drain that failed at the deployment's first command: when the
 /// deployment ignores ApplicationStop failures the service goes on, and
 /// the next command drains before it does anything (lb-drain.md 4.4).
@@ -119,7 +123,7 @@ impl<'a> Executor<'a> {
         // The first command may drain (the new revision's appspec decides,
         // and it is not here yet); ValidateService restores what was.
         if let Some(t) = self.traffic {
-            let events = spec.all_possible_events.clone().unwrap_or_default();
+            let events = self.lifecycle(spec, &self.deployment_dir(spec), command);
             if command == hooks_builtin::drain_event(&events)
                 || (command == "ValidateService" && t.pending(spec))
             {
@@ -148,6 +152,9 @@ impl<'a> Executor<'a> {
                 dir.display()
             ))
         })?;
+        if command == "BeforeBlockTraffic" {
+            let _ = fs::write(dir.join(TRAFFIC_CONTROL_SEEN), "");
+        }
         let result = self.retry_drain(command, spec, &dir).and_then(|drained| {
             let r = match command {
                 "DownloadBundle" => self.download_bundle(spec, &dir),
@@ -202,7 +209,7 @@ impl<'a> Executor<'a> {
         let Some(t) = self.traffic else {
             return Ok(None);
         };
-        let events = spec.all_possible_events.clone().unwrap_or_default();
+        let events = self.lifecycle(spec, dir, event);
         if event != hooks_builtin::drain_event(&events) {
             return Ok(None);
         }
@@ -216,13 +223,29 @@ impl<'a> Executor<'a> {
                 return Ok(None);
             }
         };
-        let result = self.drain_from(t, event, spec, &archive);
+        let result = self.drain_from(t, event, &events, spec, &archive);
         if result.is_err() {
             // Kept so the next command, if the service sends one, drains
             // before it installs anything.
             let _ = fs::write(drain_pending(dir), event);
         }
         result
+    }
+
+    /// The deployment's lifecycle events as the built-in actions need
+    /// them. The service runs BlockTraffic itself; whether the
+    /// specification's `AllPossibleLifecycleEvents` names it is unconfirmed
+    /// (lb-drain.md 3), but the Before/AfterBlockTraffic commands only exist
+    /// when the deployment group has a load balancer: seeing one (now, or
+    /// recorded in the deployment directory) means service traffic control.
+    fn lifecycle(&self, spec: &DeploymentSpec, dir: &Path, command: &str) -> Vec<String> {
+        let mut events = spec.all_possible_events.clone().unwrap_or_default();
+        let seen = matches!(command, "BeforeBlockTraffic" | "AfterBlockTraffic")
+            || dir.join(TRAFFIC_CONTROL_SEEN).exists();
+        if seen && !hooks_builtin::has_service_traffic_control(&events) {
+            events.push("BlockTraffic".into());
+        }
+        events
     }
 
     /// The drain a first command could not do, done before `command` does
@@ -239,11 +262,11 @@ impl<'a> Executor<'a> {
         if !marker.exists() {
             return Ok(None);
         }
-        let events = spec.all_possible_events.clone().unwrap_or_default();
+        let events = self.lifecycle(spec, dir, command);
         let first = hooks_builtin::drain_event(&events);
         tracing::warn!(deployment = %spec.deployment_id, command, failed_at = first, "the deployment went on after the loadBalancer drain failed: draining before this command");
         let archive = self.prefetch(spec, dir)?;
-        let drained = self.drain_from(t, first, spec, &archive)?;
+        let drained = self.drain_from(t, first, &events, spec, &archive)?;
         let _ = fs::remove_file(&marker);
         Ok(drained)
     }
@@ -252,14 +275,14 @@ impl<'a> Executor<'a> {
         &self,
         t: &dyn Traffic,
         event: &str,
+        events: &[String],
         spec: &DeploymentSpec,
         archive: &Path,
     ) -> Result<Option<String>, Diagnostics> {
-        let events = spec.all_possible_events.clone().unwrap_or_default();
         let Ok((appspec, _)) = hooks::load_appspec(archive, &spec.appspec_filename) else {
             return Ok(None);
         };
-        let placement = hooks_builtin::placement(event, appspec.load_balancer.as_ref(), &events)
+        let placement = hooks_builtin::placement(event, appspec.load_balancer.as_ref(), events)
             .map_err(|r| {
                 Diagnostics::error(
                     crate::diagnostics::ErrorCode::ScriptFailed,

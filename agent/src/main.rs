@@ -41,7 +41,7 @@ enum Command {
     Stop,
     /// Stop, then start.
     Restart,
-    /// Say whether the agent is running.
+    /// Say whether the agent is running, when it last polled and what it is doing.
     Status,
     /// Deploy a revision on this host without the CodeDeploy service (codedeploy-local).
     Local(LocalArgs),

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use crate::bed::{Agent, Testbed};
 use crate::bundle::Bundle;
 use crate::lb::{quick_check, GroupSpec, Kind, LbPlane, LbSpec};
-use crate::scenario::{create_s3_deployment_with, setup_group};
+use crate::scenario::{create_s3_deployment_with, setup_group, setup_group_over};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Front {
@@ -52,6 +52,16 @@ fn addresses(n: usize) -> Vec<String> {
 
 impl LbFleet {
     pub fn start(front: Front, n: usize) -> LbFleet {
+        LbFleet::start_group(front, n, false)
+    }
+
+    /// A deployment group that uses CodeDeploy's own traffic control
+    /// (BlockTraffic/AllowTraffic on the target group `web`).
+    pub fn start_traffic_controlled(front: Front, n: usize) -> LbFleet {
+        LbFleet::start_group(front, n, true)
+    }
+
+    fn start_group(front: Front, n: usize, traffic_control: bool) -> LbFleet {
         let bed = Testbed::new();
         let ips = addresses(n);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -142,7 +152,22 @@ impl LbFleet {
                 a
             })
             .collect();
-        setup_group(&bed, "CodeDeployDefault.OneAtATime");
+        if traffic_control {
+            setup_group_over(
+                &bed,
+                "CodeDeployDefault.OneAtATime",
+                &[
+                    "--ec2-tag-filters",
+                    "Key=role,Value=web,Type=KEY_AND_VALUE",
+                    "--load-balancer-info",
+                    "targetGroupInfoList=[{name=web}]",
+                    "--deployment-style",
+                    "deploymentType=IN_PLACE,deploymentOption=WITH_TRAFFIC_CONTROL",
+                ],
+            );
+        } else {
+            setup_group(&bed, "CodeDeployDefault.OneAtATime");
+        }
         LbFleet {
             bed,
             plane,

@@ -189,3 +189,57 @@ fn throttling_during_drain_still_fails_no_request() {
         .count();
     assert_eq!(refused, 8, "each fault answered once");
 }
+
+#[test]
+fn with_service_traffic_control_skip_or_both() {
+    // The deployment group has CodeDeploy's own traffic control: the default
+    // `skip` leaves the load balancer to the service (with a warning);
+    // `both` drains at BeforeBlockTraffic and restores after ValidateService.
+    require_root();
+    let f = LbFleet::start_traffic_controlled(Front::AutoScaling, 1);
+    let skip = "loadBalancer:\n  autoScaling:\n    action: standby\n    minSize: lower\n  healthGate:\n    interval: 1\n    timeout: 30\n";
+    let d1 = f.deploy("v1", skip, 0);
+    assert_eq!(
+        f.bed.wait_deployment(&d1, LIMIT),
+        "Succeeded",
+        "{}",
+        f.logs()
+    );
+    assert!(
+        !f.plane.changes().iter().any(|c| c.action == "EnterStandby"),
+        "skip drains nothing"
+    );
+    assert!(
+        f.agents[0]
+            .log()
+            .contains("withServiceTrafficControl: skip"),
+        "{}",
+        f.logs()
+    );
+    let both = format!("{skip}  withServiceTrafficControl: both\n");
+    let d2 = f.deploy("v2", &both, 0);
+    assert_eq!(
+        f.bed.wait_deployment(&d2, LIMIT),
+        "Succeeded",
+        "{}",
+        f.logs()
+    );
+    let log = f.agents[0].log();
+    let drained_at = |event: &str| {
+        log.lines().any(|l| {
+            l.contains(&d2)
+                && l.contains(&format!("command={event} "))
+                && l.contains("command succeeded")
+                && l.contains("loadBalancer: out of service")
+        })
+    };
+    assert!(drained_at("BeforeBlockTraffic"), "{}", f.logs());
+    assert!(
+        !drained_at("ApplicationStop"),
+        "drained once, at the first command"
+    );
+    let (min, desired, _, members) = f.plane.group("web-asg");
+    assert_eq!((min, desired), (1, 1));
+    assert!(members.iter().all(|(_, s)| s == "InService"), "{members:?}");
+    assert_eq!(f.journals(), 0);
+}
