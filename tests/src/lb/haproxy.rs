@@ -20,7 +20,11 @@ pub struct HaProxy {
 
 impl Drop for HaProxy {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // The watchdog shell stops HAProxy on TERM (see start).
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let _ = self.child.wait();
     }
 }
@@ -61,14 +65,20 @@ impl HaProxy {
         let path = dir.join("haproxy.cfg");
         fs::write(&path, cfg).expect("haproxy.cfg");
         let log = fs::File::create(dir.join("haproxy.log")).expect("haproxy log");
-        let child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
+        // HAProxy under a watchdog shell, as moto is: it goes when the
+        // plane is dropped (TERM to the shell) and when this test process
+        // ends in any way, so no test leaves one running.
+        let script = format!(
+            "command -v haproxy >/dev/null || exit 127\nhaproxy -db -f '{cfg}' & h=$!\ntrap 'kill $h 2>/dev/null; exit 0' TERM\nwhile kill -0 {me} 2>/dev/null && kill -0 $h 2>/dev/null; do sleep 1; done\nkill $h 2>/dev/null\n",
+            cfg = path.display(),
+            me = std::process::id()
+        );
+        let child = Command::new("sh")
+            .args(["-c", &script])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("haproxy must be installed (apt-get install haproxy; .ci/run does)");
+            .expect("sh");
         let h = HaProxy { child, socket };
         crate::wait_until(Duration::from_secs(10), "HAProxy runtime socket", || {
             h.command("show info").is_ok()

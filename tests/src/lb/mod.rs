@@ -181,10 +181,17 @@ impl LbPlane {
             faults: Mutex::new(Vec::new()),
             calls: Mutex::new(Vec::new()),
         });
-        let h = inner.clone();
+        // The API server holds the plane weakly: dropping the last LbPlane
+        // drops HAProxy with it.
+        let h = Arc::downgrade(&inner);
         let addr = server::serve(Arc::new(move |req| {
             let h = h.clone();
-            Box::pin(async move { handle(h, req).await })
+            Box::pin(async move {
+                match h.upgrade() {
+                    Some(inner) => handle(inner, req).await,
+                    None => Ok(server::text_response(503, "load balancer plane stopped")),
+                }
+            })
         }));
         server::runtime().spawn(tick(Arc::downgrade(&inner)));
         LbPlane {
