@@ -155,11 +155,11 @@ impl<'a> Executor<'a> {
         if command == "BeforeBlockTraffic" {
             let _ = fs::write(dir.join(TRAFFIC_CONTROL_SEEN), "");
         }
-        let result = self.retry_drain(command, spec, &dir).and_then(|drained| {
+        let result = self.drain_before(command, spec, &dir).and_then(|drained| {
             let r = match command {
                 "DownloadBundle" => self.download_bundle(spec, &dir),
                 "Install" => self.install(spec, &dir),
-                event => self.event(event, spec, &dir, progress),
+                event => self.scripts(event, spec, &dir, progress),
             };
             r.map(|mut report| {
                 if let Some(s) = drained {
@@ -197,39 +197,50 @@ impl<'a> Executor<'a> {
         }
     }
 
-    /// The drain, when this is the deployment's first command and the new
-    /// revision asks for it: fetch and unpack the revision now (the host
-    /// still serves), read its appspec, drain, then run the stop scripts.
-    fn drain_first(
+    /// The drain, before `command` does anything: at the deployment's
+    /// first command when the new revision asks for it (fetched and
+    /// unpacked now, while the host still serves, for its appspec), or at
+    /// the next command when that drain failed and the deployment went on
+    /// (ApplicationStop failures ignored); failing then fails the command.
+    fn drain_before(
         &self,
-        event: &str,
+        command: &str,
         spec: &DeploymentSpec,
         dir: &Path,
     ) -> Result<Option<String>, Diagnostics> {
         let Some(t) = self.traffic else {
             return Ok(None);
         };
-        let events = self.lifecycle(spec, dir, event);
-        if event != hooks_builtin::drain_event(&events) {
+        let events = self.lifecycle(spec, dir, command);
+        let first = hooks_builtin::drain_event(&events);
+        let marker = drain_pending(dir);
+        if command == first {
+            // A revision that cannot be fetched or read here has no section
+            // to act on: DownloadBundle fetches it again and fails there with
+            // the precise error, where the official agent reports it.
+            let archive = match self.prefetch(spec, dir) {
+                Ok(a) => a,
+                Err(d) => {
+                    tracing::warn!(deployment = %spec.deployment_id, error = %d.message, "cannot fetch the new revision early; loadBalancer not read");
+                    return Ok(None);
+                }
+            };
+            let result = self.drain_from(t, first, &events, spec, &archive);
+            if result.is_err() {
+                // Kept so the next command, if the service sends one, drains
+                // before it installs anything.
+                let _ = fs::write(&marker, first);
+            }
+            return result;
+        }
+        if !marker.exists() {
             return Ok(None);
         }
-        // A revision that cannot be fetched or read here has no section to
-        // act on: DownloadBundle fetches it again and fails there with the
-        // precise error, where the official agent reports it.
-        let archive = match self.prefetch(spec, dir) {
-            Ok(a) => a,
-            Err(d) => {
-                tracing::warn!(deployment = %spec.deployment_id, error = %d.message, "cannot fetch the new revision early; loadBalancer not read");
-                return Ok(None);
-            }
-        };
-        let result = self.drain_from(t, event, &events, spec, &archive);
-        if result.is_err() {
-            // Kept so the next command, if the service sends one, drains
-            // before it installs anything.
-            let _ = fs::write(drain_pending(dir), event);
-        }
-        result
+        tracing::warn!(deployment = %spec.deployment_id, command, failed_at = first, "the deployment went on after the loadBalancer drain failed: draining before this command");
+        let archive = self.prefetch(spec, dir)?;
+        let drained = self.drain_from(t, first, &events, spec, &archive)?;
+        let _ = fs::remove_file(&marker);
+        Ok(drained)
     }
 
     /// The deployment's lifecycle events as the built-in actions need
@@ -246,29 +257,6 @@ impl<'a> Executor<'a> {
             events.push("BlockTraffic".into());
         }
         events
-    }
-
-    /// The drain a first command could not do, done before `command` does
-    /// anything; failing it fails `command`.
-    fn retry_drain(
-        &self,
-        command: &str,
-        spec: &DeploymentSpec,
-        dir: &Path,
-    ) -> Result<Option<String>, Diagnostics> {
-        let (Some(t), marker) = (self.traffic, drain_pending(dir)) else {
-            return Ok(None);
-        };
-        if !marker.exists() {
-            return Ok(None);
-        }
-        let events = self.lifecycle(spec, dir, command);
-        let first = hooks_builtin::drain_event(&events);
-        tracing::warn!(deployment = %spec.deployment_id, command, failed_at = first, "the deployment went on after the loadBalancer drain failed: draining before this command");
-        let archive = self.prefetch(spec, dir)?;
-        let drained = self.drain_from(t, first, &events, spec, &archive)?;
-        let _ = fs::remove_file(&marker);
-        Ok(drained)
     }
 
     fn drain_from(
@@ -301,22 +289,6 @@ impl<'a> Executor<'a> {
             }
             _ => Ok(None),
         }
-    }
-
-    fn event(
-        &self,
-        event: &str,
-        spec: &DeploymentSpec,
-        dir: &Path,
-        progress: &mut dyn FnMut(&str),
-    ) -> Result<Report, Diagnostics> {
-        let drained = self.drain_first(event, spec, dir)?;
-        let mut report = self.scripts(event, spec, dir, progress)?;
-        if let Some(s) = drained {
-            report.summary = format!("loadBalancer: {s}; {}", report.summary);
-            report.skipped = false;
-        }
-        Ok(report)
     }
 
     fn scripts(
