@@ -521,24 +521,20 @@ impl Drainer {
                     Ok((state == "OutOfService").then_some(()))
                 })
                 .await?;
-            match (done, timeout) {
-                (Some(()), _) => tl.note("drained", format!("classic load balancer {}", c.name)),
-                (None, Timeout::Seconds(s)) => tl.note(
-                    "drained",
+            settle(
+                done,
+                timeout,
+                format!("classic load balancer {}", c.name),
+                tl,
+                || {
                     format!(
-                        "classic load balancer {} still draining after drainTimeout {s} s; continuing",
-                        c.name
-                    ),
-                ),
-                (None, Timeout::Auto) => {
-                    return Err(Failure::new(format!(
-                        "classic load balancer {} still draining {id} after {} s (connection draining {} s)",
-                        c.name,
-                        budget.as_secs(),
-                        c.draining.unwrap_or(0)
-                    )))
-                }
-            }
+                    "classic load balancer {} still draining {id} after {} s (connection draining {} s)",
+                    c.name,
+                    budget.as_secs(),
+                    c.draining.unwrap_or(0)
+                )
+                },
+            )?;
         }
         for t in j.target_groups.iter().filter(|t| t.deregistered) {
             let budget = limit(timeout, t.delay + 30);
@@ -554,29 +550,17 @@ impl Drainer {
                         .then_some(()))
                 })
                 .await?;
-            match (done, timeout) {
-                (Some(()), _) => tl.note(
-                    "drained",
-                    format!("target group {} port(s) {:?}", t.name, t.registered),
-                ),
-                (None, Timeout::Seconds(s)) => tl.note(
-                    "drained",
-                    format!(
-                        "target group {} still draining after drainTimeout {s} s; continuing",
-                        t.name
-                    ),
-                ),
-                (None, Timeout::Auto) => {
-                    return Err(Failure::new(format!(
-                        "target group {} ({}) port(s) {:?} still draining after {} s (deregistration_delay {} s)",
-                        t.name,
-                        t.arn,
-                        t.registered,
-                        budget.as_secs(),
-                        t.delay
-                    )))
-                }
-            }
+            let what = format!("target group {} port(s) {:?}", t.name, t.registered);
+            settle(done, timeout, what, tl, || {
+                format!(
+                    "target group {} ({}) port(s) {:?} still draining after {} s (deregistration_delay {} s)",
+                    t.name,
+                    t.arn,
+                    t.registered,
+                    budget.as_secs(),
+                    t.delay
+                )
+            })?;
         }
         Ok(())
     }
@@ -676,6 +660,27 @@ impl Drainer {
 /// changed under us.
 fn size_race(e: &AwsError) -> bool {
     e.code == "ValidationError" && e.message.contains("min-size")
+}
+
+/// The end of one drain wait: done; still draining past an explicit
+/// `drainTimeout` (go on, noted); or past the load balancer's own timeout
+/// (`auto`: an error).
+fn settle(
+    done: Option<()>,
+    timeout: Timeout,
+    what: String,
+    tl: &mut Timeline,
+    failure: impl FnOnce() -> String,
+) -> Result<(), Failure> {
+    match (done, timeout) {
+        (Some(()), _) => tl.note("drained", what),
+        (None, Timeout::Seconds(s)) => tl.note(
+            "drained",
+            format!("{what} still draining after drainTimeout {s} s; continuing"),
+        ),
+        (None, Timeout::Auto) => return Err(Failure::new(failure())),
+    }
+    Ok(())
 }
 
 fn limit(t: Timeout, native: u32) -> Duration {
