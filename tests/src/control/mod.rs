@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::Request;
 use serde_json::{json, Value};
 
+use crate::faults::Faults;
 use crate::server::{self, json_response, Dropped, Reply};
 use crate::signer::{Authority, SigningKey};
 use crate::sigv4::{self, Keyring, Secret};
@@ -56,14 +57,6 @@ pub enum FaultKind {
 }
 
 #[derive(Clone, Debug)]
-pub struct Fault {
-    /// Operation name, or `None` for every commands API operation.
-    pub operation: Option<String>,
-    pub kind: FaultKind,
-    pub remaining: u32,
-}
-
-#[derive(Clone, Debug)]
 pub struct Call {
     pub principal: String,
     pub operation: String,
@@ -79,7 +72,8 @@ pub(crate) struct Inner {
     rogue: SigningKey,
     wrong_subject: SigningKey,
     pub tamper: Mutex<Option<Tamper>>,
-    faults: Mutex<Vec<Fault>>,
+    /// A fault for no operation in particular hits the commands API only.
+    faults: Faults<FaultKind>,
     pub calls: Mutex<Vec<Call>>,
     pub wake: tokio::sync::Notify,
     pub long_poll: Duration,
@@ -137,7 +131,7 @@ impl ControlPlane {
             rogue: rogue_ca.signer_for_region(REGION),
             wrong_subject: ca.signer_for_region("eu-west-1"),
             tamper: Mutex::new(None),
-            faults: Mutex::new(Vec::new()),
+            faults: Faults::default(),
             calls: Mutex::new(Vec::new()),
             wake: tokio::sync::Notify::new(),
             long_poll: Duration::from_secs(2),
@@ -186,21 +180,11 @@ impl ControlPlane {
     }
 
     pub fn inject(&self, operation: Option<&str>, kind: FaultKind, times: u32) {
-        self.inner.faults.lock().unwrap().push(Fault {
-            operation: operation.map(str::to_string),
-            kind,
-            remaining: times,
-        });
+        self.inner.faults.inject(operation, kind, times);
     }
 
     pub fn faults_pending(&self) -> u32 {
-        self.inner
-            .faults
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|f| f.remaining)
-            .sum()
+        self.inner.faults.pending()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -261,19 +245,6 @@ impl ControlPlane {
     }
 }
 
-fn take_fault(inner: &Inner, op: &str, commands_api: bool) -> Option<FaultKind> {
-    let mut faults = inner.faults.lock().unwrap();
-    let f = faults.iter_mut().find(|f| {
-        f.remaining > 0
-            && match &f.operation {
-                Some(o) => o == op,
-                None => commands_api,
-            }
-    })?;
-    f.remaining -= 1;
-    Some(f.kind)
-}
-
 async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
     let target = req
         .headers()
@@ -303,7 +274,10 @@ async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
             ));
         }
     };
-    let fault = take_fault(&inner, &op, commands_api);
+    let fault = inner.faults.take(|o| match o {
+        Some(o) => o == op,
+        None => commands_api,
+    });
     match fault {
         Some(FaultKind::ServerError) => {
             record(&inner, &principal, &op, 500, fault);

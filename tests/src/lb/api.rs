@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::model::{Kind, Member, State, World};
-use super::query::{el, list, member_structs, members, page, Form};
+use super::query::{el, list, member_structs, members, page, page_list, Form};
 
 pub struct Fail {
     pub status: u16,
@@ -85,12 +85,7 @@ pub fn autoscaling(w: &mut World, action: &str, f: &Form) -> Answer {
                 .iter()
                 .filter(|g| names.is_empty() || names.contains(&g.name))
                 .collect();
-            let size = f
-                .get("MaxRecords")
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(PAGE)
-                .min(PAGE);
-            let (items, next) = page(&all, f.get("NextToken"), size);
+            let (items, next) = requested_page(&all, f, "MaxRecords", "NextToken");
             let groups = items.iter().map(|g| {
                 format!(
                     "{}{}{}{}{}{}{}{}{}{}{}",
@@ -125,11 +120,7 @@ pub fn autoscaling(w: &mut World, action: &str, f: &Form) -> Answer {
                     }),
                 )
             });
-            let mut r = list("AutoScalingGroups", groups);
-            if let Some(n) = next {
-                r.push_str(&el("NextToken", n));
-            }
-            Ok(r)
+            Ok(page_list("AutoScalingGroups", groups, next, "NextToken"))
         }
         "EnterStandby" => {
             let gi = group_of(w, need(f, "AutoScalingGroupName")?)?;
@@ -302,6 +293,22 @@ pub fn autoscaling(w: &mut World, action: &str, f: &Form) -> Answer {
     }
 }
 
+/// The page a list call asked for: its size field (never above PAGE, so
+/// every client must follow the continuation) and its token field.
+fn requested_page<T: Clone>(
+    all: &[T],
+    f: &Form,
+    size: &str,
+    token: &str,
+) -> (Vec<T>, Option<String>) {
+    let size = f
+        .get(size)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(PAGE)
+        .min(PAGE);
+    page(all, f.get(token), size)
+}
+
 fn health_check_xml_tg(b: &super::model::Backend) -> String {
     let matcher = format!("<Matcher>{}</Matcher>", el("HttpCode", &b.hc.matcher));
     format!(
@@ -364,12 +371,7 @@ pub fn elbv2(w: &mut World, action: &str, f: &Form) -> Answer {
                     ));
                 }
             }
-            let size = f
-                .get("PageSize")
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(PAGE)
-                .min(PAGE);
-            let (items, next) = page(&all, f.get("Marker"), size);
+            let (items, next) = requested_page(&all, f, "PageSize", "Marker");
             let groups = items.iter().map(|i| {
                 let b = &w.backends[*i];
                 format!(
@@ -384,11 +386,7 @@ pub fn elbv2(w: &mut World, action: &str, f: &Form) -> Answer {
                     el("TargetType", "instance"),
                 )
             });
-            let mut r = list("TargetGroups", groups);
-            if let Some(n) = next {
-                r.push_str(&el("NextMarker", n));
-            }
-            Ok(r)
+            Ok(page_list("TargetGroups", groups, next, "NextMarker"))
         }
         "DescribeTargetGroupAttributes" => {
             let b = tg_of(w, need(f, "TargetGroupArn")?)?;
@@ -504,12 +502,7 @@ pub fn classic(w: &mut World, action: &str, f: &Form) -> Answer {
                     .filter(|i| w.backends[*i].kind == Kind::Classic)
                     .collect();
             }
-            let size = f
-                .get("PageSize")
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(PAGE)
-                .min(PAGE);
-            let (items, next) = page(&all, f.get("Marker"), size);
+            let (items, next) = requested_page(&all, f, "PageSize", "Marker");
             let lbs = items.iter().map(|i| {
                 let b = &w.backends[*i];
                 let target = if b.hc.protocol == "HTTP" {
@@ -552,11 +545,12 @@ pub fn classic(w: &mut World, action: &str, f: &Form) -> Answer {
                     el("CreatedTime", "2026-01-01T00:00:00Z"),
                 )
             });
-            let mut r = list("LoadBalancerDescriptions", lbs);
-            if let Some(n) = next {
-                r.push_str(&el("NextMarker", n));
-            }
-            Ok(r)
+            Ok(page_list(
+                "LoadBalancerDescriptions",
+                lbs,
+                next,
+                "NextMarker",
+            ))
         }
         "DescribeLoadBalancerAttributes" => {
             let b = &w.backends[lb_of(w, need(f, "LoadBalancerName")?)?];

@@ -19,6 +19,7 @@ use http::{Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::control::REGION;
+use crate::faults::Faults;
 use crate::server::{self, Reply};
 use crate::sigv4::{self, Keyring};
 use haproxy::HaProxy;
@@ -71,17 +72,11 @@ pub enum LbFault {
     Latency(Duration),
 }
 
-struct Fault {
-    action: Option<String>,
-    kind: LbFault,
-    left: u32,
-}
-
 struct Inner {
     world: Mutex<World>,
     hap: HaProxy,
     keys: Keyring,
-    faults: Mutex<Vec<Fault>>,
+    faults: Faults<LbFault>,
     calls: Mutex<Vec<(String, Instant, u16)>>,
 }
 
@@ -178,7 +173,7 @@ impl LbPlane {
             world: Mutex::new(w),
             hap,
             keys,
-            faults: Mutex::new(Vec::new()),
+            faults: Faults::default(),
             calls: Mutex::new(Vec::new()),
         });
         // The API server holds the plane weakly: dropping the last LbPlane
@@ -214,21 +209,11 @@ impl LbPlane {
     }
 
     pub fn inject(&self, action: Option<&str>, kind: LbFault, times: u32) {
-        self.inner.faults.lock().unwrap().push(Fault {
-            action: action.map(str::to_string),
-            kind,
-            left: times,
-        });
+        self.inner.faults.inject(action, kind, times);
     }
 
     pub fn faults_pending(&self) -> u32 {
-        self.inner
-            .faults
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|f| f.left)
-            .sum()
+        self.inner.faults.pending()
     }
 
     /// Every call: (action, when, HTTP status answered).
@@ -371,15 +356,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
             &action,
         ));
     }
-    let fault = {
-        let mut fs = inner.faults.lock().unwrap();
-        fs.iter_mut()
-            .find(|f| f.left > 0 && f.action.as_deref().is_none_or(|a| a == action))
-            .map(|f| {
-                f.left -= 1;
-                f.kind
-            })
-    };
+    let fault = inner.faults.take(|a| a.is_none_or(|a| a == action));
     match fault {
         Some(LbFault::Throttle) => {
             return Ok(xml(

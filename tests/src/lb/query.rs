@@ -93,6 +93,21 @@ pub fn list<I: IntoIterator<Item = String>>(name: &str, items: I) -> String {
     s
 }
 
+/// A list page and, when more follow, its continuation token element
+/// (`NextToken` for Auto Scaling, `NextMarker` for both ELB APIs).
+pub fn page_list<I: IntoIterator<Item = String>>(
+    name: &str,
+    items: I,
+    next: Option<String>,
+    token: &str,
+) -> String {
+    let mut s = list(name, items);
+    if let Some(n) = next {
+        s.push_str(&el(token, n));
+    }
+    s
+}
+
 pub fn ok(ns: &str, action: &str, result: &str, request_id: &str) -> String {
     format!(
         "<{action}Response xmlns=\"{ns}\"><{action}Result>{result}</{action}Result><ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata></{action}Response>"
