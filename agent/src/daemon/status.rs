@@ -33,6 +33,9 @@ pub struct Running {
     pub since: u64,
 }
 
+/// How stale `last_poll_ok` may be on disk while polls keep succeeding.
+const REFRESH_SECS: u64 = 10;
+
 pub fn path(config: &Config) -> PathBuf {
     config
         .pid_dir
@@ -65,17 +68,32 @@ impl StatusFile {
                 ..Status::default()
             }),
         };
-        s.update(|_| {});
+        s.update(|_| true);
         s
     }
 
+    /// Polls come every second with the shipped `:wait_between_runs: 1`:
+    /// a run of good ones rewrites the file every REFRESH_SECS only, so
+    /// `status` shows the last poll to within that.
     pub fn polled(&self, result: Result<(), String>) {
-        self.update(|s| match result {
-            Ok(()) => {
-                s.last_poll_ok = Some(now());
-                s.last_poll_error = None;
+        self.update(|s| {
+            let t = now();
+            match result {
+                Ok(()) => {
+                    let news = s.last_poll_error.is_some()
+                        || s.last_poll_ok
+                            .is_none_or(|p| t.saturating_sub(p) >= REFRESH_SECS);
+                    s.last_poll_error = None;
+                    if news {
+                        s.last_poll_ok = Some(t);
+                    }
+                    news
+                }
+                Err(e) => {
+                    s.last_poll_error = Some((t, e));
+                    true
+                }
             }
-            Err(e) => s.last_poll_error = Some((now(), e)),
         });
     }
 
@@ -86,19 +104,26 @@ impl StatusFile {
                 deployment: deployment.into(),
                 event: event.into(),
                 since: now(),
-            })
+            });
+            true
         });
     }
 
     pub fn end(&self, host_command: &str) {
-        self.update(|s| s.running.retain(|r| r.host_command != host_command));
+        self.update(|s| {
+            s.running.retain(|r| r.host_command != host_command);
+            true
+        });
     }
 
-    fn update(&self, f: impl FnOnce(&mut Status)) {
+    /// Apply `f`; write the file when it says the change is worth it.
+    fn update(&self, f: impl FnOnce(&mut Status) -> bool) {
         let Ok(mut s) = self.state.lock() else {
             return;
         };
-        f(&mut s);
+        if !f(&mut s) {
+            return;
+        }
         let Ok(json) = serde_json::to_vec_pretty(&*s) else {
             return;
         };
@@ -191,6 +216,25 @@ mod tests {
             lines[3],
             "in progress: deployment d-1 event AfterInstall (host command hc-1) since 10 min ago"
         );
+    }
+
+    #[test]
+    fn a_run_of_good_polls_is_not_rewritten_every_time() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.json");
+        let f = StatusFile::new(p.clone(), "9.9");
+        f.polled(Ok(()));
+        std::fs::remove_file(&p).unwrap();
+        f.polled(Ok(()));
+        assert!(
+            !p.exists(),
+            "a second good poll within {REFRESH_SECS} s writes nothing"
+        );
+        f.polled(Err("503".into()));
+        assert!(p.exists(), "a failed poll is written at once");
+        std::fs::remove_file(&p).unwrap();
+        f.polled(Ok(()));
+        assert!(p.exists(), "and so is the good poll that clears it");
     }
 
     #[test]
