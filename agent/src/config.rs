@@ -63,6 +63,9 @@ pub struct Config {
     pub deployment_spec_ca_file: Option<PathBuf>,
     /// Accept unsigned `TEXT/JSON` specifications. Tests only.
     pub allow_unsigned_specs: bool,
+    /// Refuse specifications whose signer does not chain to the trusted
+    /// certificates or is not the region's signer (see envelope.rs).
+    pub strict_deployment_spec_verification: bool,
     /// The GitHub API base URL (`https://api.github.com`).
     pub github_endpoint: String,
     /// Parallel ranged requests for large S3 objects.
@@ -108,6 +111,7 @@ impl Default for Config {
             imds_endpoint: None,
             deployment_spec_ca_file: None,
             allow_unsigned_specs: false,
+            strict_deployment_spec_verification: false,
             github_endpoint: "https://api.github.com".into(),
             s3_download_parts: 4,
             autoscaling_endpoint: None,
@@ -276,6 +280,9 @@ impl Config {
                 self.deployment_spec_ca_file = opt_string(v)?.map(PathBuf::from)
             }
             "allow_unsigned_specs" => self.allow_unsigned_specs = boolean(v)?,
+            "strict_deployment_spec_verification" => {
+                self.strict_deployment_spec_verification = boolean(v)?
+            }
             "github_endpoint" => self.github_endpoint = string(v)?,
             "s3_download_parts" => {
                 let n = integer(v)?;
@@ -336,6 +343,7 @@ fn is_known(key: &str) -> bool {
             | "imds_endpoint"
             | "deployment_spec_ca_file"
             | "allow_unsigned_specs"
+            | "strict_deployment_spec_verification"
             | "github_endpoint"
             | "s3_download_parts"
             | "autoscaling_endpoint"

@@ -1,13 +1,19 @@
-//! The deployment specification envelope: verify the PKCS7 signature and
-//! the signer, then hand the signed JSON to `DeploymentSpec::from_json`.
+//! The deployment specification envelope: check the PKCS7 signature, then
+//! hand the signed JSON to `DeploymentSpec::from_json`.
 //!
-//! Rules (Ruby `deployment_specification.rb`): the signature verifies
-//! against the trusted chain only (certificates carried in the message are
-//! not used as intermediates: NOCHAIN), the message carries exactly one
-//! certificate, and that certificate's subject is the CodeDeploy signer of
-//! the host's region. The official Rust 2.x agent verifies with NOVERIFY
-//! (no chain check at all); we keep the Ruby agent's rule, which is the
-//! one that makes the signature mean something.
+//! Two modes. Neither official agent checks who signed a specification:
+//! Ruby 1.8.1 calls verify with NOVERIFY and ignores its result, 2.x uses
+//! NOVERIFY with an empty store; and every intermediate of the chain they
+//! ship expired in 2020-2021. So by default (`Compatible`) this agent
+//! accepts what 2.x accepts and is no weaker: the signature over the
+//! content must verify with the certificate the message carries, and the
+//! result is checked, so a tampered specification is refused. `Strict` adds
+//! what no real specification has been shown to pass here: the message
+//! carries exactly one certificate, it chains to the trusted certificates
+//! alone (NOCHAIN, validity dates included), and its subject is the
+//! CodeDeploy signer of the host's region. In the default mode the strict
+//! verdict is still worked out and reported, so an operator can turn strict
+//! mode on with evidence (README, "Signed specifications").
 
 use base64::Engine as _;
 use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
@@ -17,8 +23,8 @@ use openssl::x509::X509;
 
 use crate::spec::{DeploymentSpec, SpecError};
 
-/// The chain the official agents ship, embedded so a packaging mistake
-/// cannot leave the agent without a trust anchor.
+/// The chain the official agents ship (all four certificates), embedded so
+/// a packaging mistake cannot leave strict mode without a trust anchor.
 pub const AWS_SIGNER_CHAIN: &str =
     include_str!("../certs/host-agent-deployment-signer-ca-chain.pem");
 
@@ -30,91 +36,129 @@ pub enum EnvelopeError {
     Decode(String),
     #[error("signature verification of the deployment specification failed: {0}")]
     Signature(String),
-    #[error("the deployment specification is signed by {found:?}, expected {expected:?}")]
-    Signer { found: String, expected: String },
+    #[error("strict verification refused the deployment specification: {0}")]
+    Strict(String),
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error("cannot load the trusted certificate chain {0}")]
     Trust(String),
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// As the official 2.x: the signature, with the carried certificate.
+    Compatible,
+    /// Also the chain, the certificate count and the signer's subject.
+    Strict,
+}
+
+/// What strict mode decides of a specification: `None` accepts, `Some`
+/// says why it refuses.
+pub type StrictVerdict = Option<String>;
+
+/// A specification whose envelope was accepted.
+#[derive(Clone, Debug)]
+pub struct Opened {
+    pub spec: DeploymentSpec,
+    pub strict: StrictVerdict,
+}
+
 /// Verifies envelopes for one region.
 pub struct Verifier {
     store: X509Store,
-    expected_subject: String,
+    /// Signature checks with the carried certificate only.
+    empty: X509Store,
+    region: String,
+    mode: Mode,
     /// Tests only (`:allow_unsigned_specs:`): accept `TEXT/JSON`.
     allow_text: bool,
 }
 
+fn trust(e: impl std::fmt::Display) -> EnvelopeError {
+    EnvelopeError::Trust(e.to_string())
+}
+
 impl Verifier {
-    /// `chain_pem`: the trusted certificates (PEM, one or more).
+    /// `chain_pem`: the certificates strict mode trusts (PEM, one or more).
     pub fn new(
         chain_pem: &[u8],
         region: &str,
+        mode: Mode,
         allow_text: bool,
     ) -> Result<Verifier, EnvelopeError> {
-        let certs =
-            X509::stack_from_pem(chain_pem).map_err(|e| EnvelopeError::Trust(e.to_string()))?;
+        let certs = X509::stack_from_pem(chain_pem).map_err(trust)?;
         if certs.is_empty() {
-            return Err(EnvelopeError::Trust("it holds no certificate".into()));
+            return Err(trust("it holds no certificate"));
         }
-        let mut b = X509StoreBuilder::new().map_err(|e| EnvelopeError::Trust(e.to_string()))?;
+        let mut b = X509StoreBuilder::new().map_err(trust)?;
         for c in certs {
-            b.add_cert(c)
-                .map_err(|e| EnvelopeError::Trust(e.to_string()))?;
+            b.add_cert(c).map_err(trust)?;
         }
         Ok(Verifier {
             store: b.build(),
-            expected_subject: signer_subject(region),
+            empty: X509StoreBuilder::new().map_err(trust)?.build(),
+            region: region.to_string(),
+            mode,
             allow_text,
         })
     }
 
     /// Verify `payload` of format `format` and parse the specification.
-    pub fn open(&self, format: &str, payload: &str) -> Result<DeploymentSpec, EnvelopeError> {
-        let json = match format {
+    pub fn open(&self, format: &str, payload: &str) -> Result<Opened, EnvelopeError> {
+        let (json, strict) = match format {
             "PKCS7/JSON" => self.verify(payload)?,
-            "TEXT/JSON" if self.allow_text => payload.to_string(),
+            "TEXT/JSON" if self.allow_text => (
+                payload.to_string(),
+                Some("the specification is not signed".into()),
+            ),
             other => return Err(EnvelopeError::Format(other.to_string())),
         };
-        Ok(DeploymentSpec::from_json(&json)?)
+        if let (Mode::Strict, Some(why)) = (self.mode, &strict) {
+            return Err(EnvelopeError::Strict(why.clone()));
+        }
+        Ok(Opened {
+            spec: DeploymentSpec::from_json(&json)?,
+            strict,
+        })
     }
 
-    fn verify(&self, payload: &str) -> Result<String, EnvelopeError> {
+    fn verify(&self, payload: &str) -> Result<(String, StrictVerdict), EnvelopeError> {
         let p7 = decode(payload)?;
-        let signed = p7
-            .signed()
-            .ok_or_else(|| EnvelopeError::Decode("not SignedData".into()))?;
-        let carried = signed.certificates().map(|s| s.len()).unwrap_or(0);
-        if carried != 1 {
-            return Err(EnvelopeError::Signature(format!(
-                "the message must carry exactly one signer certificate, it carries {carried}"
-            )));
-        }
-        let empty: Stack<X509> =
+        let none: Stack<X509> =
             Stack::new().map_err(|e| EnvelopeError::Signature(e.to_string()))?;
-        let mut out = Vec::new();
+        let mut content = Vec::new();
         p7.verify(
-            &empty,
-            &self.store,
+            &none,
+            &self.empty,
             None,
-            Some(&mut out),
-            Pkcs7Flags::NOCHAIN,
+            Some(&mut content),
+            Pkcs7Flags::NOVERIFY,
         )
         .map_err(|e| EnvelopeError::Signature(e.to_string()))?;
-        let cert = signed
-            .certificates()
-            .and_then(|s| s.iter().next())
-            .ok_or_else(|| EnvelopeError::Signature("no signer certificate".into()))?;
-        let found = subject_line(cert);
-        if found != self.expected_subject {
-            return Err(EnvelopeError::Signer {
-                found,
-                expected: self.expected_subject.clone(),
-            });
+        let json = String::from_utf8(content)
+            .map_err(|_| EnvelopeError::Decode("the signed content is not UTF-8".into()))?;
+        Ok((json, self.strict_verdict(&p7, &none)))
+    }
+
+    fn strict_verdict(&self, p7: &Pkcs7, none: &Stack<X509>) -> StrictVerdict {
+        let signed = p7.signed()?;
+        let carried: Vec<&openssl::x509::X509Ref> = match signed.certificates() {
+            Some(s) => s.iter().collect(),
+            None => Vec::new(),
+        };
+        if carried.len() != 1 {
+            return Some(format!(
+                "the message must carry exactly one signer certificate, it carries {}",
+                carried.len()
+            ));
         }
-        String::from_utf8(out)
-            .map_err(|_| EnvelopeError::Decode("the signed content is not UTF-8".into()))
+        if let Err(e) = p7.verify(none, &self.store, None, None, Pkcs7Flags::NOCHAIN) {
+            return Some(format!(
+                "the signer does not chain to the trusted certificates: {e}"
+            ));
+        }
+        let found = subject_line(carried[0]);
+        signer_mismatch(&found, &self.region)
     }
 }
 
@@ -130,13 +174,28 @@ fn decode(payload: &str) -> Result<Pkcs7, EnvelopeError> {
     Pkcs7::from_der(&der).map_err(|e| EnvelopeError::Decode(e.to_string()))
 }
 
-/// The signer subject the official agent pins, in OpenSSL's one-line form.
-pub fn signer_subject(region: &str) -> String {
-    if region.starts_with("cn-") {
-        format!("/C=CN/ST=Beijing/L=Beijing/O=Amazon Connect Technology Services (Beijing) Co., Ltd./CN=codedeploy-signer-{region}.amazonaws.com.cn")
-    } else {
-        format!("/C=US/ST=Washington/L=Seattle/O=Amazon.com, Inc./CN=codedeploy-signer-{region}.amazonaws.com")
+/// Why `found` (an OpenSSL one-line subject) is not the CodeDeploy signer
+/// of `region`, or `None` when it is.
+///
+/// Outside China: the whole subject the Ruby agent pinned until 2018. In
+/// China the signer is run by each region's operator (cn-north-1 Beijing,
+/// cn-northwest-1 Ningxia), whose full subjects no source here records; the
+/// country and the region's signer name are pinned, which is what tells
+/// one region's signer from another's.
+pub fn signer_mismatch(found: &str, region: &str) -> Option<String> {
+    if let Some(expected) = signer_subject(region) {
+        return (found != expected).then(|| format!("signed by {found:?}, expected {expected:?}"));
     }
+    let cn = format!("/CN=codedeploy-signer-{region}.amazonaws.com.cn");
+    let ok = found.starts_with("/C=CN/") && found.ends_with(&cn);
+    (!ok).then(|| format!("signed by {found:?}, expected C=CN and {:?}", &cn[1..]))
+}
+
+/// The full signer subject of a region outside China.
+pub fn signer_subject(region: &str) -> Option<String> {
+    (!region.starts_with("cn-")).then(|| {
+        format!("/C=US/ST=Washington/L=Seattle/O=Amazon.com, Inc./CN=codedeploy-signer-{region}.amazonaws.com")
+    })
 }
 
 fn subject_line(cert: &openssl::x509::X509Ref) -> String {
@@ -157,21 +216,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bundled_chain_loads() {
-        Verifier::new(AWS_SIGNER_CHAIN.as_bytes(), "us-east-1", false).unwrap();
+    fn the_whole_official_chain_is_shipped() {
+        let certs = X509::stack_from_pem(AWS_SIGNER_CHAIN.as_bytes()).unwrap();
+        assert_eq!(certs.len(), 4);
+        Verifier::new(
+            AWS_SIGNER_CHAIN.as_bytes(),
+            "us-east-1",
+            Mode::Strict,
+            false,
+        )
+        .unwrap();
     }
 
     #[test]
-    fn subjects_follow_the_partition() {
-        assert!(
-            signer_subject("us-west-2").ends_with("CN=codedeploy-signer-us-west-2.amazonaws.com")
-        );
-        assert!(signer_subject("cn-north-1").ends_with(".amazonaws.com.cn"));
+    fn subjects_follow_the_region() {
+        let us = "/C=US/ST=Washington/L=Seattle/O=Amazon.com, Inc./CN=codedeploy-signer-us-west-2.amazonaws.com";
+        assert_eq!(signer_mismatch(us, "us-west-2"), None);
+        assert!(signer_mismatch(us, "eu-west-1").is_some());
+        let bjs = "/C=CN/ST=Beijing/L=Beijing/O=Operator/CN=codedeploy-signer-cn-north-1.amazonaws.com.cn";
+        assert_eq!(signer_mismatch(bjs, "cn-north-1"), None);
+        // Beijing's signer is not Ningxia's.
+        assert!(signer_mismatch(bjs, "cn-northwest-1").is_some());
+        let zhy = "/C=CN/ST=Ningxia/L=Zhongwei/O=Operator/CN=codedeploy-signer-cn-northwest-1.amazonaws.com.cn";
+        assert_eq!(signer_mismatch(zhy, "cn-northwest-1"), None);
     }
 
     #[test]
     fn text_json_is_refused_unless_allowed() {
-        let v = Verifier::new(AWS_SIGNER_CHAIN.as_bytes(), "us-east-1", false).unwrap();
+        let v = Verifier::new(
+            AWS_SIGNER_CHAIN.as_bytes(),
+            "us-east-1",
+            Mode::Compatible,
+            false,
+        )
+        .unwrap();
         assert!(matches!(
             v.open("TEXT/JSON", "{}"),
             Err(EnvelopeError::Format(_))

@@ -65,6 +65,9 @@ fn drain_pending(dir: &Path) -> PathBuf {
     dir.join(".loadbalancer-drain-failed")
 }
 
+const BUNDLE_DOWNLOADED: &str = "downloaded";
+const BUNDLE_REUSED: &str = "archive-reuse";
+
 /// Brings a remote bundle to a file. Blocking: the executor runs on a
 /// worker thread; the daemon's implementation drives its async clients.
 pub trait Fetcher: Sync {
@@ -78,6 +81,9 @@ pub struct Report {
     /// Nothing to do (no scripts, no previous revision ...).
     pub skipped: bool,
     pub summary: String,
+    /// The completion's message when it is not the plain "Succeeded"
+    /// (DownloadBundle says where the bundle came from, as the official 2.x).
+    pub completion: Option<String>,
 }
 
 impl Report {
@@ -85,6 +91,7 @@ impl Report {
         Report {
             skipped: false,
             summary,
+            completion: None,
         }
     }
 }
@@ -114,11 +121,10 @@ impl<'a> Executor<'a> {
         }
     }
 
-    /// For the acknowledgement: does this command do nothing here, and how
-    /// long may it take at most (summed script timeouts).
-    pub fn plan(&self, command: &str, spec: &DeploymentSpec) -> (bool, Option<u64>) {
+    /// For the acknowledgement: does this command do nothing here?
+    pub fn is_noop(&self, command: &str, spec: &DeploymentSpec) -> bool {
         if matches!(command, "DownloadBundle" | "Install") {
-            return (false, None);
+            return false;
         }
         // The first command may drain (the new revision's appspec decides,
         // and it is not here yet); ValidateService restores what was.
@@ -127,16 +133,12 @@ impl<'a> Executor<'a> {
             if command == hooks_builtin::drain_event(&events)
                 || (command == "ValidateService" && t.pending(spec))
             {
-                return (false, None);
+                return false;
             }
         }
         let dir = self.deployment_dir(spec);
         let ctx = self.context(spec, &dir);
-        match hooks::planned(command, &ctx) {
-            Some((0, _)) => (true, None),
-            Some((_, secs)) => (false, Some(secs)),
-            None => (false, None),
-        }
+        hooks::planned(command, &ctx) == Some(0)
     }
 
     pub fn execute(
@@ -303,6 +305,7 @@ impl<'a> Executor<'a> {
             EventOutcome::NoScripts(why) => Ok(Report {
                 skipped: true,
                 summary: why,
+                completion: None,
             }),
             EventOutcome::Ran {
                 scripts,
@@ -383,7 +386,12 @@ impl<'a> Executor<'a> {
         if !pruned.is_empty() {
             summary.push_str(&format!("; removed {} old revision(s)", pruned.len()));
         }
-        Ok(Report::done(summary))
+        let source = fs::read_to_string(layout::bundle_source_file(dir))
+            .unwrap_or_else(|_| BUNDLE_DOWNLOADED.to_string());
+        Ok(Report {
+            completion: Some(format!("Succeeded: BundleSource={}", source.trim())),
+            ..Report::done(summary)
+        })
     }
 
     /// Bring the revision to a file (or find it) and unpack it as `target`.
@@ -428,6 +436,12 @@ impl<'a> Executor<'a> {
                 bundle
             }
         };
+        let reused = if fetched.starts_with("reused") {
+            BUNDLE_REUSED
+        } else {
+            BUNDLE_DOWNLOADED
+        };
+        let _ = fs::write(layout::bundle_source_file(dir), reused);
         let staging = dir.join(".deployment-archive.partial");
         let _ = crate::fsutil::remove_tree(&staging);
         let names = appspec_names(&spec.appspec_filename);

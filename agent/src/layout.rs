@@ -96,6 +96,12 @@ pub fn bundle_file(deployment_dir: &Path) -> PathBuf {
     deployment_dir.join("bundle.tar")
 }
 
+/// How DownloadBundle got the bundle (`downloaded` or `archive-reuse`), for
+/// its completion message; the official 2.x keeps the same record.
+pub fn bundle_source_file(deployment_dir: &Path) -> PathBuf {
+    deployment_dir.join(".bundle-source")
+}
+
 pub fn scripts_log(deployment_dir: &Path) -> PathBuf {
     deployment_dir.join("logs").join("scripts.log")
 }

@@ -10,6 +10,7 @@ use std::time::Instant;
 use appspec::{events, FileExistsBehavior};
 
 use crate::config::Config;
+use crate::diagnostics::Diagnostics;
 use crate::executor::Executor;
 use crate::layout;
 use crate::spec::{BundleType, DeploymentSpec, RevisionSource};
@@ -23,7 +24,8 @@ pub struct Options {
     pub deployment_group_name: String,
     pub application_name: Option<String>,
     pub events: Option<Vec<String>>,
-    pub appspec_filename: String,
+    /// `-A`: when given, that file must be in the bundle (no fallback).
+    pub appspec_filename: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,12 +84,15 @@ pub fn build_spec(o: &Options, cwd: &Path) -> Result<(DeploymentSpec, Vec<String
             o.bundle_type
         )));
     };
-    let feb = FileExistsBehavior::parse(&o.file_exists_behavior).ok_or_else(|| {
-        invalid(format!(
-            "file-exists-behavior {} is not valid. Must be one of DISALLOW,OVERWRITE,RETAIN",
-            o.file_exists_behavior
-        ))
-    })?;
+    // The official tool accepts the value in any case.
+    let feb = FileExistsBehavior::parse(&o.file_exists_behavior.to_ascii_uppercase()).ok_or_else(
+        || {
+            invalid(format!(
+                "file-exists-behavior {} is not valid. Must be one of DISALLOW,OVERWRITE,RETAIN",
+                o.file_exists_behavior
+            ))
+        },
+    )?;
     let group = &o.deployment_group;
     if group.is_empty()
         || group == "."
@@ -114,7 +119,10 @@ pub fn build_spec(o: &Options, cwd: &Path) -> Result<(DeploymentSpec, Vec<String
             .unwrap_or_else(|| loc.to_string()),
         deployment_creator: "user".into(),
         blue_green: false,
-        appspec_filename: o.appspec_filename.clone(),
+        appspec_filename: o
+            .appspec_filename
+            .clone()
+            .unwrap_or_else(|| appspec::DEFAULT_NAMES[0].to_string()),
         file_exists_behavior: Some(feb),
         all_possible_events: Some(events::local_all_possible(o.events.as_deref())),
         revision,
@@ -155,9 +163,11 @@ pub fn run(config: &Config, o: &Options) -> Result<PathBuf, LocalError> {
     tracing::info!(deployment = %spec.deployment_id, group = %spec.deployment_group_id, events = %sequence.join(","), "local deployment started");
     for event in &sequence {
         let t0 = Instant::now();
-        let result = exec.execute(event, &spec, &mut |script| {
-            println!("{event:<20} {:<8} {script}", "running")
-        });
+        let result = exec
+            .execute(event, &spec, &mut |script| {
+                println!("{event:<20} {:<8} {script}", "running")
+            })
+            .and_then(|r| named_appspec_present(o, event, &dir).map(|()| r));
         let secs = t0.elapsed().as_secs_f64();
         match result {
             Ok(r) => {
@@ -198,8 +208,27 @@ pub fn run(config: &Config, o: &Options) -> Result<PathBuf, LocalError> {
             }
         }
     }
+    // The official tool's last line, which scripts look for; then ours.
+    println!("AppSpec file valid. Local deployment successful");
     println!("Successfully deployed your bundle locally");
     Ok(dir)
+}
+
+/// An appspec named with `-A` must be in the unpacked archive bundle: the
+/// official tool fails then (its hooks look for that name only) instead of
+/// falling back to `appspec.yml`.
+fn named_appspec_present(o: &Options, event: &str, dir: &Path) -> Result<(), Diagnostics> {
+    let Some(name) = &o.appspec_filename else {
+        return Ok(());
+    };
+    let archive = layout::archive_dir(dir);
+    if event != "DownloadBundle" || archive.join(name).is_file() {
+        return Ok(());
+    }
+    Err(Diagnostics::unknown(format!(
+        "The CodeDeploy agent did not find an AppSpec file within the unpacked revision directory at revision-relative path \"{name}\". The revision was unpacked to directory \"{}\"",
+        archive.display()
+    )))
 }
 
 /// Local deployments run without AWS, so a `loadBalancer` section is not
@@ -227,7 +256,7 @@ pub fn default_options() -> Options {
         deployment_group_name: "LocalFleet".into(),
         application_name: None,
         events: None,
-        appspec_filename: "appspec.yml".into(),
+        appspec_filename: None,
     }
 }
 
@@ -288,17 +317,23 @@ fn local_revision(
                     "location {loc} is specified with type directory but it is a file"
                 )));
             }
-            let found = ["appspec.yml", "appspec.yaml", o.appspec_filename.as_str()]
-                .iter()
-                .any(|n| path.join(n).is_file());
-            if !found {
-                return Err(invalid(format!(
-                    "Expecting appspec file at location {}/{} but it is not found there. Please either run the CLI from within a directory containing the {} file or specify a bundle location containing an {} file in its root directory",
-                    path.display(),
-                    o.appspec_filename,
-                    o.appspec_filename,
-                    o.appspec_filename
-                )));
+            match &o.appspec_filename {
+                Some(name) if !path.join(name).is_file() => {
+                    return Err(invalid(format!(
+                        "Expecting appspec file at location {}/{name} but it is not found there. Please either run the CLI from within a directory containing the {name} file or specify a bundle location containing an {name} file in its root directory",
+                        path.display(),
+                    )));
+                }
+                None if !appspec::DEFAULT_NAMES
+                    .iter()
+                    .any(|n| path.join(n).is_file()) =>
+                {
+                    let p = path.display();
+                    return Err(invalid(format!(
+                        "Expecting appspec file at location {p}/appspec.yml or {p}/appspec.yaml but it is not found there. Please either run the CLI from within a directory containing the appspec.yml or appspec.yaml file or specify a bundle location containing an appspec.yml or appspec.yaml file in its root directory"
+                    )));
+                }
+                _ => {}
             }
             RevisionSource::LocalDirectory { location: path }
         }

@@ -94,9 +94,10 @@ struct LocalArgs {
     /// The agent configuration file.
     #[arg(short = 'c', long = "agent-configuration-file")]
     agent_configuration_file: Option<PathBuf>,
-    /// The appspec file name inside the bundle.
-    #[arg(short = 'A', long = "appspec-filename", default_value = "appspec.yml")]
-    appspec_filename: String,
+    /// The appspec file name inside the bundle (default: appspec.yml, else appspec.yaml);
+    /// a name given here must be in the bundle.
+    #[arg(short = 'A', long = "appspec-filename")]
+    appspec_filename: Option<String>,
 }
 
 fn load_config(explicit: Option<&Path>) -> Result<Config, String> {

@@ -72,8 +72,9 @@ pub struct YamlError {
 /// Parse the first document of `src` (as Psych's `YAML.load` does).
 /// An empty document yields `None`.
 pub fn parse(src: &str) -> Result<Option<Node>, YamlError> {
+    let src = psych_whitespace(src);
     let mut builder = Builder::default();
-    let mut parser = Parser::new_from_str(src);
+    let mut parser = Parser::new_from_str(&src);
     parser.load(&mut builder, false).map_err(|e| YamlError {
         pos: Pos::from_marker(e.marker()),
         message: e.info().to_string(),
@@ -82,6 +83,51 @@ pub fn parse(src: &str) -> Result<Option<Node>, YamlError> {
         return Err(err);
     }
     Ok(builder.root)
+}
+
+/// What libyaml (Psych) accepts and yaml-rust2 does not, made plain: a
+/// UTF-8 byte order mark at the start, and tabs as the separation after a
+/// mapping key's `:` (`os:\tlinux`). Each such tab becomes one space, so
+/// lines and columns stay where they were; tabs inside quoted scalars and
+/// comments are left alone.
+fn psych_whitespace(src: &str) -> std::borrow::Cow<'_, str> {
+    let src = src.strip_prefix('\u{feff}').unwrap_or(src);
+    if !src.contains(":\t") {
+        return std::borrow::Cow::Borrowed(src);
+    }
+    let mut out = String::with_capacity(src.len());
+    let mut quote: Option<char> = None;
+    let mut prev = '\n';
+    let mut chars = src.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        match (quote, c) {
+            (Some('\''), '\'') | (Some('"'), '"') if prev != '\\' || quote == Some('\'') => {
+                quote = None
+            }
+            (None, '\'' | '"') if " \t:[{,-\n".contains(prev) => quote = Some(c),
+            (None, '#') if prev == ' ' || prev == '\t' || prev == '\n' => {
+                // A comment: copy to the end of the line.
+                for d in chars.by_ref() {
+                    out.push(d);
+                    if d == '\n' {
+                        break;
+                    }
+                }
+                prev = '\n';
+                continue;
+            }
+            (None, ':') => {
+                while chars.peek() == Some(&'\t') {
+                    chars.next();
+                    out.push(' ');
+                }
+            }
+            _ => {}
+        }
+        prev = c;
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 impl Node {
@@ -457,6 +503,22 @@ mod tests {
     fn scalar(src: &str) -> Scalar {
         let root = parse(&format!("k: {src}\n")).unwrap().unwrap();
         root.get("k").unwrap().as_scalar().unwrap().clone()
+    }
+
+    #[test]
+    fn tabs_after_a_key_and_a_byte_order_mark_read_as_psych_reads_them() {
+        let root = parse("\u{feff}version: 0.0\nos:\tlinux\nk:\t\t'a:\tb' # c:\td\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            root.get("version").unwrap().as_scalar().unwrap().value,
+            Value::Float(0.0)
+        );
+        assert_eq!(root.get("os").unwrap().as_scalar().unwrap().text, "linux");
+        // A tab inside a quoted scalar is content, not separation.
+        assert_eq!(root.get("k").unwrap().as_scalar().unwrap().text, "a:\tb");
+        let os = root.get("os").unwrap();
+        assert_eq!((os.pos.line, os.pos.column), (2, 5));
     }
 
     #[test]

@@ -326,6 +326,7 @@ pub mod github;
 pub mod imds;
 pub mod lb;
 pub mod lbfleet;
+pub mod oracle;
 pub mod proxy;
 pub mod rollout;
 pub mod scenario;

@@ -16,6 +16,9 @@ use openssl::x509::{X509Name, X509};
 pub struct Authority {
     cert: X509,
     key: PKey<Private>,
+    /// An intermediate under this CA that expired long ago, as every
+    /// intermediate of the chain the official agents ship has.
+    expired: Option<Box<Authority>>,
 }
 
 pub struct SigningKey {
@@ -72,14 +75,69 @@ impl Authority {
         )
         .unwrap();
         b.sign(&key, MessageDigest::sha256()).unwrap();
+        let mut root = Authority {
+            cert: b.build(),
+            key,
+            expired: None,
+        };
+        root.expired = Some(Box::new(root.expired_intermediate()));
+        root
+    }
+
+    /// A CA certificate issued by this one, valid in 2019-2020 only.
+    fn expired_intermediate(&self) -> Authority {
+        let key = rsa();
+        let n = name(&[
+            ("C", "US"),
+            ("O", "CodeDeploy testbed"),
+            ("CN", "expired intermediate"),
+        ]);
+        let mut b = X509::builder().expect("x509");
+        b.set_version(2).unwrap();
+        b.set_serial_number(&serial()).unwrap();
+        b.set_subject_name(&n).unwrap();
+        b.set_issuer_name(self.cert.subject_name()).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::from_unix(1_546_300_800).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::from_unix(1_604_188_800).unwrap())
+            .unwrap();
+        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+            .unwrap();
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        b.sign(&self.key, MessageDigest::sha256()).unwrap();
         Authority {
             cert: b.build(),
             key,
+            expired: None,
         }
     }
 
+    /// The trusted chain the agent is given: this CA and its expired
+    /// intermediate, the shape of the official chain file.
     pub fn pem(&self) -> Vec<u8> {
-        self.cert.to_pem().expect("pem")
+        let mut pem = self.cert.to_pem().expect("pem");
+        if let Some(i) = &self.expired {
+            pem.extend(i.cert.to_pem().expect("pem"));
+        }
+        pem
+    }
+
+    /// The region's signer, issued by the expired intermediate: how a real
+    /// specification most likely looks against the shipped chain.
+    pub fn signer_under_expired_intermediate(&self, region: &str) -> SigningKey {
+        self.expired
+            .as_ref()
+            .expect("a root authority has an expired intermediate")
+            .signer_for_region(region)
     }
 
     /// A signing certificate with the subject the agent expects for `region`.

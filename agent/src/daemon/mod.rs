@@ -21,9 +21,11 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::diagnostics::{Diagnostics, ErrorCode};
-use crate::envelope::{Verifier, AWS_SIGNER_CHAIN};
+use crate::envelope::{EnvelopeError, Mode, Opened, Verifier, AWS_SIGNER_CHAIN};
 use crate::executor::Executor;
-use crate::net::control::{CommandsClient, ControlError, HostCommand, MAX_PAYLOAD};
+use crate::net::control::{
+    AckStatus, CommandsClient, ControlError, HostCommand, Stack, MAX_PAYLOAD,
+};
 use crate::net::http::HttpClient;
 use crate::net::{endpoint, identity};
 use crate::spec::DeploymentSpec;
@@ -54,6 +56,8 @@ struct Agent {
     ready: AtomicBool,
     /// Unix seconds of the poll loop's last turn, for the watchdog.
     heartbeat: AtomicU64,
+    /// Strict verdicts already reported, so each deployment logs one.
+    spec_checks: Mutex<VecDeque<status::SpecCheck>>,
 }
 
 #[derive(Default)]
@@ -109,6 +113,7 @@ async fn main_loop(config: Config) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let client = CommandsClient::new(
         http.clone(),
+        Stack::for_auth_policy(config.enable_auth_policy),
         &ep,
         &ident.region,
         ident.credentials.clone(),
@@ -119,7 +124,12 @@ async fn main_loop(config: Config) -> Result<(), String> {
             .map_err(|e| format!("cannot read :deployment_spec_ca_file: {}: {e}", p.display()))?,
         None => AWS_SIGNER_CHAIN.as_bytes().to_vec(),
     };
-    let verifier = Verifier::new(&chain, &ident.region, config.allow_unsigned_specs)
+    let mode = if config.strict_deployment_spec_verification {
+        Mode::Strict
+    } else {
+        Mode::Compatible
+    };
+    let verifier = Verifier::new(&chain, &ident.region, mode, config.allow_unsigned_specs)
         .map_err(|e| e.to_string())?;
     let traffic = ident.instance.clone().map(|(instance_id, address)| {
         traffic::LbTraffic::new(
@@ -159,6 +169,7 @@ async fn main_loop(config: Config) -> Result<(), String> {
         status,
         ready: AtomicBool::new(false),
         heartbeat: AtomicU64::new(status::now()),
+        spec_checks: Mutex::new(VecDeque::new()),
     });
     let crashed = agent.recover().await;
     if agent.traffic.is_some() {
@@ -403,18 +414,20 @@ impl Agent {
             }
         };
         let opened = self.verifier.open(&envelope.format, &envelope.payload);
-        let (noop, max) = match &opened {
-            Ok(spec) => {
+        self.note_strict_verdict(&cmd.deployment_execution_id, &opened);
+        let opened = opened.map(|o| o.spec);
+        let noop = match &opened {
+            Ok(spec) if is_known_command(name) => {
                 let (me, spec, n) = (self.clone(), spec.clone(), name.clone());
-                tokio::task::spawn_blocking(move || me.executor().plan(&n, &spec))
+                tokio::task::spawn_blocking(move || me.executor().is_noop(&n, &spec))
                     .await
-                    .unwrap_or((false, None))
+                    .unwrap_or(false)
             }
-            Err(_) => (false, None),
+            _ => false,
         };
         let status = match self
             .retry("PutHostCommandAcknowledgement", || {
-                self.client.acknowledge(id, noop, max)
+                self.client.acknowledge(id, noop)
             })
             .await
         {
@@ -425,9 +438,9 @@ impl Agent {
             }
         };
         tracing::info!(command = %name, host_command = %id, status = %status, noop, "command acknowledged");
-        match status.as_str() {
-            "Pending" | "InProgress" => {}
-            "Failed" if noop => {
+        match status {
+            s if s.proceed() => {}
+            AckStatus::Failed if noop => {
                 let d =
                     Diagnostics::error(ErrorCode::Succeeded, "", "Succeeded: CompletedNoopCommand");
                 let p = d.to_json();
@@ -447,6 +460,14 @@ impl Agent {
                 return Some((false, d.to_json()));
             }
         };
+        if !is_known_command(name) {
+            // As both official agents: a command this agent has no handler
+            // for (UpdateDeploymentAgent, a custom event name) fails.
+            tracing::error!(command = %name, host_command = %id, "unsupported command type");
+            let d = Diagnostics::unknown(format!("Unsupported command type: {name}."));
+            self.report(id, false, &d).await;
+            return Some((false, d.to_json()));
+        }
         if let Err(e) = self.tracker.begin(&spec.deployment_id, id) {
             tracing::warn!(error = %e, "cannot record the running command");
         }
@@ -460,12 +481,10 @@ impl Agent {
         };
         let ms = t0.elapsed().as_millis() as u64;
         let (ok, d) = match result {
-            Ok(summary) => {
-                tracing::info!(deployment = %spec.deployment_id, command = %name, elapsed_ms = ms, summary = %summary, "command succeeded");
-                (
-                    true,
-                    Diagnostics::error(ErrorCode::Succeeded, "", "Succeeded"),
-                )
+            Ok(report) => {
+                tracing::info!(deployment = %spec.deployment_id, command = %name, elapsed_ms = ms, summary = %report.summary, "command succeeded");
+                let message = report.completion.as_deref().unwrap_or("Succeeded");
+                (true, Diagnostics::error(ErrorCode::Succeeded, "", message))
             }
             Err(d) => {
                 tracing::error!(deployment = %spec.deployment_id, command = %name, elapsed_ms = ms, error_code = d.code as u8, script = %d.script_name, message = %d.message, "command failed");
@@ -478,6 +497,45 @@ impl Agent {
             self.tracker.end(&spec.deployment_id);
         }
         Some((ok, fit_payload(&d)))
+    }
+
+    /// Log, and show in `status`, what strict verification decides of a
+    /// deployment's specification: once per deployment, unless it changes.
+    fn note_strict_verdict(&self, execution: &str, opened: &Result<Opened, EnvelopeError>) {
+        let (deployment, refusal) = match opened {
+            Ok(o) => (o.spec.deployment_id.clone(), o.strict.clone()),
+            Err(EnvelopeError::Strict(why)) => (execution.to_string(), Some(why.clone())),
+            Err(_) => return,
+        };
+        let strict = self.config.strict_deployment_spec_verification;
+        let check = status::SpecCheck {
+            deployment,
+            strict,
+            refusal,
+        };
+        let Ok(mut seen) = self.spec_checks.lock() else {
+            return;
+        };
+        if seen.contains(&check) {
+            return;
+        }
+        if seen.len() >= 64 {
+            seen.pop_front();
+        }
+        seen.push_back(check.clone());
+        drop(seen);
+        match &check.refusal {
+            None => {
+                tracing::info!(deployment = %check.deployment, strict, "the specification passes strict verification")
+            }
+            Some(why) if strict => {
+                tracing::error!(deployment = %check.deployment, reason = %why, "strict verification refused the specification")
+            }
+            Some(why) => {
+                tracing::warn!(deployment = %check.deployment, reason = %why, "strict verification (off) would refuse this specification; accepted as the official agents accept it")
+            }
+        }
+        self.status.spec_checked(check);
     }
 
     fn executor(&self) -> Executor<'_> {
@@ -527,7 +585,11 @@ impl Agent {
         }
     }
 
-    fn execute(&self, name: &str, spec: &DeploymentSpec) -> Result<String, Diagnostics> {
+    fn execute(
+        &self,
+        name: &str,
+        spec: &DeploymentSpec,
+    ) -> Result<crate::executor::Report, Diagnostics> {
         let exec = self.executor();
         let _lock = exec
             .layout
@@ -541,7 +603,6 @@ impl Agent {
         exec.execute(name, spec, &mut |script| {
             tracing::info!(deployment = %spec.deployment_id, event = %name, script, "running script")
         })
-        .map(|r| r.summary)
     }
 
     async fn report(&self, id: &str, ok: bool, d: &Diagnostics) -> bool {
@@ -594,6 +655,16 @@ impl Agent {
             }
         }
     }
+}
+
+/// The commands the daemon runs: the two of the agent and the hook events
+/// of the official agents' default hook mapping. Custom events run only in
+/// `local`, where `-e` names them.
+fn is_known_command(name: &str) -> bool {
+    matches!(
+        appspec::events::classify(name),
+        appspec::events::EventKind::AgentCommand | appspec::events::EventKind::Hook
+    )
 }
 
 /// The service takes at most 8192 characters of diagnostics: shorten the

@@ -23,6 +23,18 @@ pub struct Status {
     /// (when, what) of the last failed poll, cleared by a good one.
     pub last_poll_error: Option<(u64, String)>,
     pub running: Vec<Running>,
+    /// What strict specification verification made of the last deployment.
+    #[serde(default)]
+    pub spec_check: Option<SpecCheck>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpecCheck {
+    pub deployment: String,
+    /// Strict mode is on (then a refusal failed the command).
+    pub strict: bool,
+    /// Why strict mode refuses (refused) the specification; `None`: accepts.
+    pub refusal: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -109,6 +121,16 @@ impl StatusFile {
         });
     }
 
+    /// The strict verdict on a deployment's specification; written when it
+    /// is news (the first command of a deployment, or a changed verdict).
+    pub fn spec_checked(&self, check: SpecCheck) {
+        self.update(|s| {
+            let news = s.spec_check.as_ref() != Some(&check);
+            s.spec_check = Some(check);
+            news
+        });
+    }
+
     pub fn end(&self, host_command: &str) {
         self.update(|s| {
             s.running.retain(|r| r.host_command != host_command);
@@ -177,6 +199,22 @@ pub fn describe(s: &Status, now: u64) -> Vec<String> {
             r.host_command,
             ago(now, r.since)
         ));
+    }
+    if let Some(c) = &s.spec_check {
+        out.push(match (&c.refusal, c.strict) {
+            (None, _) => format!(
+                "deployment {}: its specification passes strict verification",
+                c.deployment
+            ),
+            (Some(why), true) => format!(
+                "deployment {}: strict verification refused its specification: {why}",
+                c.deployment
+            ),
+            (Some(why), false) => format!(
+                "deployment {}: strict verification (off) would refuse its specification: {why}",
+                c.deployment
+            ),
+        });
     }
     out
 }

@@ -245,7 +245,7 @@ pub fn run_event(
                     "killed with SIGKILL after SIGTERM and a {} s grace",
                     cfg.hook_kill_grace.as_secs()
                 ),
-                _ => "terminated with SIGTERM".to_string(),
+                _ => "SIGTERM was enough: the process group ended before the grace".to_string(),
             };
             return Err(fail(
                 ErrorCode::ScriptTimedOut,
@@ -256,7 +256,13 @@ pub fn run_event(
         match outcome.exit {
             Exit::Code(0) => {}
             Exit::Code(c) => {
-                return Err(fail(ErrorCode::ScriptFailed, format!("Script at specified location: {who} failed with exit code {c} after {secs:.1} s"), &tail));
+                // The official agents' words exactly; the duration is logged.
+                tracing::info!(script = loc, exit_code = c, secs, "script failed");
+                return Err(fail(
+                    ErrorCode::ScriptFailed,
+                    format!("Script at specified location: {who} failed with exit code {c}"),
+                    &tail,
+                ));
             }
             Exit::Signal(s) => {
                 let name = nix::sys::signal::Signal::try_from(s)
@@ -287,18 +293,13 @@ fn script_path(archive: &Path, location: &str) -> Option<PathBuf> {
     Some(archive.join(rel))
 }
 
-/// The scripts `event` would run and their summed timeouts, for the
-/// acknowledgement (no-op flag, maximum duration). `None` when it cannot be
-/// told yet (nothing downloaded, unreadable appspec): the command then runs
-/// and reports whatever it finds.
-pub fn planned(event: &str, ctx: &Context) -> Option<(usize, u64)> {
+/// How many scripts `event` would run, for the acknowledgement's no-op
+/// flag. `None` when it cannot be told yet (nothing downloaded, unreadable
+/// appspec): the command then runs and reports whatever it finds.
+pub fn planned(event: &str, ctx: &Context) -> Option<usize> {
     let dir = revision_dir(event, ctx).ok()??;
     let (parsed, _) = parse_appspec(&layout::archive_dir(&dir), &ctx.spec.appspec_filename).ok()?;
-    let scripts = parsed.spec.scripts(event);
-    Some((
-        scripts.len(),
-        scripts.iter().map(|s| u64::from(s.timeout)).sum(),
-    ))
+    Some(parsed.spec.scripts(event).len())
 }
 
 #[cfg(test)]

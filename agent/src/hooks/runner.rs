@@ -58,13 +58,23 @@ pub struct Outcome {
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-fn build(spec: &Spec) -> io::Result<Command> {
+/// The command that starts the script. `via_sh`: through `/bin/sh`, for a
+/// script the kernel will not execute (no `#!` line), as the official agent
+/// runs it (Ruby's spawn retries such a file with the shell).
+fn build(spec: &Spec, via_sh: bool) -> io::Result<Command> {
     let me = nix::unistd::geteuid().as_raw();
+    let target = |c: &mut Command| {
+        if via_sh {
+            c.arg("/bin/sh");
+        }
+        c.arg(spec.program);
+    };
     let switch = spec.run_as.filter(|a| a.uid != me);
     let mut cmd = match (switch, me == 0, spec.sudo) {
         (Some(a), false, true) => {
             let mut c = Command::new("sudo");
-            c.args(["-n", "-E", "-u", &a.name, "--"]).arg(spec.program);
+            c.args(["-n", "-E", "-u", &a.name, "--"]);
+            target(&mut c);
             c
         }
         (Some(a), false, false) => {
@@ -78,7 +88,8 @@ fn build(spec: &Spec) -> io::Result<Command> {
         }
         (None, false, true) => {
             let mut c = Command::new("sudo");
-            c.args(["-n", "-E", "--"]).arg(spec.program);
+            c.args(["-n", "-E", "--"]);
+            target(&mut c);
             c
         }
         (Some(a), true, _) if spec.login_shell => {
@@ -90,6 +101,11 @@ fn build(spec: &Spec) -> io::Result<Command> {
                 c.env("LANG", lang);
             }
             c.args(["-l", "-c", "exec \"$0\""]).arg(spec.program);
+            c
+        }
+        _ if via_sh => {
+            let mut c = Command::new("/bin/sh");
+            c.arg(spec.program);
             c
         }
         _ => Command::new(spec.program),
@@ -170,13 +186,16 @@ enum Phase {
     Running,
     /// TERM sent; KILL at the instant.
     Terminating(Instant),
-    Killed,
+    /// No further signal will be sent.
+    Done,
 }
 
 pub fn run(spec: &Spec, on_line: &mut dyn FnMut(Stream, &[u8])) -> io::Result<Outcome> {
-    let mut cmd = build(spec)?;
     let start = Instant::now();
-    let mut child: Child = cmd.spawn()?;
+    let mut child: Child = match build(spec, false)?.spawn() {
+        Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => build(spec, true)?.spawn()?,
+        r => r?,
+    };
     let pgid = Pid::from_raw(child.id() as i32);
     let mut pipes: Vec<(Stream, Option<Pipe>, Lines)> = vec![
         (
@@ -210,6 +229,11 @@ pub fn run(spec: &Spec, on_line: &mut dyn FnMut(Stream, &[u8])) -> io::Result<Ou
     loop {
         let now = Instant::now();
         let open = pipes.iter().filter(|p| p.1.is_some()).count();
+        // After TERM, the event ends once the whole group is gone, not at
+        // the end of the grace.
+        if status.is_some() && matches!(phase, Phase::Terminating(_)) && group_gone(pgid) {
+            phase = Phase::Done;
+        }
         let settled = status.is_some() && !matches!(phase, Phase::Terminating(_));
         if settled {
             let od = *output_deadline.get_or_insert(now + spec.output_grace);
@@ -229,15 +253,17 @@ pub fn run(spec: &Spec, on_line: &mut dyn FnMut(Stream, &[u8])) -> io::Result<Ou
             Phase::Terminating(kill_at) if now >= kill_at => {
                 let _ = killpg(pgid, Signal::SIGKILL);
                 sent = Some(Signal::SIGKILL);
-                phase = Phase::Killed;
+                phase = Phase::Done;
                 continue;
             }
             _ => {}
         }
         let next = match (&phase, status.is_some()) {
-            (Phase::Terminating(k), _) => *k,
+            // The group's end has no event to wait on: look again shortly.
+            (Phase::Terminating(k), true) => (*k).min(now + GROUP_CHECK),
+            (Phase::Terminating(k), false) => *k,
             (Phase::Running, false) => deadline,
-            (Phase::Killed, false) => now + Duration::from_secs(60),
+            (Phase::Done, false) => now + Duration::from_secs(60),
             (_, true) => output_deadline.unwrap_or(now),
         };
         let wait_ms = next.saturating_duration_since(now).as_millis().min(60_000) as u16;
@@ -321,6 +347,13 @@ pub fn run(spec: &Spec, on_line: &mut dyn FnMut(Stream, &[u8])) -> io::Result<Ou
         output_left_open: left_open,
         duration: start.elapsed(),
     })
+}
+
+const GROUP_CHECK: Duration = Duration::from_millis(20);
+
+/// No process is left in the group (signal 0 reaches none).
+fn group_gone(pgid: Pid) -> bool {
+    matches!(killpg(pgid, None), Err(nix::errno::Errno::ESRCH))
 }
 
 /// Keep reading a pipe a background process still writes to, in a process

@@ -1,5 +1,9 @@
-//! The CodeDeploy commands API (private, JSON 1.1, API version 2014-10-06)
-//! that every host polls. Shapes: agent-spec.md section 1.
+//! The CodeDeploy commands API (private, JSON 1.1) that every host polls.
+//! Two stacks serve it, with the same operations and shapes but their own
+//! target prefix and SigV4 signing name (the official agent's service
+//! models, `CodeDeployCommand.api.json` and `CodeDeployCommandSecure.api.json`);
+//! `:enable_auth_policy:` selects the secure one. Only members those models
+//! define are sent.
 
 use std::time::SystemTime;
 
@@ -12,8 +16,88 @@ use serde_json::{json, Value};
 
 use super::http::{HttpClient, HttpError};
 
-pub const SIGNING_NAME: &str = "codedeploy-commands";
-const TARGET_PREFIX: &str = "CodeDeployCommandService_v20141006";
+/// Which commands API stack the host talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stack {
+    /// API version 2014-10-06, endpoint `codedeploy-commands`.
+    Plain,
+    /// API version 2019-11-11, endpoint `codedeploy-commands-secure`: the
+    /// service checks the host's own IAM permissions
+    /// (`codedeploy-commands-secure:*`).
+    Secure,
+}
+
+impl Stack {
+    pub fn for_auth_policy(enable_auth_policy: bool) -> Stack {
+        if enable_auth_policy {
+            Stack::Secure
+        } else {
+            Stack::Plain
+        }
+    }
+
+    pub fn target_prefix(self) -> &'static str {
+        match self {
+            Stack::Plain => "CodeDeployCommandService_v20141006",
+            Stack::Secure => "CodeDeployCommandService",
+        }
+    }
+
+    pub fn signing_name(self) -> &'static str {
+        match self {
+            Stack::Plain => "codedeploy-commands",
+            Stack::Secure => "codedeploy-commands-secure",
+        }
+    }
+}
+
+/// A command's status in the acknowledgement's answer. The models make the
+/// member optional and say an answer without it means "go on"; the official
+/// agents skip the command only for `Succeeded` and `Failed`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AckStatus {
+    Pending,
+    InProgress,
+    Succeeded,
+    Failed,
+    /// The answer carried no status.
+    Unstated,
+    /// A value the models do not list; treated as "go on", as officially.
+    Other(String),
+}
+
+impl AckStatus {
+    pub fn parse(v: Option<&str>) -> AckStatus {
+        match v {
+            None | Some("") => AckStatus::Unstated,
+            Some("Pending") => AckStatus::Pending,
+            Some("InProgress") => AckStatus::InProgress,
+            Some("Succeeded") => AckStatus::Succeeded,
+            Some("Failed") => AckStatus::Failed,
+            Some(o) => AckStatus::Other(o.to_string()),
+        }
+    }
+
+    /// Run the command?
+    pub fn proceed(&self) -> bool {
+        !matches!(self, AckStatus::Succeeded | AckStatus::Failed)
+    }
+}
+
+impl std::fmt::Display for AckStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AckStatus::Pending => "Pending",
+            AckStatus::InProgress => "InProgress",
+            AckStatus::Succeeded => "Succeeded",
+            AckStatus::Failed => "Failed",
+            AckStatus::Unstated => "(none)",
+            AckStatus::Other(o) => o,
+        })
+    }
+}
+/// Name and version once; the version header carries the agent's version.
+const USER_AGENT: &str = concat!("codedeploy-agent-rs/", env!("CARGO_PKG_VERSION"));
 /// The service's own limit on an envelope payload.
 pub const MAX_PAYLOAD: usize = 8192;
 
@@ -91,6 +175,7 @@ pub struct Envelope {
 
 pub struct CommandsClient {
     http: HttpClient,
+    stack: Stack,
     endpoint: String,
     host_header: String,
     region: String,
@@ -101,6 +186,7 @@ pub struct CommandsClient {
 impl CommandsClient {
     pub fn new(
         http: HttpClient,
+        stack: Stack,
         endpoint: &str,
         region: &str,
         credentials: SharedCredentialsProvider,
@@ -115,6 +201,7 @@ impl CommandsClient {
             .ok_or_else(|| format!("endpoint {endpoint:?} has no host"))?;
         Ok(CommandsClient {
             http,
+            stack,
             endpoint: format!("{}/", endpoint.trim_end_matches('/')),
             host_header,
             region: region.to_string(),
@@ -130,12 +217,12 @@ impl CommandsClient {
             .uri(&self.endpoint)
             .header("host", &self.host_header)
             .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amz-target", format!("{TARGET_PREFIX}.{operation}"))
-            .header("x-amz-codedeploy-agent-version", &self.agent_version)
             .header(
-                "user-agent",
-                format!("codedeploy-agent-rs/{}", self.agent_version),
+                "x-amz-target",
+                format!("{}.{operation}", self.stack.target_prefix()),
             )
+            .header("x-amz-codedeploy-agent-version", &self.agent_version)
+            .header("user-agent", USER_AGENT)
             .body(body.clone())
             .map_err(|e| ControlError::Signing {
                 operation,
@@ -179,7 +266,7 @@ impl CommandsClient {
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.region)
-            .name(SIGNING_NAME)
+            .name(self.stack.signing_name())
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()
@@ -230,27 +317,22 @@ impl CommandsClient {
         }))
     }
 
-    /// Returns the command's status as the service sees it.
+    /// Returns the command's status as the service sees it. Only the
+    /// models' members are sent: no maximum duration (neither model has
+    /// one, and neither official agent sends it).
     pub async fn acknowledge(
         &self,
         host_command_identifier: &str,
         is_noop: bool,
-        max_duration_secs: Option<u64>,
-    ) -> Result<String, ControlError> {
-        let mut input = json!({
+    ) -> Result<AckStatus, ControlError> {
+        let input = json!({
             "HostCommandIdentifier": host_command_identifier,
             "Diagnostics": { "Format": "JSON", "Payload": json!({ "IsCommandNoop": is_noop }).to_string() },
         });
-        if let Some(d) = max_duration_secs {
-            // The service accepts 60..=4200 (Ruby command_acknowledgement_request_builder.rb).
-            input["HostCommandMaxDurationInSeconds"] = json!(d.clamp(60, 4200));
-        }
         let out = self.call("PutHostCommandAcknowledgement", input).await?;
-        Ok(out
-            .get("CommandStatus")
-            .and_then(|s| s.as_str())
-            .unwrap_or("")
-            .to_string())
+        Ok(AckStatus::parse(
+            out.get("CommandStatus").and_then(|s| s.as_str()),
+        ))
     }
 
     pub async fn specification(
@@ -344,6 +426,29 @@ fn service_error(body: &str, headers: &http::HeaderMap) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stacks_have_their_own_target_and_signing_name() {
+        let s = Stack::for_auth_policy(true);
+        assert_eq!(
+            (s.target_prefix(), s.signing_name()),
+            ("CodeDeployCommandService", "codedeploy-commands-secure")
+        );
+        let p = Stack::for_auth_policy(false);
+        assert_eq!(
+            (p.target_prefix(), p.signing_name()),
+            ("CodeDeployCommandService_v20141006", "codedeploy-commands")
+        );
+    }
+
+    #[test]
+    fn an_unstated_status_means_go_on() {
+        assert!(AckStatus::parse(None).proceed());
+        assert!(AckStatus::parse(Some("InProgress")).proceed());
+        assert!(AckStatus::parse(Some("Pending")).proceed());
+        assert!(!AckStatus::parse(Some("Succeeded")).proceed());
+        assert!(!AckStatus::parse(Some("Failed")).proceed());
+    }
 
     #[test]
     fn error_codes_and_retry_classes() {

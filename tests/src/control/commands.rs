@@ -67,7 +67,7 @@ pub(super) async fn dispatch(
             }
             let spec = {
                 let s = inner.state.lock().unwrap();
-                let dep_id = exec.split('/').nth(1).unwrap_or("");
+                let dep_id = super::state::deployment_of_execution(exec);
                 let d = s.deployments.get(dep_id).ok_or_else(|| {
                     api_error(400, "DeploymentDoesNotExistException", "no such deployment")
                 })?;
@@ -170,7 +170,7 @@ fn next_command(inner: &Inner, host: &str) -> Option<Value> {
         .values_mut()
         .filter(|c| c.host == host && c.status == St::Pending && c.acked.is_none())
         .filter(|c| c.last_offered.is_none_or(|o| t - o > OFFER_LEASE_SECS))
-        .min_by(|a, b| a.id.cmp(&b.id))?;
+        .min_by(|a, b| a.issued.total_cmp(&b.issued).then_with(|| a.id.cmp(&b.id)))?;
     c.offered += 1;
     c.last_offered = Some(t);
     Some(poll_answer(c))

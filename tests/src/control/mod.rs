@@ -4,6 +4,7 @@
 //! inject faults, tamper with specifications and read what happened.
 
 mod commands;
+pub mod model;
 mod public;
 pub mod state;
 
@@ -37,6 +38,9 @@ pub enum Tamper {
     WrongSubject,
     /// Sent as unsigned TEXT/JSON.
     Unsigned,
+    /// Signed with the right subject by a signer whose intermediate, in
+    /// the trusted chain, expired years ago.
+    ExpiredChain,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,10 +58,15 @@ pub enum FaultKind {
     /// Answer a poll with the host's most recently acknowledged command
     /// again (a service that lost track): it must not run a second time.
     ReofferLast,
+    /// Apply an acknowledgement but answer it without `CommandStatus`, as
+    /// the models allow ("go on").
+    AckWithoutStatus,
 }
 
 #[derive(Clone, Debug)]
 pub struct Call {
+    /// The commands API stack the call came on (`None`: the public API).
+    pub stack: Option<model::Stack>,
     pub principal: String,
     pub operation: String,
     pub at: f64,
@@ -71,12 +80,15 @@ pub(crate) struct Inner {
     pub signer: SigningKey,
     rogue: SigningKey,
     wrong_subject: SigningKey,
+    expired_chain: SigningKey,
     pub tamper: Mutex<Option<Tamper>>,
     /// A fault for no operation in particular hits the commands API only.
     faults: Faults<FaultKind>,
     pub calls: Mutex<Vec<Call>>,
     pub wake: tokio::sync::Notify,
     pub long_poll: Duration,
+    /// Only this stack of the commands API answers (as one endpoint does).
+    pub stack: Mutex<Option<model::Stack>>,
 }
 
 #[derive(Clone)]
@@ -130,11 +142,13 @@ impl ControlPlane {
             signer: ca.signer_for_region(REGION),
             rogue: rogue_ca.signer_for_region(REGION),
             wrong_subject: ca.signer_for_region("eu-west-1"),
+            expired_chain: ca.signer_under_expired_intermediate(REGION),
             tamper: Mutex::new(None),
             faults: Faults::default(),
             calls: Mutex::new(Vec::new()),
             wake: tokio::sync::Notify::new(),
             long_poll: Duration::from_secs(2),
+            stack: Mutex::new(None),
         });
         let h = inner.clone();
         let addr = server::serve(Arc::new(move |req| {
@@ -166,6 +180,12 @@ impl ControlPlane {
         host
     }
 
+    /// Serve only `stack` of the commands API (`None`: both), as the real
+    /// `codedeploy-commands` and `codedeploy-commands-secure` endpoints do.
+    pub fn require_stack(&self, stack: Option<model::Stack>) {
+        *self.inner.stack.lock().unwrap() = stack;
+    }
+
     pub fn set_tamper(&self, t: Option<Tamper>) {
         *self.inner.tamper.lock().unwrap() = t;
     }
@@ -173,6 +193,11 @@ impl ControlPlane {
     /// The token the "GitHub connection" hands to deployments.
     pub fn set_github_token(&self, token: Option<&str>) {
         self.inner.state.lock().unwrap().github_token = token.map(str::to_string);
+    }
+
+    /// New deployments start with a command named `name` (`None`: none).
+    pub fn set_first_command(&self, name: Option<&str>) {
+        self.inner.state.lock().unwrap().first_command = name.map(str::to_string);
     }
 
     pub fn set_reuse_archive_from(&self, deployment: Option<&str>) {
@@ -241,6 +266,10 @@ impl ControlPlane {
                 inner.wrong_subject.sign(json.as_bytes()),
             ),
             Some(Tamper::Unsigned) => ("TEXT/JSON".into(), json.to_string()),
+            Some(Tamper::ExpiredChain) => (
+                "PKCS7/JSON".into(),
+                inner.expired_chain.sign(json.as_bytes()),
+            ),
         }
     }
 }
@@ -252,79 +281,124 @@ async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let (service, op, commands_api) = if let Some(op) =
-        target.strip_prefix("CodeDeployCommandService_v20141006.")
-    {
-        ("codedeploy-commands", op.to_string(), true)
-    } else if let Some(op) = target.strip_prefix("CodeDeploy_20141006.") {
-        ("codedeploy", op.to_string(), false)
-    } else {
-        return Ok(json_response(
-            400,
-            &json!({"__type": "UnknownOperationException", "message": format!("unknown target {target:?}")}),
-        ));
+    let (stack, op) = match model::Stack::of_target(&target) {
+        Some((stack, op)) => (Some(stack), op.to_string()),
+        None => match target.strip_prefix("CodeDeploy_20141006.") {
+            Some(op) => (None, op.to_string()),
+            None => {
+                return Ok(json_response(
+                    400,
+                    &json!({"__type": "UnknownOperationException", "message": format!("unknown target {target:?}")}),
+                ))
+            }
+        },
     };
+    let commands_api = stack.is_some();
+    let required = *inner.stack.lock().unwrap();
+    if let (Some(s), Some(r)) = (stack, required) {
+        if s != r {
+            record(&inner, stack, "-", &op, 400, None);
+            return Ok(json_response(
+                400,
+                &json!({"__type": "UnknownOperationException", "message": format!("this endpoint serves {}, not {target:?}", r.target_prefix())}),
+            ));
+        }
+    }
+    let service = stack.map_or("codedeploy", |s| s.signing_name());
     let principal = match sigv4::verify(&req, &inner.keys, REGION, service) {
         Ok(p) => p,
         Err(m) => {
-            record(&inner, "-", &op, 403, None);
+            record(&inner, stack, "-", &op, 403, None);
             return Ok(json_response(
                 403,
                 &json!({"__type": "InvalidSignatureException", "message": m}),
             ));
         }
     };
+    let input: Value = match serde_json::from_slice(req.body()) {
+        Ok(v) => v,
+        Err(e) => {
+            record(&inner, stack, &principal, &op, 400, None);
+            return Ok(json_response(
+                400,
+                &json!({"__type": "SerializationException", "message": e.to_string()}),
+            ));
+        }
+    };
+    if let Some(s) = stack {
+        if let Err(m) = s.check(&op, &input) {
+            record(&inner, stack, &principal, &op, 400, None);
+            return Ok(json_response(
+                400,
+                &json!({"__type": "ClientException", "message": m}),
+            ));
+        }
+    }
     let fault = inner.faults.take(|o| match o {
         Some(o) => o == op,
         None => commands_api,
     });
     match fault {
         Some(FaultKind::ServerError) => {
-            record(&inner, &principal, &op, 500, fault);
+            record(&inner, stack, &principal, &op, 500, fault);
             return Ok(json_response(
                 500,
                 &json!({"__type": "InternalFailure", "message": "injected"}),
             ));
         }
         Some(FaultKind::Throttle) => {
-            record(&inner, &principal, &op, 400, fault);
+            record(&inner, stack, &principal, &op, 400, fault);
             return Ok(json_response(
                 400,
                 &json!({"__type": "ThrottlingException", "message": "Rate exceeded"}),
             ));
         }
         Some(FaultKind::DropBefore) => {
-            record(&inner, &principal, &op, 0, fault);
+            record(&inner, stack, &principal, &op, 0, fault);
             return Err(Dropped);
         }
         Some(FaultKind::Delay(d)) => tokio::time::sleep(d).await,
         Some(FaultKind::ReofferLast) => {
             if let Some(c) = commands::last_acknowledged(&inner, &principal) {
-                record(&inner, &principal, &op, 200, fault);
+                record(&inner, stack, &principal, &op, 200, fault);
                 return Ok(json_response(200, &json!({ "HostCommand": c })));
             }
         }
         _ => {}
     }
-    let input: Value = serde_json::from_slice(req.body()).unwrap_or(json!({}));
     let result = if commands_api {
         commands::dispatch(&inner, &principal, &op, &input).await
     } else {
         public::dispatch(&inner, &op, &input)
     };
     let (status, body) = match result {
-        Ok(v) => (200, v),
+        Ok(mut v) => {
+            if fault == Some(FaultKind::AckWithoutStatus) {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("CommandStatus");
+                }
+            }
+            (200, v)
+        }
         Err(e) => (e.status, json!({"__type": e.code, "message": e.message})),
     };
-    record(&inner, &principal, &op, status, fault);
+    record(&inner, stack, &principal, &op, status, fault);
     if fault == Some(FaultKind::DropAfter) {
         return Err(Dropped);
     }
     Ok(json_response(status, &body))
 }
 
-fn record(inner: &Inner, principal: &str, op: &str, status: u16, fault: Option<FaultKind>) {
+fn record(
+    inner: &Inner,
+    stack: Option<model::Stack>,
+    principal: &str,
+    op: &str,
+    status: u16,
+    fault: Option<FaultKind>,
+) {
     inner.calls.lock().unwrap().push(Call {
+        stack,
         principal: principal.to_string(),
         operation: op.to_string(),
         at: state::now(),

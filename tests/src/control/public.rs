@@ -162,7 +162,13 @@ pub(super) fn dispatch(inner: &Arc<Inner>, op: &str, input: &Value) -> Result<Va
                 )
             })?;
             let id = format!("d-{}", s.next_id(9));
-            let events = in_place_events(g.with_lb);
+            let mut events: Vec<String> = in_place_events(g.with_lb)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            if let Some(first) = &s.first_command {
+                events.insert(0, first.clone());
+            }
             let instances: Vec<Instance> = s
                 .targets(&g)
                 .into_iter()
@@ -173,7 +179,7 @@ pub(super) fn dispatch(inner: &Arc<Inner>, op: &str, input: &Value) -> Result<Va
                     events: events
                         .iter()
                         .map(|e| EventState {
-                            name: e.to_string(),
+                            name: e.clone(),
                             status: St::Pending,
                             start: None,
                             end: None,

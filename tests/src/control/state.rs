@@ -222,6 +222,9 @@ pub struct State {
     /// `ReuseArchiveFromDeploymentId` put in every specification (the
     /// service sets it on RESTART deployments; the CLI cannot ask for it).
     pub reuse_archive_from: Option<String>,
+    /// A command the service sends first in new deployments (e.g.
+    /// `UpdateDeploymentAgent`, which the service may send to any host).
+    pub first_command: Option<String>,
 }
 
 fn matches(tags: &[(String, String)], filters: &[(String, String)]) -> bool {
@@ -233,6 +236,22 @@ fn matches(tags: &[(String, String)], filters: &[(String, String)]) -> bool {
 }
 
 impl State {
+    /// Host command identifiers as the service hands them out: a few
+    /// hundred characters of base64 (an opaque token), '/', '+' and '='
+    /// included, so no agent can take one for a file name.
+    fn host_command_id(&mut self) -> String {
+        use base64::Engine as _;
+        let seed = self.next_id(36);
+        let bytes: Vec<u8> = seed
+            .bytes()
+            .cycle()
+            .take(240)
+            .enumerate()
+            .map(|(i, b)| b.wrapping_mul(31).wrapping_add(i as u8))
+            .collect();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
     pub fn next_id(&mut self, width: usize) -> String {
         self.counter += 1;
         let mut x = self.counter.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (now() as u64);
@@ -345,7 +364,7 @@ impl State {
     /// Issue the command for instance `i`'s current event. Returns true
     /// when the instance moved without a command (service-side event, end).
     fn issue(&mut self, id: &str, i: usize) -> bool {
-        let cmd_id = format!("hc-{}", self.next_id(16));
+        let cmd_id = self.host_command_id();
         let d = self.deployments.get_mut(id).expect("deployment");
         let inst = &mut d.instances[i];
         let Some(ev) = inst.events.get_mut(inst.current) else {
@@ -367,7 +386,7 @@ impl State {
             instance: i,
             event: ev.name.clone(),
             host: inst.host.clone(),
-            execution_id: format!("codedeploy/{id}/{}/{}", inst.name, inst.current),
+            execution_id: execution_id(&self.region, &self.account, id),
             status: St::Pending,
             issued: now(),
             offered: 0,
@@ -522,4 +541,15 @@ mod tests {
         assert_eq!(Rule::FleetPercent(75).min_healthy(4), 3);
         assert_eq!(Rule::HostCount(2).batch(5), 3);
     }
+}
+
+/// A deployment execution id in the service's form (it must match the
+/// model's `^[^/]+/[^/]+/[^/]+/.+$`, at most 129 characters).
+pub fn execution_id(region: &str, account: &str, deployment: &str) -> String {
+    format!("CodeDeploy/{region}/Prod/arn:aws:sds:{region}:{account}:deployment/{deployment}")
+}
+
+/// The deployment an execution id names.
+pub fn deployment_of_execution(execution: &str) -> &str {
+    execution.rsplit("deployment/").next().unwrap_or("")
 }
