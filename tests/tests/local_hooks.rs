@@ -163,8 +163,10 @@ fn a_failure_reports_the_tail_exit_code_and_duration() {
     let run = host.deploy_dir(&b.dir, &[]);
     run.assert_failed();
     let line = run.event_line("ValidateService");
+    // The official agents' message exactly; `local` prints the duration.
     assert!(
-        line.contains("Script at specified location: hook.sh failed with exit code 3 after "),
+        line.contains("s  Script at specified location: hook.sh failed with exit code 3")
+            && line.ends_with("exit code 3"),
         "{line}"
     );
     let tail = run
