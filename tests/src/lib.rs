@@ -320,6 +320,7 @@ pub fn alive(pid: i32) -> bool {
 
 pub mod bed;
 pub mod control;
+pub mod differential;
 pub mod faults;
 pub mod faulty;
 pub mod github;

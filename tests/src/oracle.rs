@@ -53,3 +53,14 @@ pub fn service_model(name: &str) -> &'static serde_json::Value {
         .map(|(_, m)| m)
         .unwrap_or_else(|| panic!("no service model {name} in the oracle tarball"))
 }
+
+/// The official Ruby agent's `codedeploy-local` (the oracle's wrapper).
+pub fn ruby_local() -> PathBuf {
+    dir().join("codedeploy-local")
+}
+
+/// The official Ruby agent's CommandPoller as a drop-in for the agent
+/// binary in daemon tests (`agent-bin --config_file FILE run`).
+pub fn ruby_agent_bin() -> PathBuf {
+    dir().join("agent-bin")
+}

@@ -25,7 +25,12 @@ fn a_script_without_a_shebang_runs_through_bin_sh() {
     run.assert_ok();
     assert_eq!(
         fs::read_to_string(&out).unwrap().trim(),
-        format!("ran as {}", host.deployments("default-local-deployment-group")[0].join("deployment-archive/hook.sh").display())
+        format!(
+            "ran as {}",
+            host.deployments("default-local-deployment-group")[0]
+                .join("deployment-archive/hook.sh")
+                .display()
+        )
     );
 }
 
@@ -57,9 +62,14 @@ fn yaml_psych_accepts_is_accepted_a_tab_after_a_key_and_a_byte_order_mark() {
     ));
     let run = host.deploy_dir(&b.dir, &[]);
     run.assert_ok();
-    assert_eq!(fs::read_to_string(dest.join("index.html")).unwrap(), "hello\n");
+    assert_eq!(
+        fs::read_to_string(dest.join("index.html")).unwrap(),
+        "hello\n"
+    );
     let v = testbed::run_with_deadline(
-        std::process::Command::new(agent_bin()).arg("validate").arg(&b.dir),
+        std::process::Command::new(agent_bin())
+            .arg("validate")
+            .arg(&b.dir),
         Duration::from_secs(60),
     );
     assert!(v.status.success(), "{}{}", v.stdout, v.stderr);
@@ -78,7 +88,10 @@ fn file_exists_behavior_is_read_in_any_case() {
         dest.display()
     ));
     host.deploy_dir(&b.dir, &["-b", "overwrite"]).assert_ok();
-    assert_eq!(fs::read_to_string(dest.join("index.html")).unwrap(), "ours\n");
+    assert_eq!(
+        fs::read_to_string(dest.join("index.html")).unwrap(),
+        "ours\n"
+    );
 }
 
 #[test]
@@ -112,7 +125,8 @@ fn an_appspec_named_with_dash_a_must_be_in_the_bundle() {
     let run = host.deploy_dir(&b.dir, &["-A", "custom.yml"]);
     run.assert_failed();
     assert!(
-        run.stderr.contains("Expecting appspec file at location") && run.stderr.contains("custom.yml"),
+        run.stderr.contains("Expecting appspec file at location")
+            && run.stderr.contains("custom.yml"),
         "{}{}",
         run.stdout,
         run.stderr

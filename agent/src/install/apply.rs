@@ -53,6 +53,9 @@ pub struct ApplyReport {
     pub contexts_skipped: usize,
     /// Symlinks that had a mode or ACL rule: links have no mode of their own.
     pub links_without_mode: usize,
+    /// Replacements' temporary names, listed in the cleanup file in case of
+    /// a crash; renamed away now, so they can leave the file.
+    pub temporaries: Vec<PathBuf>,
 }
 
 pub struct Applier<'p, 'a> {
@@ -116,6 +119,10 @@ impl Applier<'_, '_> {
             self.rollback(&dirs, &files, &replaced);
             return Err(e);
         }
+        report.temporaries = replaced
+            .iter()
+            .map(|id| temp_for(&plan.path(*id)))
+            .collect();
         Ok(report)
     }
 

@@ -207,6 +207,22 @@ impl Writer {
     }
 }
 
+/// Rewrite a finished cleanup file without `gone` (atomically: the old
+/// file stays whole until the new one replaces it). The file then lists
+/// exactly what the install left, as the official agent's does.
+pub fn forget(path: &Path, gone: &[PathBuf]) -> io::Result<()> {
+    let gone: HashSet<&[u8]> = gone.iter().map(|p| p.as_os_str().as_bytes()).collect();
+    let text = fs::read(path)?;
+    let mut kept = Vec::with_capacity(text.len());
+    for line in text.split_inclusive(|b| *b == b'\n') {
+        let name = line.strip_suffix(b"\n").unwrap_or(line);
+        if !gone.contains(name) {
+            kept.extend_from_slice(line);
+        }
+    }
+    fsutil::write_atomic(path, &kept, 0o644, fsutil::Durability::Atomic)
+}
+
 /// Streams `install.json`: `{"instructions":[{"type":"copy",...},...]}`.
 pub struct InstructionsWriter {
     out: BufWriter<File>,

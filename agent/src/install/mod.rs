@@ -191,6 +191,10 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
     cleanup
         .finish()
         .map_err(io_err(format!("cannot write {}", cleanup_path.display())))?;
+    if !outcome.applied.temporaries.is_empty() {
+        ledger::forget(&cleanup_path, &outcome.applied.temporaries)
+            .map_err(io_err(format!("cannot write {}", cleanup_path.display())))?;
+    }
     outcome.copy_time = t1.elapsed();
     Ok(outcome)
 }
