@@ -174,3 +174,58 @@ pub fn logs(agents: &[Agent]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// `n` on-premises instances registered with the CLI (IAM user
+/// credentials), tagged fleet=dc1, agents started. Whichever binary runs
+/// them (ours, or the official client through `CODEDEPLOY_AGENT_BIN`).
+pub fn on_premises_fleet(bed: &Testbed, n: usize) -> Vec<Agent> {
+    let mut agents = Vec::new();
+    for i in 0..n {
+        let name = format!("onprem-{i}");
+        let arn = format!("arn:aws:iam::123456789012:user/{name}");
+        let key = format!("AKIDONPREM{i:010}");
+        bed.keys.add(
+            &key,
+            crate::sigv4::Secret {
+                secret: format!("secret-{i}"),
+                token: None,
+                principal: arn.clone(),
+            },
+        );
+        bed.aws_ok(&[
+            "deploy",
+            "register-on-premises-instance",
+            "--instance-name",
+            &name,
+            "--iam-user-arn",
+            &arn,
+        ]);
+        bed.aws_ok(&[
+            "deploy",
+            "add-tags-to-on-premises-instances",
+            "--instance-names",
+            &name,
+            "--tags",
+            "Key=fleet,Value=dc1",
+        ]);
+        agents.push(bed.on_premises(&name, &format!(
+            "---\nregion: us-east-1\niam_user_arn: {arn}\naws_access_key_id: {key}\naws_secret_access_key: secret-{i}\n"
+        )));
+    }
+    for a in &mut agents {
+        a.start();
+    }
+    agents
+}
+
+/// Application `shop`, group `web` over the fleet=dc1 on-premises instances.
+pub fn setup_on_premises_group(bed: &Testbed, config: &str) {
+    setup_group_over(
+        bed,
+        config,
+        &[
+            "--on-premises-instance-tag-filters",
+            "Key=fleet,Value=dc1,Type=KEY_AND_VALUE",
+        ],
+    );
+}

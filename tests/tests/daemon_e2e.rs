@@ -227,51 +227,8 @@ fn failing_validate_service_fails_the_deployment_with_the_script_and_its_output(
 fn on_premises_instances_by_tag_with_iam_user_credentials() {
     testbed::require_root();
     let bed = Testbed::new();
-    let mut agents = Vec::new();
-    for i in 0..2 {
-        let name = format!("onprem-{i}");
-        let arn = format!("arn:aws:iam::123456789012:user/{name}");
-        let key = format!("AKIDONPREM{i:010}");
-        bed.keys.add(
-            &key,
-            testbed::sigv4::Secret {
-                secret: format!("secret-{i}"),
-                token: None,
-                principal: arn.clone(),
-            },
-        );
-        bed.aws_ok(&[
-            "deploy",
-            "register-on-premises-instance",
-            "--instance-name",
-            &name,
-            "--iam-user-arn",
-            &arn,
-        ]);
-        bed.aws_ok(&[
-            "deploy",
-            "add-tags-to-on-premises-instances",
-            "--instance-names",
-            &name,
-            "--tags",
-            "Key=fleet,Value=dc1",
-        ]);
-        let a = bed.on_premises(&name, &format!(
-            "---\nregion: us-east-1\niam_user_arn: {arn}\naws_access_key_id: {key}\naws_secret_access_key: secret-{i}\n"
-        ));
-        agents.push(a);
-    }
-    for a in &mut agents {
-        a.start();
-    }
-    setup_group_over(
-        &bed,
-        "CodeDeployDefault.AllAtOnce",
-        &[
-            "--on-premises-instance-tag-filters",
-            "Key=fleet,Value=dc1,Type=KEY_AND_VALUE",
-        ],
-    );
+    let agents = on_premises_fleet(&bed, 2);
+    setup_on_premises_group(&bed, "CodeDeployDefault.AllAtOnce");
     let d = deploy_version(&bed, "e2e-onprem", "v1", "zip", 0);
     assert_eq!(
         bed.wait_deployment(&d, LIMIT),

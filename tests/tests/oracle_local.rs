@@ -273,6 +273,12 @@ cases! {
         b.appspec(&files_appspec(s, ""));
         s.deploy(&b, "zip", &["-g", "g1"]);
     };
+    modes_of_a_directory_bundle => |s: &mut Side| {
+        let b = site_with_hooks(s, &[]);
+        b.file("site/secret.txt", "s\n").mode("site/secret.txt", 0o600);
+        b.file("site/bin/tool", "#!/bin/sh\n").mode("site/bin/tool", 0o755);
+        s.deploy(&b, "directory", &["-g", "g1"]);
+    };
     executable_bits_from_a_tgz => |s: &mut Side| {
         let b = site_with_hooks(s, &[]);
         b.file("site/bin/tool", "#!/bin/sh\n").mode("site/bin/tool", 0o755);
