@@ -528,6 +528,17 @@ fn to_lifecycle_diagnostics(v: Value) -> Value {
     })
 }
 
+/// A deployment execution id in the service's form (it must match the
+/// model's `^[^/]+/[^/]+/[^/]+/.+$`, at most 129 characters).
+pub fn execution_id(region: &str, account: &str, deployment: &str) -> String {
+    format!("CodeDeploy/{region}/Prod/arn:aws:sds:{region}:{account}:deployment/{deployment}")
+}
+
+/// The deployment an execution id names.
+pub fn deployment_of_execution(execution: &str) -> &str {
+    execution.rsplit("deployment/").next().unwrap_or("")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,15 +552,4 @@ mod tests {
         assert_eq!(Rule::FleetPercent(75).min_healthy(4), 3);
         assert_eq!(Rule::HostCount(2).batch(5), 3);
     }
-}
-
-/// A deployment execution id in the service's form (it must match the
-/// model's `^[^/]+/[^/]+/[^/]+/.+$`, at most 129 characters).
-pub fn execution_id(region: &str, account: &str, deployment: &str) -> String {
-    format!("CodeDeploy/{region}/Prod/arn:aws:sds:{region}:{account}:deployment/{deployment}")
-}
-
-/// The deployment an execution id names.
-pub fn deployment_of_execution(execution: &str) -> &str {
-    execution.rsplit("deployment/").next().unwrap_or("")
 }
