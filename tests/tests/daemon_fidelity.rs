@@ -27,6 +27,12 @@ fn all_calls_fit_the_model(bed: &Testbed, stack: Stack) {
     assert!(!commands.is_empty());
     for c in commands {
         assert_eq!(c.stack, Some(stack), "{c:?}");
+        // Name and version once (it read "codedeploy-agent-rs/codedeploy-agent-rs-…").
+        assert!(
+            c.user_agent.starts_with("codedeploy-agent-rs/")
+                && c.user_agent.matches("codedeploy-agent").count() == 1,
+            "{c:?}"
+        );
         assert!(c.status == 200 || c.fault.is_some(), "refused: {c:?}");
     }
 }

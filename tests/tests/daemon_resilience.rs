@@ -343,6 +343,11 @@ fn restart_deployments_reuse_an_intact_bundle_and_download_otherwise() {
         hook_lines(&agents[0]).last().unwrap(),
         &format!("ValidateService {d2}")
     );
+    let s = instance_summary(&bed, &d2, &agents[0].imds.instance_id);
+    assert_eq!(
+        message(event(&s, "DownloadBundle")),
+        "Succeeded: BundleSource=archive-reuse"
+    );
 
     // Naming a deployment whose bundle is not on this host means downloading
     // (which fails here, the object being gone), never failing on the reuse.

@@ -72,6 +72,7 @@ pub struct Call {
     pub at: f64,
     pub status: u16,
     pub fault: Option<FaultKind>,
+    pub user_agent: String,
 }
 
 pub(crate) struct Inner {
@@ -281,6 +282,12 @@ async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let ua = req
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let (stack, op) = match model::Stack::of_target(&target) {
         Some((stack, op)) => (Some(stack), op.to_string()),
         None => match target.strip_prefix("CodeDeploy_20141006.") {
@@ -297,7 +304,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
     let required = *inner.stack.lock().unwrap();
     if let (Some(s), Some(r)) = (stack, required) {
         if s != r {
-            record(&inner, stack, "-", &op, 400, None);
+            record(&inner, &ua, stack, "-", &op, 400, None);
             return Ok(json_response(
                 400,
                 &json!({"__type": "UnknownOperationException", "message": format!("this endpoint serves {}, not {target:?}", r.target_prefix())}),
@@ -308,7 +315,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
     let principal = match sigv4::verify(&req, &inner.keys, REGION, service) {
         Ok(p) => p,
         Err(m) => {
-            record(&inner, stack, "-", &op, 403, None);
+            record(&inner, &ua, stack, "-", &op, 403, None);
             return Ok(json_response(
                 403,
                 &json!({"__type": "InvalidSignatureException", "message": m}),
@@ -318,7 +325,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
     let input: Value = match serde_json::from_slice(req.body()) {
         Ok(v) => v,
         Err(e) => {
-            record(&inner, stack, &principal, &op, 400, None);
+            record(&inner, &ua, stack, &principal, &op, 400, None);
             return Ok(json_response(
                 400,
                 &json!({"__type": "SerializationException", "message": e.to_string()}),
@@ -327,7 +334,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
     };
     if let Some(s) = stack {
         if let Err(m) = s.check(&op, &input) {
-            record(&inner, stack, &principal, &op, 400, None);
+            record(&inner, &ua, stack, &principal, &op, 400, None);
             return Ok(json_response(
                 400,
                 &json!({"__type": "ClientException", "message": m}),
@@ -340,27 +347,27 @@ async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
     });
     match fault {
         Some(FaultKind::ServerError) => {
-            record(&inner, stack, &principal, &op, 500, fault);
+            record(&inner, &ua, stack, &principal, &op, 500, fault);
             return Ok(json_response(
                 500,
                 &json!({"__type": "InternalFailure", "message": "injected"}),
             ));
         }
         Some(FaultKind::Throttle) => {
-            record(&inner, stack, &principal, &op, 400, fault);
+            record(&inner, &ua, stack, &principal, &op, 400, fault);
             return Ok(json_response(
                 400,
                 &json!({"__type": "ThrottlingException", "message": "Rate exceeded"}),
             ));
         }
         Some(FaultKind::DropBefore) => {
-            record(&inner, stack, &principal, &op, 0, fault);
+            record(&inner, &ua, stack, &principal, &op, 0, fault);
             return Err(Dropped);
         }
         Some(FaultKind::Delay(d)) => tokio::time::sleep(d).await,
         Some(FaultKind::ReofferLast) => {
             if let Some(c) = commands::last_acknowledged(&inner, &principal) {
-                record(&inner, stack, &principal, &op, 200, fault);
+                record(&inner, &ua, stack, &principal, &op, 200, fault);
                 return Ok(json_response(200, &json!({ "HostCommand": c })));
             }
         }
@@ -382,7 +389,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
         }
         Err(e) => (e.status, json!({"__type": e.code, "message": e.message})),
     };
-    record(&inner, stack, &principal, &op, status, fault);
+    record(&inner, &ua, stack, &principal, &op, status, fault);
     if fault == Some(FaultKind::DropAfter) {
         return Err(Dropped);
     }
@@ -391,6 +398,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
 
 fn record(
     inner: &Inner,
+    user_agent: &str,
     stack: Option<model::Stack>,
     principal: &str,
     op: &str,
@@ -398,6 +406,7 @@ fn record(
     fault: Option<FaultKind>,
 ) {
     inner.calls.lock().unwrap().push(Call {
+        user_agent: user_agent.to_string(),
         stack,
         principal: principal.to_string(),
         operation: op.to_string(),
