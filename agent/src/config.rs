@@ -66,6 +66,8 @@ pub struct Config {
     /// Refuse specifications whose signer does not chain to the trusted
     /// certificates or is not the region's signer (see envelope.rs).
     pub strict_deployment_spec_verification: bool,
+    /// Bounds on what one bundle may unpack to.
+    pub revision_limits: crate::revision::Limits,
     /// The GitHub API base URL (`https://api.github.com`).
     pub github_endpoint: String,
     /// Parallel ranged requests for large S3 objects.
@@ -112,6 +114,7 @@ impl Default for Config {
             deployment_spec_ca_file: None,
             allow_unsigned_specs: false,
             strict_deployment_spec_verification: false,
+            revision_limits: crate::revision::Limits::default(),
             github_endpoint: "https://api.github.com".into(),
             s3_download_parts: 4,
             autoscaling_endpoint: None,
@@ -280,6 +283,20 @@ impl Config {
                 self.deployment_spec_ca_file = opt_string(v)?.map(PathBuf::from)
             }
             "allow_unsigned_specs" => self.allow_unsigned_specs = boolean(v)?,
+            "revision_max_bytes" => {
+                let n = integer(v)?;
+                if n < 1 {
+                    return Err(format!("must be a positive number of bytes, found {n}"));
+                }
+                self.revision_limits.max_bytes = n as u64;
+            }
+            "revision_max_entries" => {
+                let n = integer(v)?;
+                if n < 1 {
+                    return Err(format!("must be a positive number of entries, found {n}"));
+                }
+                self.revision_limits.max_entries = n as u64;
+            }
             "strict_deployment_spec_verification" => {
                 self.strict_deployment_spec_verification = boolean(v)?
             }
@@ -344,6 +361,8 @@ fn is_known(key: &str) -> bool {
             | "deployment_spec_ca_file"
             | "allow_unsigned_specs"
             | "strict_deployment_spec_verification"
+            | "revision_max_bytes"
+            | "revision_max_entries"
             | "github_endpoint"
             | "s3_download_parts"
             | "autoscaling_endpoint"

@@ -147,6 +147,21 @@ impl<'a> Executor<'a> {
         spec: &DeploymentSpec,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Report, Diagnostics> {
+        if let Some(why) = layout::group_refusal(
+            &spec.deployment_group_id,
+            &self.config.ongoing_deployment_tracking,
+        ) {
+            return Err(Diagnostics::unknown(why));
+        }
+        match self.layout.sweep_leftovers(&spec.deployment_group_id) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(group = %spec.deployment_group_id, removed = n, "removed what an interrupted run left")
+            }
+            Err(e) => {
+                tracing::warn!(group = %spec.deployment_group_id, error = %e, "cannot remove what an interrupted run left")
+            }
+        }
         let dir = self.deployment_dir(spec);
         fs::create_dir_all(&dir).map_err(|e| {
             Diagnostics::unknown(format!(
@@ -442,7 +457,7 @@ impl<'a> Executor<'a> {
             BUNDLE_DOWNLOADED
         };
         let _ = fs::write(layout::bundle_source_file(dir), reused);
-        let staging = dir.join(".deployment-archive.partial");
+        let staging = layout::staging_dir(dir);
         let _ = crate::fsutil::remove_tree(&staging);
         let names = appspec_names(&spec.appspec_filename);
         let unpacked = revision::unpack(
@@ -450,6 +465,7 @@ impl<'a> Executor<'a> {
             &source,
             &staging,
             !self.config.ignore_ownership_in_bundle,
+            self.config.revision_limits,
         )
         .and_then(|stats| revision::install_archive(&staging, target, &names).map(|_| stats));
         match unpacked {

@@ -10,6 +10,8 @@
 //! <root>/deployment-instructions/<group-id>_last_successful_install
 //! <root>/deployment-instructions/<group-id>_most_recent_install
 //! <root>/deployment-logs/<program>-deployments.log
+//! <root>/ongoing-deployment/<deployment-id>          (running commands)
+//! <root>/load-balancer/<group-id>.json               (drain journals)
 //! ```
 
 use std::fs::{self, File, OpenOptions};
@@ -21,6 +23,30 @@ use std::time::SystemTime;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::fsutil;
+
+/// Entries of the deployment root that are not deployment groups: the
+/// records, the deployment log, the command tracker's default place and the
+/// load-balancer journals. A group named like one would share its folder
+/// (retention would then prune the records as if they were revisions).
+pub const RESERVED: [&str; 4] = [
+    "deployment-instructions",
+    "deployment-logs",
+    "ongoing-deployment",
+    "load-balancer",
+];
+
+/// Why `group` cannot be a deployment group's folder under the root, if it
+/// cannot. `tracking` is the configured command tracker's folder.
+pub fn group_refusal(group: &str, tracking: &str) -> Option<String> {
+    if group.is_empty() || group == "." || group == ".." || group.contains(['/', '\0']) {
+        return Some(format!(
+            "deployment group {group:?} must be a single directory name (no '/')"
+        ));
+    }
+    (RESERVED.contains(&group) || group == tracking).then(|| {
+        format!("deployment group {group:?} is the name of the deployment root's own folder {group}/; refusing to deploy into it")
+    })
+}
 
 #[derive(Clone, Debug)]
 pub struct Layout {
@@ -86,6 +112,51 @@ impl Layout {
             .open(dir.join(format!(".{group}.lock")))?;
         Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))
     }
+}
+
+impl Layout {
+    /// Remove what a process killed while working on `group` left behind:
+    /// temporary record files (`<group>-install.json.tmp-<pid>`,
+    /// `.<group>_….tmp-<pid>`) and half-unpacked archives
+    /// (`<group>/<deployment>/.deployment-archive.partial`). Call it holding
+    /// the group's lock: then no live process is writing any of them.
+    pub fn sweep_leftovers(&self, group: &str) -> io::Result<usize> {
+        let mut removed = 0;
+        let is_temp = |n: &str| {
+            let Some((head, pid)) = n.rsplit_once(".tmp-") else {
+                return false;
+            };
+            pid.bytes().all(|b| b.is_ascii_digit())
+                && !pid.is_empty()
+                && (head == format!("{group}-install.json")
+                    || head
+                        .strip_prefix('.')
+                        .is_some_and(|h| h.strip_prefix(group).is_some_and(|r| r.starts_with('_'))))
+        };
+        if let Ok(rd) = fs::read_dir(self.instructions_dir()) {
+            for e in rd.flatten() {
+                if is_temp(&e.file_name().to_string_lossy()) {
+                    fs::remove_file(e.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        if let Ok(rd) = fs::read_dir(self.group_dir(group)) {
+            for e in rd.flatten() {
+                let partial = staging_dir(&e.path());
+                if fs::symlink_metadata(&partial).is_ok() {
+                    fsutil::remove_tree(&partial)?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Where a bundle is unpacked before it is renamed into place.
+pub fn staging_dir(deployment_dir: &Path) -> PathBuf {
+    deployment_dir.join(".deployment-archive.partial")
 }
 
 pub fn archive_dir(deployment_dir: &Path) -> PathBuf {
@@ -197,6 +268,53 @@ pub fn prune(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leftovers_of_a_killed_process_are_swept_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path(), "codedeploy-agent");
+        let ins = l.instructions_dir();
+        fs::create_dir_all(&ins).unwrap();
+        let dep = l.deployment_dir("g1", "d-1");
+        fs::create_dir_all(staging_dir(&dep).join("sub")).unwrap();
+        fs::create_dir_all(archive_dir(&dep)).unwrap();
+        for n in [
+            "g1-install.json.tmp-123",
+            ".g1_last_successful_install.tmp-77",
+            "g1-install.json",
+            ".g1.lock",
+            "g10-install.json.tmp-5",
+            ".g2_most_recent_install.tmp-9",
+        ] {
+            fs::write(ins.join(n), "x").unwrap();
+        }
+        assert_eq!(l.sweep_leftovers("g1").unwrap(), 3);
+        let mut left: Vec<String> = fs::read_dir(&ins)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".g1.lock",
+                ".g2_most_recent_install.tmp-9",
+                "g1-install.json",
+                "g10-install.json.tmp-5"
+            ]
+        );
+        assert!(!staging_dir(&dep).exists() && archive_dir(&dep).exists());
+    }
+
+    #[test]
+    fn groups_named_like_the_roots_own_folders_are_refused() {
+        for g in RESERVED {
+            assert!(group_refusal(g, "ongoing-deployment").is_some(), "{g}");
+        }
+        assert!(group_refusal("tracked", "tracked").is_some());
+        assert!(group_refusal("../etc", "ongoing-deployment").is_some());
+        assert!(group_refusal("a1b2c3d4-5678", "ongoing-deployment").is_none());
+    }
     use std::time::Duration;
 
     fn at(s: u64) -> SystemTime {

@@ -66,7 +66,11 @@ fn random_deployment_id() -> String {
 }
 
 /// The checks of the official CLI validator, then the deployment spec.
-pub fn build_spec(o: &Options, cwd: &Path) -> Result<(DeploymentSpec, Vec<String>), LocalError> {
+pub fn build_spec(
+    o: &Options,
+    cwd: &Path,
+    tracking: &str,
+) -> Result<(DeploymentSpec, Vec<String>), LocalError> {
     let loc = o.bundle_location.as_str();
     if loc.starts_with("http://") {
         return Err(invalid(format!(
@@ -94,15 +98,8 @@ pub fn build_spec(o: &Options, cwd: &Path) -> Result<(DeploymentSpec, Vec<String
         },
     )?;
     let group = &o.deployment_group;
-    if group.is_empty()
-        || group == "."
-        || group == ".."
-        || group.contains('/')
-        || group.contains('\0')
-    {
-        return Err(invalid(format!(
-            "deployment group {group:?} must be a single directory name (no '/')"
-        )));
+    if let Some(why) = layout::group_refusal(group, tracking) {
+        return Err(invalid(why));
     }
     let revision = match loc.strip_prefix("s3://") {
         Some(rest) => parse_s3_location(loc, rest, bundle_type)?,
@@ -135,7 +132,7 @@ pub fn build_spec(o: &Options, cwd: &Path) -> Result<(DeploymentSpec, Vec<String
 /// deployment directory.
 pub fn run(config: &Config, o: &Options) -> Result<PathBuf, LocalError> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let (spec, sequence) = build_spec(o, &cwd)?;
+    let (spec, sequence) = build_spec(o, &cwd, &config.ongoing_deployment_tracking)?;
     let remote = match spec.revision {
         RevisionSource::S3 { .. } => {
             Some(crate::daemon::remote::local_remote(config).map_err(invalid)?)
@@ -364,13 +361,13 @@ mod tests {
             bundle_location: d.path().display().to_string(),
             ..default_options()
         };
-        let err = |o: &Options| match build_spec(o, d.path()) {
+        let err = |o: &Options| match build_spec(o, d.path(), "ongoing-deployment") {
             Err(LocalError::Invalid(m)) => m,
             other => panic!("expected invalid, got {other:?}"),
         };
         assert!(err(&base).contains("Expecting appspec file"));
         std::fs::write(d.path().join("appspec.yml"), "version: 0.0\nos: linux\n").unwrap();
-        let (spec, seq) = build_spec(&base, d.path()).unwrap();
+        let (spec, seq) = build_spec(&base, d.path(), "ongoing-deployment").unwrap();
         assert_eq!(seq.len(), 11);
         assert!(
             spec.deployment_id.starts_with("d-")

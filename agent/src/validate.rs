@@ -3,13 +3,15 @@
 //! every script and file source the appspec names is in the bundle.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use appspec::{AppSpec, Diagnostic, Os, Severity};
 
-use crate::revision::{sniff, Sniffed};
+use std::os::unix::fs::DirBuilderExt;
+
+use crate::revision::{self, sniff, Sniffed};
+use crate::spec::BundleType;
 
 pub struct Findings {
     pub name: String,
@@ -18,13 +20,12 @@ pub struct Findings {
     pub spec: Option<AppSpec>,
 }
 
-/// What a bundle contains, as relative paths (`a/b/c`), plus its appspec text.
+/// What a bundle contains, as relative paths (`a/b/c`), plus its appspec
+/// (its name in the bundle, and where it is on disk).
 struct Bundle {
     entries: HashSet<PathBuf>,
-    appspec: Option<(String, String)>,
+    appspec: Option<(String, PathBuf)>,
 }
-
-const MAX_APPSPEC: u64 = 1 << 20;
 
 fn clean(name: &[u8]) -> Option<PathBuf> {
     let p = Path::new(std::str::from_utf8(name).ok()?);
@@ -69,64 +70,67 @@ fn pick_root(entries: &HashSet<PathBuf>, names: &[String]) -> Option<PathBuf> {
     (nested.len() == 1).then(|| nested[0].clone())
 }
 
-fn read_archive(path: &Path, kind: Sniffed, names: &[String]) -> io::Result<Bundle> {
-    let wanted = |p: &Path| {
-        p.components().count() <= 2 && names.iter().any(|n| p.file_name() == Some(n.as_ref()))
-    };
-    let mut found: Vec<(PathBuf, String)> = Vec::new();
-    let mut listing = Vec::new();
-    match kind {
-        Sniffed::Zip => {
-            let mut z = zip::ZipArchive::new(BufReader::new(File::open(path)?))
-                .map_err(io::Error::other)?;
-            for i in 0..z.len() {
-                let mut e = z.by_index(i).map_err(io::Error::other)?;
-                let Some(rel) = clean(e.name_raw()) else {
-                    continue;
-                };
-                if !e.is_dir() && wanted(&rel) {
-                    let mut s = String::new();
-                    (&mut e).take(MAX_APPSPEC).read_to_string(&mut s)?;
-                    found.push((rel.clone(), s));
-                }
-                listing.push(rel);
-            }
-        }
-        Sniffed::Gzip | Sniffed::Tar => {
-            let f = BufReader::new(File::open(path)?);
-            let r: Box<dyn Read> = if kind == Sniffed::Gzip {
-                Box::new(flate2::read::MultiGzDecoder::new(f))
-            } else {
-                Box::new(f)
-            };
-            let mut ar = tar::Archive::new(r);
-            for e in ar.entries()? {
-                let mut e = e?;
-                let Some(rel) = clean(&e.path_bytes()) else {
-                    continue;
-                };
-                if e.header().entry_type().is_file() && wanted(&rel) {
-                    let mut s = String::new();
-                    (&mut e).take(MAX_APPSPEC).read_to_string(&mut s)?;
-                    found.push((rel.clone(), s));
-                }
-                listing.push(rel);
-            }
-        }
-        Sniffed::Unknown => return Err(io::Error::other("not an archive")),
+/// A scratch directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> io::Result<Scratch> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!(
+            "codedeploy-validate-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::DirBuilder::new().mode(0o700).create(&p)?;
+        Ok(Scratch(p))
     }
-    let entries = with_parents(listing);
-    let root = pick_root(&entries, names);
-    let appspec = root.and_then(|root| {
-        names.iter().find_map(|n| {
-            let want = root.join(n);
-            found
-                .iter()
-                .find(|(p, _)| *p == want)
-                .map(|(p, s)| (p.display().to_string(), s.clone()))
-        })
-    });
-    Ok(Bundle { entries, appspec })
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = crate::fsutil::remove_tree(&self.0);
+    }
+}
+
+/// Unpack an archive bundle exactly as a deployment does (the same checks
+/// and bounds, the same unwrapping of one top-level directory, a later
+/// entry replacing an earlier one) into `scratch`; returns the revision.
+fn unpack_like_a_deployment(
+    path: &Path,
+    kind: Sniffed,
+    names: &[String],
+    scratch: &Scratch,
+) -> Result<PathBuf, String> {
+    let bundle_type = match kind {
+        Sniffed::Zip => BundleType::Zip,
+        Sniffed::Gzip => BundleType::Tgz,
+        _ => BundleType::Tar,
+    };
+    let staging = crate::layout::staging_dir(&scratch.0);
+    let target = crate::layout::archive_dir(&scratch.0);
+    revision::unpack(
+        bundle_type,
+        path,
+        &staging,
+        false,
+        revision::Limits::default(),
+    )
+    .and_then(|_| revision::install_archive(&staging, &target, names))
+    .map_err(|e| e.to_string())?;
+    Ok(target)
+}
+
+/// The appspec's text; invalid UTF-8 is named as such.
+fn read_text(path: &Path, shown: &str) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "{shown}: not valid UTF-8 (byte {} is not part of a UTF-8 character); an appspec must be UTF-8 text",
+            e.utf8_error().valid_up_to() + 1
+        )
+    })
 }
 
 fn read_dir_bundle(dir: &Path, names: &[String]) -> io::Result<Bundle> {
@@ -149,10 +153,7 @@ fn read_dir_bundle(dir: &Path, names: &[String]) -> io::Result<Bundle> {
             .iter()
             .map(|n| root.join(n))
             .find(|p| entries.contains(p))
-            .map(|p| {
-                let text = std::fs::read_to_string(dir.join(&p)).unwrap_or_default();
-                (p.display().to_string(), text)
-            }),
+            .map(|p| (p.display().to_string(), dir.join(&p))),
         None => None,
     };
     Ok(Bundle { entries, appspec })
@@ -162,50 +163,62 @@ fn read_dir_bundle(dir: &Path, names: &[String]) -> io::Result<Bundle> {
 pub fn validate(path: &Path, appspec_filename: &str) -> io::Result<Findings> {
     let names = crate::executor::appspec_names(appspec_filename);
     let shown = path.display().to_string();
-    let (bundle, root_prefix, standalone): (Option<Bundle>, String, Option<String>) =
-        if path.is_dir() {
-            (
-                Some(read_dir_bundle(path, &names)?),
-                format!("{shown}/"),
-                None,
-            )
-        } else {
-            match sniff(path)? {
-                Sniffed::Unknown => (None, String::new(), Some(std::fs::read_to_string(path)?)),
-                kind => (
-                    Some(read_archive(path, kind, &names)?),
-                    format!("{shown}:"),
-                    None,
-                ),
-            }
-        };
-    let (file, text) = match (&bundle, standalone) {
-        (_, Some(text)) => (shown.clone(), text),
-        (Some(b), None) => match &b.appspec {
-            Some((p, t)) => (format!("{root_prefix}{p}"), t.clone()),
-            None => {
-                return Ok(Findings {
-                    name: shown,
-                    warnings: Vec::new(),
-                    errors: vec![format!(
-                        "no {} at the top of the bundle or in a single top-level directory",
-                        names.join(" or ")
-                    )],
-                    spec: None,
-                })
-            }
-        },
-        (None, None) => unreachable!("either a bundle or a standalone appspec"),
+    let fail = |name: String, errors: Vec<String>| Findings {
+        name,
+        warnings: Vec::new(),
+        errors,
+        spec: None,
     };
-    let parsed = match appspec::parse(&text, &file, Os::Linux) {
+    let scratch;
+    let (dir, root_prefix) = if path.is_dir() {
+        (path.to_path_buf(), format!("{shown}/"))
+    } else {
+        match sniff(path)? {
+            Sniffed::Unknown => {
+                // A standalone appspec.
+                return Ok(match read_text(path, &shown) {
+                    Ok(text) => lint(&text, &shown, None),
+                    Err(e) => fail(shown, vec![e]),
+                });
+            }
+            kind => {
+                scratch = Scratch::new()?;
+                match unpack_like_a_deployment(path, kind, &names, &scratch) {
+                    Ok(d) => (d, format!("{shown}:")),
+                    Err(e) => return Ok(fail(shown, vec![e])),
+                }
+            }
+        }
+    };
+    let bundle = read_dir_bundle(&dir, &names)?;
+    let Some((p, on_disk)) = &bundle.appspec else {
+        return Ok(fail(
+            shown,
+            vec![format!(
+                "no {} at the top of the bundle or in a single top-level directory",
+                names.join(" or ")
+            )],
+        ));
+    };
+    let file = format!("{root_prefix}{p}");
+    Ok(match read_text(on_disk, &file) {
+        Ok(text) => lint(&text, &file, Some(&bundle)),
+        Err(e) => fail(file, vec![e]),
+    })
+}
+
+/// Parse and check an appspec; with its bundle, that what it names is there.
+fn lint(text: &str, file: &str, bundle: Option<&Bundle>) -> Findings {
+    let file = file.to_string();
+    let parsed = match appspec::parse(text, &file, Os::Linux) {
         Ok(p) => p,
         Err(e) => {
-            return Ok(Findings {
+            return Findings {
                 name: file,
                 warnings: Vec::new(),
                 errors: e.0.iter().map(|d| d.to_string()).collect(),
                 spec: None,
-            })
+            }
         }
     };
     let mut warnings = parsed.warnings;
@@ -221,7 +234,7 @@ pub fn validate(path: &Path, appspec_filename: &str) -> io::Result<Findings> {
         }
     }
     let mut errors = Vec::new();
-    if let Some(b) = &bundle {
+    if let Some(b) = bundle {
         let root = b
             .appspec
             .as_ref()
@@ -252,12 +265,12 @@ pub fn validate(path: &Path, appspec_filename: &str) -> io::Result<Findings> {
             }
         }
     }
-    Ok(Findings {
+    Findings {
         name: file,
         warnings,
         errors,
         spec: Some(parsed.spec),
-    })
+    }
 }
 
 /// The one-line summary of a valid appspec.

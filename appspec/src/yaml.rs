@@ -359,18 +359,60 @@ enum Frame {
     Map(Pos, usize, Vec<(Node, Node)>, Option<Node>),
 }
 
+/// Nodes a document may hold, aliases expanded: far above any honest
+/// appspec or configuration, far below what a few hundred bytes of nested
+/// aliases (ten anchors of ten aliases each: 10^10 nodes) would make.
+pub const MAX_NODES: usize = 200_000;
+/// Collections nested deeper than this are refused (dropping and walking a
+/// tree is recursive).
+pub const MAX_DEPTH: usize = 128;
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    /// `nodes` when each open collection started.
+    starts: Vec<usize>,
+    /// Each anchor's node and how many nodes it holds.
+    anchors: HashMap<usize, (Node, usize)>,
     root: Option<Node>,
     error: Option<YamlError>,
+    /// Nodes so far, aliases counted as what they expand to.
+    nodes: usize,
 }
 
 impl Builder {
-    fn push_node(&mut self, node: Node, anchor: usize) {
+    /// Count `n` more nodes; false (and an error at `pos`) past the budget.
+    fn spend(&mut self, n: usize, pos: Pos) -> bool {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes <= MAX_NODES {
+            return true;
+        }
+        self.error = Some(YamlError {
+            pos,
+            message: format!(
+                "the document holds more than {MAX_NODES} nodes once its aliases are expanded (an alias bomb?); nothing was expanded further"
+            ),
+        });
+        false
+    }
+
+    fn open(&mut self, frame: Frame, pos: Pos) {
+        if self.stack.len() >= MAX_DEPTH {
+            self.error = Some(YamlError {
+                pos,
+                message: format!("collections are nested deeper than {MAX_DEPTH}"),
+            });
+            return;
+        }
+        if self.spend(1, pos) {
+            self.starts.push(self.nodes - 1);
+            self.stack.push(frame);
+        }
+    }
+
+    fn push_node(&mut self, node: Node, anchor: usize, size: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             None => {
@@ -435,6 +477,9 @@ impl MarkedEventReceiver for Builder {
         let pos = Pos::from_marker(&mark);
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
+                if !self.spend(1, pos) {
+                    return;
+                }
                 let quoted = style != TScalarStyle::Plain;
                 let value = if quoted || is_str_tag(&tag) {
                     Value::Str
@@ -449,13 +494,14 @@ impl MarkedEventReceiver for Builder {
                         value,
                     }),
                 };
-                self.push_node(node, anchor);
+                self.push_node(node, anchor, 1);
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(pos, anchor, Vec::new())),
+            Event::SequenceStart(anchor, _) => self.open(Frame::Seq(pos, anchor, Vec::new()), pos),
             Event::MappingStart(anchor, _) => {
-                self.stack.push(Frame::Map(pos, anchor, Vec::new(), None))
+                self.open(Frame::Map(pos, anchor, Vec::new(), None), pos)
             }
             Event::SequenceEnd => {
+                let size = self.nodes - self.starts.pop().unwrap_or(0);
                 if let Some(Frame::Seq(p, anchor, items)) = self.stack.pop() {
                     // Block collections are announced late; their first
                     // element is where a reader looks for them.
@@ -466,10 +512,12 @@ impl MarkedEventReceiver for Builder {
                             kind: Kind::Seq(items),
                         },
                         anchor,
+                        size,
                     );
                 }
             }
             Event::MappingEnd => {
+                let size = self.nodes - self.starts.pop().unwrap_or(0);
                 if let Some(Frame::Map(p, anchor, pairs, _)) = self.stack.pop() {
                     let p = pairs.first().map_or(p, |(k, _)| p.min(k.pos));
                     let pairs = apply_merges(pairs);
@@ -479,11 +527,17 @@ impl MarkedEventReceiver for Builder {
                             kind: Kind::Map(pairs),
                         },
                         anchor,
+                        size,
                     );
                 }
             }
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(node) => self.push_node(node, 0),
+            Event::Alias(id) => match self.anchors.get(&id).map(|(_, n)| *n) {
+                // The budget is spent before the copy is made.
+                Some(size) if self.spend(size, pos) => {
+                    let node = self.anchors[&id].0.clone();
+                    self.push_node(node, 0, size);
+                }
+                Some(_) => {}
                 None => {
                     self.error = Some(YamlError {
                         pos,
@@ -519,6 +573,28 @@ mod tests {
         assert_eq!(root.get("k").unwrap().as_scalar().unwrap().text, "a:\tb");
         let os = root.get("os").unwrap();
         assert_eq!((os.pos.line, os.pos.column), (2, 5));
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_before_it_grows() {
+        let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            doc.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        assert!(doc.len() < 1000);
+        let e = parse(&doc).unwrap_err();
+        assert!(e.message.contains("alias bomb"), "{e}");
+        assert!(e.pos.line >= 5, "{:?}", e.pos);
+        // Aliases within the budget are expanded.
+        let ok = parse("a: &a [1, 2]\nb: *a\n").unwrap().unwrap();
+        assert_eq!(ok.get("b").unwrap().as_seq().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let doc = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(parse(&doc).unwrap_err().message.contains("nested deeper"));
     }
 
     #[test]

@@ -87,3 +87,115 @@ pub fn zip(entries: &[Entry]) -> Vec<u8> {
     }
     z.finish().expect("finish").into_inner()
 }
+
+/// A zip whose `n` central directory entries all point at one compressed
+/// member (`size` zeros, deflated): the overlapping-entries zip bomb.
+pub fn zip_overlapping(n: usize, size: usize) -> Vec<u8> {
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    z.start_file("k00", opts).expect("file");
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let k = left.min(zeros.len());
+        z.write_all(&zeros[..k]).expect("write");
+        left -= k;
+    }
+    let bytes = z.finish().expect("finish").into_inner();
+    let eocd = bytes.len() - 22;
+    assert_eq!(
+        &bytes[eocd..eocd + 4],
+        b"PK\x05\x06",
+        "no comment, no zip64"
+    );
+    let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap()) as usize;
+    let (cd_size, cd_off) = (u32_at(eocd + 12), u32_at(eocd + 16));
+    let cd = &bytes[cd_off..cd_off + cd_size];
+    let mut out = bytes[..cd_off].to_vec();
+    for i in 0..n {
+        let mut e = cd.to_vec();
+        // The name follows the 46-byte fixed part; same length, new digits.
+        e[46..49].copy_from_slice(format!("k{i:02}").as_bytes());
+        out.extend_from_slice(&e);
+    }
+    let mut end = bytes[eocd..].to_vec();
+    end[8..10].copy_from_slice(&(n as u16).to_le_bytes());
+    end[10..12].copy_from_slice(&(n as u16).to_le_bytes());
+    end[12..16].copy_from_slice(&((cd_size * n) as u32).to_le_bytes());
+    out.extend_from_slice(&end);
+    out
+}
+
+/// A tar holding the appspec and a GNU sparse member `name` whose real
+/// size is `real` bytes, of which only the last 512 are data.
+pub fn sparse_tar(name: &str, real: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let appspec = "version: 0.0\nos: linux\n";
+    out.extend_from_slice(
+        header(
+            "appspec.yml",
+            tar::EntryType::Regular,
+            appspec.len() as u64,
+            "",
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(appspec.as_bytes());
+    out.extend(std::iter::repeat_n(0u8, 512 - appspec.len()));
+    let mut h = tar::Header::new_gnu();
+    h.set_path(name).expect("name");
+    h.set_entry_type(tar::EntryType::GNUSparse);
+    h.set_size(512);
+    h.set_mode(0o644);
+    h.set_mtime(1_700_000_000);
+    {
+        let g = h.as_gnu_mut().expect("gnu header");
+        // Octal when it fits, else GNU's base-256 (high bit set, big endian).
+        let octal = |v: u64, out: &mut [u8]| {
+            let s = format!("{v:0w$o}", w = out.len() - 1);
+            if s.len() < out.len() {
+                out[..s.len()].copy_from_slice(s.as_bytes());
+            } else {
+                out.fill(0);
+                let n = out.len();
+                out[n - 8..].copy_from_slice(&v.to_be_bytes());
+                out[0] = 0x80;
+            }
+        };
+        octal(real - 512, &mut g.sparse[0].offset);
+        octal(512, &mut g.sparse[0].numbytes);
+        octal(real, &mut g.realsize);
+    }
+    h.set_cksum();
+    out.extend_from_slice(h.as_bytes());
+    out.extend(std::iter::repeat_n(b'x', 512));
+    out.extend(std::iter::repeat_n(0u8, 1024));
+    out
+}
+
+/// A tgz whose first record is a GNU long name of `size` bytes ('a's):
+/// a few hundred kB on the wire for a 256 MiB name.
+pub fn long_name_tgz(size: u64) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let mut h = tar::Header::new_gnu();
+    h.as_gnu_mut().expect("gnu").name[..13].copy_from_slice(b"././@LongLink");
+    h.set_entry_type(tar::EntryType::GNULongName);
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_cksum();
+    gz.write_all(h.as_bytes()).expect("gzip");
+    let chunk = vec![b'a'; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let k = left.min(chunk.len() as u64) as usize;
+        gz.write_all(&chunk[..k]).expect("gzip");
+        left -= k as u64;
+    }
+    gz.write_all(&vec![0u8; (512 - (size % 512) as usize) % 512])
+        .expect("gzip");
+    gz.write_all(header("x", tar::EntryType::Regular, 0, "").as_bytes())
+        .expect("gzip");
+    gz.write_all(&[0u8; 1024]).expect("gzip");
+    gz.finish().expect("gzip")
+}

@@ -90,3 +90,85 @@ fn warnings_do_not_fail() {
     );
     assert!(run.stderr.contains("would apply 420"), "{}", run.stderr);
 }
+
+#[test]
+fn an_archive_a_deployment_refuses_is_refused_by_validate() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("evil.tar");
+    std::fs::write(
+        &f,
+        testbed::evil::tar(&[
+            testbed::evil::Entry::File("appspec.yml", "version: 0.0\nos: linux\n"),
+            testbed::evil::Entry::File("../../etc/pwned", "x"),
+        ]),
+    )
+    .unwrap();
+    let run = validate(&[&f.display().to_string()]);
+    run.assert_failed();
+    assert!(
+        run.stdout.contains("refused") || run.stderr.contains("refused"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+}
+
+#[test]
+fn an_archive_with_two_appspecs_is_checked_as_a_deployment_reads_it() {
+    // tar keeps the later of two entries with one name; so does a deployment.
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("two.tar");
+    std::fs::write(
+        &f,
+        testbed::evil::tar(&[
+            testbed::evil::Entry::File("appspec.yml", "version: 0.0\nos: linux\n"),
+            testbed::evil::Entry::File(
+                "appspec.yml",
+                "version: 0.0\nos: linux\nhooks:\n  AfterInstall:\n    - location: missing.sh\n",
+            ),
+        ]),
+    )
+    .unwrap();
+    let run = validate(&[&f.display().to_string()]);
+    run.assert_failed();
+    assert!(
+        run.stdout
+            .contains("script missing.sh is not in the bundle")
+            || run
+                .stderr
+                .contains("script missing.sh is not in the bundle"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+}
+
+#[test]
+fn the_whole_appspec_is_read_and_invalid_utf8_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let b = Bundle::new(d.path().join("app"));
+    let comments = "# padding\n".repeat(150_000);
+    b.appspec(&format!(
+        "version: 0.0\nos: linux\n{comments}hooks:\n  AfterInstall:\n    - location: late.sh\n"
+    ));
+    let tgz = b.tgz(&d.path().join("late.tgz"));
+    let run = validate(&[&tgz.display().to_string()]);
+    run.assert_failed();
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert!(out.contains("script late.sh is not in the bundle"), "{out}");
+
+    let bad = Bundle::new(d.path().join("bad"));
+    bad.file("appspec.yml", "version: 0.0\nos: linux\n# caf\u{e9}\n");
+    let raw = std::fs::read(bad.dir.join("appspec.yml")).unwrap();
+    let latin1: Vec<u8> = raw
+        .iter()
+        .copied()
+        .filter(|b| *b != 0xc3)
+        .map(|b| if b == 0xa9 { 0xe9 } else { b })
+        .collect();
+    std::fs::write(bad.dir.join("appspec.yml"), latin1).unwrap();
+    let run = validate(&[&bad.dir.display().to_string()]);
+    run.assert_failed();
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert!(out.contains("not valid UTF-8"), "{out}");
+}

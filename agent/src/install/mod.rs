@@ -14,6 +14,7 @@ pub mod archive_tree;
 pub mod ledger;
 pub mod plan;
 pub mod selinux;
+pub mod space;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
@@ -41,6 +42,9 @@ pub enum InstallError {
     },
     #[error("{0}")]
     Lookup(String),
+    /// A destination filesystem cannot take the new revision.
+    #[error("{0}")]
+    Space(String),
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
     #[error("install failed and was rolled back: {0}")]
@@ -121,24 +125,27 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
         errors,
     };
 
-    // 2. Check everything before touching anything.
-    if let Some(entries) = &previous {
-        let going: HashSet<u64> = entries
-            .iter()
-            .filter_map(|e| match e {
-                ledger::Entry::Path(p) => Some(path_hash(p)),
-                ledger::Entry::Context(_) => None,
-            })
-            .collect();
-        let mut probe = |p: &Path| {
-            if going.contains(&path_hash(p)) {
-                Existing::Ledger
-            } else {
-                probe_host(p)
-            }
-        };
+    // 2. Check everything before touching anything: the plan against the
+    // host as it will be, and room for the new files beside the old ones.
+    let going: HashSet<u64> = previous
+        .iter()
+        .flatten()
+        .filter_map(|e| match e {
+            ledger::Entry::Path(p) => Some(path_hash(p)),
+            ledger::Entry::Context(_) => None,
+        })
+        .collect();
+    let mut probe = |p: &Path| {
+        if going.contains(&path_hash(p)) {
+            Existing::Ledger
+        } else {
+            probe_host(p)
+        }
+    };
+    let ahead =
         plan::plan(req.spec, &archive, req.behavior, &req.cwd, &mut probe).map_err(plan_err)?;
-    }
+    space::check(&ahead, &archive).map_err(InstallError::Space)?;
+    drop(ahead);
     let ids = resolve_ids(req.spec, req.appspec_file)?;
     let selinux_on = selinux::enabled();
 

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use chrono::TimeZone as _;
 
-use super::safe_writer::{unix_time, Meta, SafeWriter, Stats, WriteError};
+use super::safe_writer::{unix_time, Limits, Meta, SafeWriter, Stats, WriteError};
 use super::{io_err, read_small, RevisionError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +110,7 @@ pub fn untar(
     staging: &Path,
     gzip: bool,
     restore_owners: bool,
+    limits: Limits,
 ) -> Result<Stats, RevisionError> {
     let file =
         File::open(bundle).map_err(io_err(format!("cannot open bundle {}", bundle.display())))?;
@@ -119,6 +120,7 @@ pub fn untar(
             bundle,
             staging,
             restore_owners,
+            limits,
         );
     }
     // At most four chunks in flight: bounded memory whatever the bundle size.
@@ -152,6 +154,7 @@ pub fn untar(
             bundle,
             staging,
             restore_owners,
+            limits,
         )
     })
 }
@@ -174,13 +177,14 @@ fn untar_stream(
     bundle: &Path,
     staging: &Path,
     restore_owners: bool,
+    limits: Limits,
 ) -> Result<Stats, RevisionError> {
     let bad = |e: io::Error| RevisionError::Format {
         path: bundle.into(),
-        message: format!("corrupt tar archive: {e}"),
+        message: super::safe_writer::shown(&format!("corrupt tar archive: {e}")),
     };
-    let mut w = SafeWriter::new(staging, restore_owners);
-    let mut ar = tar::Archive::new(reader);
+    let mut w = SafeWriter::new(staging, restore_owners, limits);
+    let mut ar = tar::Archive::new(super::tar_guard::TarGuard::new(reader));
     for entry in ar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let name = entry.path_bytes().into_owned();
@@ -208,6 +212,10 @@ fn untar_stream(
         use tar::EntryType as T;
         match et {
             T::Regular | T::Continuous | T::GNUSparse => {
+                // A sparse member declares its real size: refused up front
+                // when it cannot fit, before a terabyte of holes is read.
+                let real = h.as_gnu().and_then(|g| g.real_size().ok());
+                w.check_size(&rel, real.unwrap_or(0).max(entry.size()))?;
                 w.file(&rel, &meta, &mut entry)?;
             }
             T::Directory => w.dir(&rel, &meta)?,
@@ -248,7 +256,7 @@ fn refused(rel: &Path, reason: &str) -> RevisionError {
     })
 }
 
-pub fn unzip(bundle: &Path, staging: &Path) -> Result<Stats, RevisionError> {
+pub fn unzip(bundle: &Path, staging: &Path, limits: Limits) -> Result<Stats, RevisionError> {
     let bad = |m: String| RevisionError::Format {
         path: bundle.into(),
         message: m,
@@ -257,7 +265,8 @@ pub fn unzip(bundle: &Path, staging: &Path) -> Result<Stats, RevisionError> {
         File::open(bundle).map_err(io_err(format!("cannot open bundle {}", bundle.display())))?;
     let mut z = zip::ZipArchive::new(BufReader::with_capacity(CHUNK, file))
         .map_err(|e| bad(format!("corrupt zip archive: {e}")))?;
-    let mut w = SafeWriter::new(staging, false);
+    refuse_overlaps(&mut z).map_err(bad)?;
+    let mut w = SafeWriter::new(staging, false, limits);
     for i in 0..z.len() {
         let mut e = z
             .by_index(i)
@@ -301,6 +310,34 @@ pub fn unzip(bundle: &Path, staging: &Path) -> Result<Stats, RevisionError> {
     Ok(w.finish()?)
 }
 
+/// Entries whose bytes overlap another's (many entries sharing one
+/// compressed kernel: a zip bomb) are refused before anything is written;
+/// an honest zip gives each entry its own bytes.
+fn refuse_overlaps<R: Read + io::Seek>(z: &mut zip::ZipArchive<R>) -> Result<(), String> {
+    let mut spans = Vec::with_capacity(z.len());
+    for i in 0..z.len() {
+        let e = z
+            .by_index_raw(i)
+            .map_err(|e| format!("zip entry #{i}: {e}"))?;
+        let start = e.header_start();
+        let end = e
+            .data_start()
+            .unwrap_or(start)
+            .saturating_add(e.compressed_size());
+        spans.push((start, end, i));
+    }
+    spans.sort_unstable();
+    for w in spans.windows(2) {
+        let ((_, end, a), (start, _, b)) = (w[0], w[1]);
+        if start < end {
+            return Err(format!(
+                "zip entries #{a} and #{b} share bytes (overlapping entries, as in a zip bomb); refused"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The modification time: the Unix extended timestamp when present, else
 /// the DOS time, which zip stores in local time.
 fn zip_mtime<R: Read>(e: &zip::read::ZipFile<'_, R>) -> Option<SystemTime> {
@@ -327,8 +364,8 @@ fn zip_mtime<R: Read>(e: &zip::read::ZipFile<'_, R>) -> Option<SystemTime> {
 
 /// A local directory revision: copied (modes and times kept, owners not,
 /// as the official agent's copy does), under the same rules as archives.
-pub fn copy_directory(src: &Path, staging: &Path) -> Result<Stats, RevisionError> {
-    let mut w = SafeWriter::new(staging, false);
+pub fn copy_directory(src: &Path, staging: &Path, limits: Limits) -> Result<Stats, RevisionError> {
+    let mut w = SafeWriter::new(staging, false, limits);
     let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
     while let Some(rel_dir) = stack.pop() {
         let dir = src.join(&rel_dir);

@@ -8,14 +8,15 @@
 pub mod fetch;
 mod formats;
 pub mod safe_writer;
+mod tar_guard;
 
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 pub use formats::{sniff, Sniffed};
-pub use safe_writer::Stats;
 use safe_writer::WriteError;
+pub use safe_writer::{Limits, Stats};
 
 use crate::fsutil;
 use crate::spec::BundleType;
@@ -39,20 +40,22 @@ pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> Re
 
 /// Unpack `bundle` (of the declared type) into the fresh directory `staging`.
 /// `restore_owners`: give tar entries their recorded owners (when root).
+/// `limits` bound what it may unpack to, checked as it unpacks.
 pub fn unpack(
     bundle_type: BundleType,
     bundle: &Path,
     staging: &Path,
     restore_owners: bool,
+    limits: Limits,
 ) -> Result<Stats, RevisionError> {
     fs::create_dir(staging).map_err(io_err(format!("cannot create {}", staging.display())))?;
     match bundle_type {
-        BundleType::Directory => formats::copy_directory(bundle, staging),
+        BundleType::Directory => formats::copy_directory(bundle, staging, limits),
         declared => {
             let found = sniff(bundle)
                 .map_err(io_err(format!("cannot read bundle {}", bundle.display())))?;
             match (declared, found) {
-                (BundleType::Zip, Sniffed::Zip) => formats::unzip(bundle, staging),
+                (BundleType::Zip, Sniffed::Zip) => formats::unzip(bundle, staging, limits),
                 (BundleType::Zip, other) => Err(RevisionError::Format {
                     path: bundle.into(),
                     message: format!(
@@ -69,8 +72,8 @@ pub fn unpack(
                 }),
                 // Like GNU tar, read compressed and plain tar whatever the
                 // declared tar/tgz says.
-                (_, Sniffed::Gzip) => formats::untar(bundle, staging, true, restore_owners),
-                (_, Sniffed::Tar) => formats::untar(bundle, staging, false, restore_owners),
+                (_, Sniffed::Gzip) => formats::untar(bundle, staging, true, restore_owners, limits),
+                (_, Sniffed::Tar) => formats::untar(bundle, staging, false, restore_owners, limits),
                 (_, Sniffed::Unknown) => Err(RevisionError::Format {
                     path: bundle.into(),
                     message: format!("not a {} archive (unrecognised content)", declared.as_str()),

@@ -42,6 +42,28 @@ pub struct Meta {
     pub mtime: Option<SystemTime>,
 }
 
+/// Bounds on what one bundle may unpack to, checked while it unpacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of file content, holes included (`:revision_max_bytes:`).
+    pub max_bytes: u64,
+    /// Files, directories and links (`:revision_max_entries:`).
+    pub max_entries: u64,
+}
+
+impl Default for Limits {
+    /// Far above any honest bundle (README, "Hostile input").
+    fn default() -> Limits {
+        Limits {
+            max_bytes: 64 << 30,
+            max_entries: 10_000_000,
+        }
+    }
+}
+
+/// Written bytes between two looks at the filesystem's free space.
+const SPACE_CHECK_EVERY: u64 = 64 << 20;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub files: u64,
@@ -72,12 +94,15 @@ pub struct SafeWriter {
     ids: IdCache,
     stats: Stats,
     buf: Vec<u8>,
+    limits: Limits,
+    /// Bytes really written (holes excluded) since free space was checked.
+    unchecked: u64,
 }
 
 impl SafeWriter {
     /// `root` must exist and be empty. `apply_owner`: restore the archive's
     /// owners (tar does this when run by root; zip and directories do not).
-    pub fn new(root: &Path, apply_owner: bool) -> SafeWriter {
+    pub fn new(root: &Path, apply_owner: bool, limits: Limits) -> SafeWriter {
         let as_root = crate::sys::is_root();
         let mut dirs = HashSet::new();
         dirs.insert(PathBuf::new());
@@ -92,7 +117,64 @@ impl SafeWriter {
             ids: IdCache::default(),
             stats: Stats::default(),
             buf: vec![0; 128 * 1024],
+            limits,
+            unchecked: 0,
         }
+    }
+
+    /// One more entry; refused past the entry bound.
+    fn count_entry(&self, rel: &Path) -> Result<(), WriteError> {
+        let s = &self.stats;
+        let n = s.files + s.dirs + s.symlinks + s.hardlinks;
+        if n >= self.limits.max_entries {
+            return Err(Self::refuse(
+                rel,
+                format!(
+                    "the revision holds more than {} entries (:revision_max_entries:)",
+                    self.limits.max_entries
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Will `more` bytes of content fit the byte bound? `declared` says
+    /// whether they are a header's claim (refused before reading).
+    pub fn check_size(&self, rel: &Path, more: u64) -> Result<(), WriteError> {
+        if self.stats.bytes.saturating_add(more) > self.limits.max_bytes {
+            return Err(Self::refuse(
+                rel,
+                format!(
+                    "the revision unpacks to more than {} bytes (:revision_max_bytes:)",
+                    self.limits.max_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stop before the deployment root's filesystem is full.
+    fn check_space(&mut self, rel: &Path, written: u64) -> Result<(), WriteError> {
+        self.unchecked += written;
+        if self.unchecked < SPACE_CHECK_EVERY {
+            return Ok(());
+        }
+        self.unchecked = 0;
+        let Ok(s) = nix::sys::statvfs::statvfs(&self.root) else {
+            return Ok(());
+        };
+        let fr = s.fragment_size();
+        let (avail, size) = (s.blocks_available() * fr, s.blocks() * fr);
+        if avail < crate::install::space::margin(size) + SPACE_CHECK_EVERY {
+            return Err(Self::refuse(
+                rel,
+                format!(
+                    "the filesystem of {} is nearly full ({avail} bytes free); unpacking stopped",
+                    self.root.display()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub fn stats(&self) -> &Stats {
@@ -102,7 +184,7 @@ impl SafeWriter {
     /// Validate an entry name: relative, no `..`, no NUL. `None` for the root itself.
     pub fn clean_name(name: &[u8]) -> Result<Option<PathBuf>, WriteError> {
         let refuse = |reason: &str| WriteError::Refused {
-            entry: String::from_utf8_lossy(name).into_owned(),
+            entry: shown(&String::from_utf8_lossy(name)),
             reason: reason.into(),
         };
         if name.contains(&0) {
@@ -125,14 +207,14 @@ impl SafeWriter {
 
     fn refuse(rel: &Path, reason: impl Into<String>) -> WriteError {
         WriteError::Refused {
-            entry: rel.display().to_string(),
+            entry: shown(&rel.display().to_string()),
             reason: reason.into(),
         }
     }
 
     fn io(rel: &Path, source: io::Error) -> WriteError {
         WriteError::Io {
-            entry: rel.display().to_string(),
+            entry: shown(&rel.display().to_string()),
             source,
         }
     }
@@ -234,6 +316,7 @@ impl SafeWriter {
     }
 
     pub fn dir(&mut self, rel: &Path, meta: &Meta) -> Result<(), WriteError> {
+        self.count_entry(rel)?;
         self.check_ancestors(rel)?;
         if self.symlinks.contains(rel) {
             return Err(Self::refuse(
@@ -295,11 +378,13 @@ impl SafeWriter {
         meta: &Meta,
         content: &mut dyn Read,
     ) -> Result<u64, WriteError> {
+        self.count_entry(rel)?;
         self.check_ancestors(rel)?;
         self.ensure_parent(rel)?;
         let full = self.root.join(rel);
         let mut f = self.create_file(rel, &full)?;
         let mut n = 0u64;
+        let mut hole = false;
         loop {
             let r = match content.read(&mut self.buf) {
                 Ok(0) => break,
@@ -307,8 +392,21 @@ impl SafeWriter {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Self::io(rel, e)),
             };
-            io::Write::write_all(&mut f, &self.buf[..r]).map_err(|e| Self::io(rel, e))?;
+            self.check_size(rel, n + r as u64)?;
+            // Zeros become a hole, as GNU tar writes sparse members: a
+            // declared terabyte of nothing takes no disk.
+            hole = self.buf[..r].iter().all(|b| *b == 0);
+            if hole {
+                io::Seek::seek(&mut f, io::SeekFrom::Current(r as i64))
+                    .map_err(|e| Self::io(rel, e))?;
+            } else {
+                io::Write::write_all(&mut f, &self.buf[..r]).map_err(|e| Self::io(rel, e))?;
+                self.check_space(rel, r as u64)?;
+            }
             n += r as u64;
+        }
+        if hole {
+            f.set_len(n).map_err(|e| Self::io(rel, e))?;
         }
         // Owner first: chown clears set-id bits, which the mode then restores.
         if let Some((uid, gid)) = self.owner_of(meta) {
@@ -327,6 +425,7 @@ impl SafeWriter {
     }
 
     pub fn symlink(&mut self, rel: &Path, target: &[u8], meta: &Meta) -> Result<(), WriteError> {
+        self.count_entry(rel)?;
         self.check_ancestors(rel)?;
         check_link_target(rel, target)?;
         self.ensure_parent(rel)?;
@@ -348,6 +447,7 @@ impl SafeWriter {
     }
 
     pub fn hardlink(&mut self, rel: &Path, target_name: &[u8]) -> Result<(), WriteError> {
+        self.count_entry(rel)?;
         self.check_ancestors(rel)?;
         let Some(target) = Self::clean_name(target_name).map_err(|_| {
             Self::refuse(
@@ -407,6 +507,20 @@ impl SafeWriter {
         }
         Ok(self.stats)
     }
+}
+
+/// Longest entry name quoted in a message or a log line; a bundle controls
+/// its names, and a message reaches the service, the log and the terminal.
+pub const SHOWN_NAME: usize = 256;
+
+/// `name`, cut to `SHOWN_NAME` characters with the cut said.
+pub fn shown(name: &str) -> String {
+    let n = name.chars().count();
+    if n <= SHOWN_NAME {
+        return name.to_string();
+    }
+    let head: String = name.chars().take(SHOWN_NAME).collect();
+    format!("{head}… ({n} characters)")
 }
 
 /// A symlink target must be relative and must not leave the root: `..` only
@@ -495,7 +609,7 @@ mod tests {
     #[test]
     fn writes_and_refuses() {
         let d = tempfile::tempdir().unwrap();
-        let mut w = SafeWriter::new(d.path(), false);
+        let mut w = SafeWriter::new(d.path(), false, Limits::default());
         w.file(
             Path::new("a/b/f.txt"),
             &Meta {
