@@ -240,7 +240,18 @@ impl Config {
     fn set(&mut self, key: &str, v: &Node) -> Result<(), String> {
         match key {
             "program_name" => self.program_name = string(v)?,
-            "root_dir" => self.root_dir = string(v)?.into(),
+            "root_dir" => {
+                let p: PathBuf = string(v)?.into();
+                if p.is_relative() {
+                    // Relative to what? The daemon's cwd is / under systemd
+                    // and the shell's anywhere else: refused, not guessed.
+                    return Err(format!(
+                        "must be an absolute path, found {:?}",
+                        p.display().to_string()
+                    ));
+                }
+                self.root_dir = p;
+            }
             "log_dir" => self.log_dir = string(v)?.into(),
             "pid_dir" => self.pid_dir = string(v)?.into(),
             "verbose" => self.verbose = boolean(v)?,
@@ -323,6 +334,23 @@ impl Config {
         Ok(())
     }
 
+    /// The deployment root must be a directory this agent can write, made
+    /// if missing: said at start, naming `:root_dir:`, rather than as a
+    /// failure deep inside the first deployment.
+    pub fn check_root_dir(&self) -> Result<(), String> {
+        let p = &self.root_dir;
+        let named = |why: String| format!(":root_dir: {}: {why}", p.display());
+        match std::fs::metadata(p) {
+            Ok(m) if !m.is_dir() => return Err(named("exists and is not a directory".into())),
+            Ok(_) => {}
+            Err(_) => {
+                std::fs::create_dir_all(p).map_err(|e| named(format!("cannot create it: {e}")))?
+            }
+        }
+        nix::unistd::access(p.as_path(), nix::unistd::AccessFlags::W_OK)
+            .map_err(|e| named(format!("cannot write to it: {}", e.desc())))
+    }
+
     /// Where the official layout keeps cross-deployment instructions.
     pub fn instructions_dir(&self) -> PathBuf {
         self.root_dir.join("deployment-instructions")
@@ -403,6 +431,14 @@ fn integer(v: &Node) -> Result<i64, String> {
     match v.as_scalar().map(|s| (&s.value, s.text.trim())) {
         Some((Value::Int(i), _)) => Ok(*i),
         Some((Value::Str, t)) if t.parse::<i64>().is_ok() => Ok(t.parse().unwrap_or(0)),
+        Some((Value::Str, t))
+            if !t.is_empty()
+                && t.trim_start_matches(['-', '+'])
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'_') =>
+        {
+            Err(format!("the number {t} is too large for this setting"))
+        }
         _ => Err(format!(
             "expected a whole number, found {:?}",
             v.ruby_to_s().unwrap_or_default()

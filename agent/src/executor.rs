@@ -428,7 +428,9 @@ impl<'a> Executor<'a> {
                         location.display()
                     ))
                 })?;
-                link
+                // Read through the user's own path, so errors name the file
+                // they gave, not the link to it.
+                location.clone()
             }
             RevisionSource::LocalDirectory { location } => location.clone(),
             remote @ (RevisionSource::S3 { .. } | RevisionSource::GitHub { .. }) => {
@@ -529,7 +531,7 @@ impl<'a> Executor<'a> {
                 archive.display()
             )));
         }
-        let (appspec, file) = hooks::load_appspec(&archive, &spec.appspec_filename)?;
+        let (appspec, file) = hooks::load_appspec_warning(&archive, &spec.appspec_filename)?;
         if let Some(all) = &spec.all_possible_events {
             events::check_hooks_against_deployment(appspec.hook_events(), all, &file)
                 .map_err(Diagnostics::unknown)?;

@@ -101,6 +101,14 @@ pub fn build_spec(
     if let Some(why) = layout::group_refusal(group, tracking) {
         return Err(invalid(why));
     }
+    if let Some(name) = &o.appspec_filename {
+        let p = Path::new(name);
+        if p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir) {
+            return Err(invalid(format!(
+                "appspec-filename {name:?} must be a path inside the bundle (no leading '/', no '..')"
+            )));
+        }
+    }
     let revision = match loc.strip_prefix("s3://") {
         Some(rest) => parse_s3_location(loc, rest, bundle_type)?,
         None => local_revision(o, loc, bundle_type, cwd)?,
@@ -133,6 +141,7 @@ pub fn build_spec(
 pub fn run(config: &Config, o: &Options) -> Result<PathBuf, LocalError> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let (spec, sequence) = build_spec(o, &cwd, &config.ongoing_deployment_tracking)?;
+    config.check_root_dir().map_err(invalid)?;
     let remote = match spec.revision {
         RevisionSource::S3 { .. } => {
             Some(crate::daemon::remote::local_remote(config).map_err(invalid)?)

@@ -350,7 +350,20 @@ fn script_timeout(n: &Node, field: &str, sink: &mut Sink) -> Option<u32> {
         Some((Value::Float(f), _)) if f.is_finite() => (f.trunc() as i64, f.fract() != 0.0),
         Some((Value::Str, t)) => {
             let digits: String = t.chars().take_while(|c| c.is_ascii_digit()).collect();
-            (digits.parse().unwrap_or(0), digits.len() != t.len())
+            match digits.parse::<i64>() {
+                Ok(v) => (v, digits.len() != t.len()),
+                Err(_) if !digits.is_empty() => {
+                    sink.error(
+                        n.pos,
+                        field,
+                        format!(
+                            "timeout {digits} is too large: a script may take at most 3600 seconds"
+                        ),
+                    );
+                    return None;
+                }
+                Err(_) => (0, true),
+            }
         }
         _ => (0, false),
     };

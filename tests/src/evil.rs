@@ -199,3 +199,25 @@ pub fn long_name_tgz(size: u64) -> Vec<u8> {
     gz.write_all(&[0u8; 1024]).expect("gzip");
     gz.finish().expect("gzip")
 }
+
+/// A zip as Windows tools make it: made-by MS-DOS, names with `\`.
+pub fn windows_zip(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (n, d) in files {
+        z.start_file(*n, opts).expect("file");
+        z.write_all(d.as_bytes()).expect("write");
+    }
+    let mut bytes = z.finish().expect("finish").into_inner();
+    // Every central directory entry: "version made by" high byte 0 (MS-DOS).
+    let mut i = 0;
+    while i + 4 <= bytes.len() {
+        if &bytes[i..i + 4] == b"PK\x01\x02" {
+            bytes[i + 5] = 0;
+            bytes[i + 38..i + 42].copy_from_slice(&0u32.to_le_bytes());
+        }
+        i += 1;
+    }
+    bytes
+}

@@ -94,6 +94,7 @@ pub fn run(config: Config) -> Result<(), String> {
 }
 
 async fn main_loop(config: Config) -> Result<(), String> {
+    config.check_root_dir()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     spawn_signal_handler(stop_tx)?;
 

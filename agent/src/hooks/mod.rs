@@ -47,9 +47,23 @@ pub fn find_appspec(archive: &Path, requested: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Read the revision's appspec. Its warnings are logged by Install only,
+/// so each is logged once per deployment (every command reads the appspec).
 pub fn load_appspec(archive: &Path, requested: &str) -> Result<(AppSpec, String), Diagnostics> {
+    load(archive, requested, false)
+}
+
+/// `load_appspec`, logging the appspec's warnings.
+pub fn load_appspec_warning(
+    archive: &Path,
+    requested: &str,
+) -> Result<(AppSpec, String), Diagnostics> {
+    load(archive, requested, true)
+}
+
+fn load(archive: &Path, requested: &str, warn: bool) -> Result<(AppSpec, String), Diagnostics> {
     let (parsed, path) = parse_appspec(archive, requested)?;
-    for w in &parsed.warnings {
+    for w in parsed.warnings.iter().filter(|_| warn) {
         tracing::warn!(appspec = %path.display(), "{w}");
     }
     let name = path

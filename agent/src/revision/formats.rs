@@ -271,10 +271,18 @@ pub fn unzip(bundle: &Path, staging: &Path, limits: Limits) -> Result<Stats, Rev
         let mut e = z
             .by_index(i)
             .map_err(|e| bad(format!("zip entry #{i}: {e}")))?;
-        let name = e
+        let mut name = e
             .name()
             .map_err(|err| bad(format!("zip entry #{i}: {err}")))?
             .into_owned();
+        // Zips made on DOS/Windows separate names with `\`; `unzip` reads
+        // them as `/` (then the usual checks apply: `..\..\x` is refused).
+        if matches!(
+            e.system(),
+            zip::System::Dos | zip::System::WindowsNTFS | zip::System::VFAT
+        ) {
+            name = name.replace('\\', "/");
+        }
         let Some(rel) = SafeWriter::clean_name(name.as_bytes())? else {
             continue;
         };
