@@ -127,11 +127,11 @@ pub fn zip_overlapping(n: usize, size: usize) -> Vec<u8> {
     out
 }
 
-/// A tar holding the appspec and a GNU sparse member `name` whose real
+/// A tar holding `appspec` and a GNU sparse member `name` whose real
 /// size is `real` bytes, of which only the last 512 are data.
-pub fn sparse_tar(name: &str, real: u64) -> Vec<u8> {
+pub fn sparse_tar(name: &str, real: u64, appspec: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    let appspec = "version: 0.0\nos: linux\n";
+    assert!(appspec.len() < 512);
     out.extend_from_slice(
         header(
             "appspec.yml",

@@ -34,7 +34,12 @@ fn zip_entries_sharing_one_compressed_member_are_refused() {
 #[test]
 fn a_sparse_member_declaring_a_terabyte_is_refused_before_it_is_read() {
     let host = Host::new();
-    let run = deploy_bytes(&host, "tar", &evil::sparse_tar("huge.img", 1 << 40));
+    let appspec = "version: 0.0\nos: linux\n";
+    let run = deploy_bytes(
+        &host,
+        "tar",
+        &evil::sparse_tar("huge.img", 1 << 40, appspec),
+    );
     run.assert_failed();
     let line = run.event_line("DownloadBundle");
     assert!(
@@ -47,17 +52,29 @@ fn a_sparse_member_declaring_a_terabyte_is_refused_before_it_is_read() {
 #[test]
 fn a_sparse_member_within_bounds_is_written_with_its_holes() {
     let host = Host::new();
-    let real = 256u64 << 20;
-    deploy_bytes(&host, "tar", &evil::sparse_tar("disk.img", real)).assert_ok();
-    let f =
-        host.deployments("default-local-deployment-group")[0].join("deployment-archive/disk.img");
-    let m = fs::metadata(&f).unwrap();
-    assert_eq!(m.len(), real);
-    assert!(
-        m.blocks() * 512 < 16 << 20,
-        "holes written as data: {} blocks",
-        m.blocks()
+    let real = 64u64 << 20;
+    let dest = host.path("dest");
+    let appspec = format!(
+        "version: 0.0\nos: linux\nfiles:\n  - source: disk.img\n    destination: {}\n",
+        dest.display()
     );
+    deploy_bytes(&host, "tar", &evil::sparse_tar("disk.img", real, &appspec)).assert_ok();
+    let unpacked =
+        host.deployments("default-local-deployment-group")[0].join("deployment-archive/disk.img");
+    // In the deployment archive and at the destination alike.
+    for f in [unpacked, dest.join("disk.img")] {
+        let m = fs::metadata(&f).unwrap();
+        assert_eq!(m.len(), real);
+        assert!(
+            m.blocks() * 512 < 16 << 20,
+            "{}: holes written as data: {} blocks",
+            f.display(),
+            m.blocks()
+        );
+        let data = fs::read(&f).unwrap();
+        let (zeros, tail) = data.split_at(data.len() - 512);
+        assert!(zeros.iter().all(|b| *b == 0) && tail.iter().all(|b| *b == b'x'));
+    }
 }
 
 #[test]

@@ -67,6 +67,28 @@ pub struct Applier<'p, 'a> {
     pub selinux: bool,
 }
 
+/// Copy only `s`'s data segments (SEEK_DATA/SEEK_HOLE), leaving its holes
+/// as holes in `d`, then give `d` the full length.
+fn copy_sparse(s: &mut File, d: &mut File, len: u64) -> io::Result<()> {
+    use nix::unistd::{lseek, Whence};
+    use std::io::{Read, Seek, SeekFrom};
+    let mut off: i64 = 0;
+    let end = len as i64;
+    while off < end {
+        let data = match lseek(&*s, off, Whence::SeekData) {
+            Ok(o) => o,
+            Err(nix::errno::Errno::ENXIO) => break, // only a hole is left
+            Err(e) => return Err(e.into()),
+        };
+        let hole = lseek(&*s, data, Whence::SeekHole).map_err(io::Error::from)?;
+        s.seek(SeekFrom::Start(data as u64))?;
+        d.seek(SeekFrom::Start(data as u64))?;
+        io::copy(&mut (&mut *s).take((hole - data) as u64), d)?;
+        off = hole;
+    }
+    d.set_len(len)
+}
+
 /// Where a replacement is written before it is renamed over the original.
 fn temp_for(dest: &Path) -> PathBuf {
     let mut name = OsString::from(".");
@@ -238,7 +260,13 @@ impl Applier<'_, '_> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(dest)
             .map_err(|e| fail(dest, "cannot create", e))?;
-        io::copy(&mut s, &mut d).map_err(|e| fail(dest, "cannot copy", e))?;
+        if md.blocks() * 512 < md.len() {
+            // A sparse file stays sparse: a declared gigabyte of holes costs
+            // no disk at the destination either.
+            copy_sparse(&mut s, &mut d, md.len()).map_err(|e| fail(dest, "cannot copy", e))?;
+        } else {
+            io::copy(&mut s, &mut d).map_err(|e| fail(dest, "cannot copy", e))?;
+        }
         if self.as_root {
             std::os::unix::fs::fchown(&d, Some(md.uid()), Some(md.gid()))
                 .map_err(|e| fail(dest, "cannot set owner", e))?;
