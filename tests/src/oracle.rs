@@ -8,10 +8,16 @@ use std::sync::OnceLock;
 
 /// `$CODEDEPLOY_ORACLE_DIR`, else `shared/oracle` beside the checkout.
 pub fn dir() -> PathBuf {
-    if let Ok(d) = std::env::var("CODEDEPLOY_ORACLE_DIR") {
-        return PathBuf::from(d);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/oracle")
+    let d = match std::env::var("CODEDEPLOY_ORACLE_DIR") {
+        Ok(d) => PathBuf::from(d),
+        Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/oracle"),
+    };
+    assert!(
+        d.join("setup").is_file(),
+        "the official agent oracle is not at {}: check out the project's shared/ beside this repository, or set CODEDEPLOY_ORACLE_DIR",
+        d.display()
+    );
+    d
 }
 
 const TARBALL: &str = "aws-codedeploy-agent-1.8.1.tar.gz";
