@@ -183,6 +183,26 @@ impl Writer {
         })
     }
 
+    /// Add to an existing cleanup file (a cut-short last line is ended
+    /// first, so no entry runs into another).
+    pub fn append(path: &Path) -> io::Result<Writer> {
+        let ends_open = fs::read(path)
+            .map(|b| b.last().is_some_and(|c| *c != b'\n'))
+            .unwrap_or(false);
+        let f = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o644)
+            .open(path)?;
+        let mut w = Writer {
+            out: BufWriter::with_capacity(64 * 1024, f),
+        };
+        if ends_open {
+            w.out.write_all(b"\n")?;
+        }
+        Ok(w)
+    }
+
     pub fn path(&mut self, p: &Path) -> io::Result<()> {
         self.out.write_all(p.as_os_str().as_bytes())?;
         self.out.write_all(b"\n")

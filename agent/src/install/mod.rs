@@ -11,6 +11,7 @@
 pub mod acl;
 pub mod apply;
 pub mod archive_tree;
+pub mod keep;
 pub mod ledger;
 pub mod plan;
 pub mod selinux;
@@ -117,8 +118,12 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
     let archive = ArchiveTree::walk(req.archive_dir)
         .map_err(io_err(format!("cannot list {}", req.archive_dir.display())))?;
     let cleanup_path = req.layout.cleanup_file(req.group);
-    let previous = ledger::read(&cleanup_path)
-        .map_err(io_err(format!("cannot read {}", cleanup_path.display())))?;
+    let raw = match fs::read(&cleanup_path) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_err(format!("cannot read {}", cleanup_path.display()))(e)),
+    };
+    let previous = raw.as_deref().map(ledger::parse);
     let threads = crate::fsutil::workers();
     let plan_err = |errors| InstallError::Plan {
         file: req.appspec_file.to_string(),
@@ -149,13 +154,90 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
     let ids = resolve_ids(req.spec, req.appspec_file)?;
     let selinux_on = selinux::enabled();
 
-    // 3. Remove the previous deployment's files.
+    // 3. Keep the previous deployment's files (hard links), then remove them.
     let mut outcome = Outcome::default();
     let t0 = Instant::now();
+    let kept = match (&previous, raw) {
+        (Some(entries), Some(raw)) => Some(
+            keep::keep(entries, raw, &cleanup_path)
+                .map_err(io_err("cannot keep the previous deployment's files"))?,
+        ),
+        _ => None,
+    };
+    let replaced = replace(
+        req,
+        &archive,
+        previous,
+        &ids,
+        Workers {
+            threads,
+            selinux: selinux_on,
+        },
+        kept.as_ref(),
+        &mut outcome,
+        t0,
+    );
+    let (json, cleanup) = match replaced {
+        Ok(w) => w,
+        Err(e) => {
+            // Put the previous revision back, as it was.
+            if let Some(k) = kept {
+                match k.restore(&cleanup_path) {
+                    Ok(n) => tracing::warn!(
+                        restored = n,
+                        "install failed; the previous revision's files are back"
+                    ),
+                    Err(r) => {
+                        tracing::error!(error = %r, "install failed, and putting the previous revision back failed too")
+                    }
+                }
+            }
+            return Err(e);
+        }
+    };
+    let t1 = Instant::now();
+    json.finish().map_err(io_err("cannot write install.json"))?;
+    cleanup
+        .finish()
+        .map_err(io_err(format!("cannot write {}", cleanup_path.display())))?;
+    let mut gone = outcome.applied.temporaries.clone();
+    if let Some(k) = kept {
+        gone.extend(k.listed().map(Path::to_path_buf));
+        k.release();
+    }
+    if !gone.is_empty() {
+        ledger::forget(&cleanup_path, &gone)
+            .map_err(io_err(format!("cannot write {}", cleanup_path.display())))?;
+    }
+    outcome.copy_time += t1.elapsed();
+    Ok(outcome)
+}
+
+#[derive(Clone, Copy)]
+struct Workers {
+    threads: usize,
+    selinux: bool,
+}
+
+/// Steps 3 and 4: remove the previous files, plan against the host as it is
+/// then, and apply. Returns the record writers to finish; an error here is
+/// undone by the caller (the previous revision is put back).
+#[allow(clippy::too_many_arguments)]
+fn replace(
+    req: &Request,
+    archive: &ArchiveTree,
+    previous: Option<Vec<ledger::Entry>>,
+    ids: &Ids,
+    w: Workers,
+    kept: Option<&keep::Kept>,
+    outcome: &mut Outcome,
+    t0: Instant,
+) -> Result<(ledger::InstructionsWriter, ledger::Writer), InstallError> {
+    let cleanup_path = req.layout.cleanup_file(req.group);
     if let Some(entries) = previous {
-        let rep = ledger::replay(&entries, threads)
+        let rep = ledger::replay(&entries, w.threads)
             .map_err(io_err("cannot remove the previous deployment's files"))?;
-        if selinux_on {
+        if w.selinux {
             for c in &rep.contexts {
                 selinux::remove(c);
             }
@@ -169,15 +251,17 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
         outcome.previous_removed = rep.removed;
         outcome.previous_unsafe_skipped = rep.unsafe_skipped.len();
         outcome.previous_kept_dirs = rep.kept_dirs;
-        fs::remove_file(&cleanup_path)
-            .map_err(io_err(format!("cannot remove {}", cleanup_path.display())))?;
     }
     outcome.cleanup_time = t0.elapsed();
 
     // 4. Plan against the host as it is now, and apply.
     let t1 = Instant::now();
-    let plan = plan::plan(req.spec, &archive, req.behavior, &req.cwd, &mut probe_host)
-        .map_err(plan_err)?;
+    let plan_err = |errors| InstallError::Plan {
+        file: req.appspec_file.to_string(),
+        errors,
+    };
+    let plan =
+        plan::plan(req.spec, archive, req.behavior, &req.cwd, &mut probe_host).map_err(plan_err)?;
     outcome.counts = plan.counts();
     fs::create_dir_all(req.layout.instructions_dir())
         .map_err(io_err("cannot create deployment-instructions"))?;
@@ -185,25 +269,23 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
         .map_err(io_err("cannot write install.json"))?;
     let mut cleanup = ledger::Writer::create(&cleanup_path)
         .map_err(io_err(format!("cannot create {}", cleanup_path.display())))?;
-    let applier = Applier {
-        plan: &plan,
-        archive: &archive,
-        ids: &ids,
-        threads,
-        as_root: crate::sys::is_root(),
-        selinux: selinux_on,
-    };
-    outcome.applied = applier.run(&mut cleanup, &mut json)?;
-    json.finish().map_err(io_err("cannot write install.json"))?;
-    cleanup
-        .finish()
-        .map_err(io_err(format!("cannot write {}", cleanup_path.display())))?;
-    if !outcome.applied.temporaries.is_empty() {
-        ledger::forget(&cleanup_path, &outcome.applied.temporaries)
+    // The backups stay listed until they are gone, whatever happens next.
+    for p in kept.iter().flat_map(|k| k.listed()) {
+        cleanup
+            .path(p)
             .map_err(io_err(format!("cannot write {}", cleanup_path.display())))?;
     }
+    let applier = Applier {
+        plan: &plan,
+        archive,
+        ids,
+        threads: w.threads,
+        as_root: crate::sys::is_root(),
+        selinux: w.selinux,
+    };
+    outcome.applied = applier.run(&mut cleanup, &mut json)?;
     outcome.copy_time = t1.elapsed();
-    Ok(outcome)
+    Ok((json, cleanup))
 }
 
 /// Every user and group the permissions name, resolved up front.
