@@ -124,6 +124,13 @@ fn unpack_like_a_deployment(
 
 /// The appspec's text; invalid UTF-8 is named as such.
 fn read_text(path: &Path, shown: &str) -> Result<String, String> {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if size > appspec::MAX_APPSPEC_BYTES {
+        return Err(format!(
+            "{shown}: {size} bytes; an appspec may be at most {} bytes",
+            appspec::MAX_APPSPEC_BYTES
+        ));
+    }
     let bytes = std::fs::read(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
     String::from_utf8(bytes).map_err(|e| {
         format!(

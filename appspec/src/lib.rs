@@ -23,5 +23,9 @@ pub use parse::{parse, Parsed};
 /// not name its appspec file.
 pub const DEFAULT_NAMES: [&str; 2] = ["appspec.yml", "appspec.yaml"];
 
+/// The largest appspec read (it is read whole into memory; honest ones are
+/// a few kilobytes, and 1.5 MB of comments is still read to its end).
+pub const MAX_APPSPEC_BYTES: u64 = 64 << 20;
+
 #[cfg(test)]
 mod tests;

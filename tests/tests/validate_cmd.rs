@@ -172,3 +172,18 @@ fn the_whole_appspec_is_read_and_invalid_utf8_is_named() {
     let out = format!("{}{}", run.stdout, run.stderr);
     assert!(out.contains("not valid UTF-8"), "{out}");
 }
+
+#[test]
+fn an_appspec_larger_than_its_bound_is_refused_unread() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("appspec.yml");
+    let file = std::fs::File::create(&f).unwrap();
+    file.set_len(65 << 20).unwrap(); // sparse: no disk, 65 MiB of NULs
+    let run = validate(&[&f.display().to_string()]);
+    run.assert_failed();
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        out.contains("an appspec may be at most 67108864 bytes"),
+        "{out}"
+    );
+}

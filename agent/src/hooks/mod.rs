@@ -85,6 +85,14 @@ fn parse_appspec(
             archive.display()
         )));
     };
+    let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    if size > appspec::MAX_APPSPEC_BYTES {
+        return Err(Diagnostics::unknown(format!(
+            "{} is {size} bytes; an appspec may be at most {} bytes",
+            path.display(),
+            appspec::MAX_APPSPEC_BYTES
+        )));
+    }
     let text = fs::read_to_string(&path)
         .map_err(|e| Diagnostics::unknown(format!("cannot read {}: {e}", path.display())))?;
     let parsed = appspec::parse(&text, &path.display().to_string(), Os::Linux)
