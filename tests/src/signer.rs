@@ -45,80 +45,66 @@ fn serial() -> openssl::asn1::Asn1Integer {
     bn.to_asn1_integer().expect("serial")
 }
 
+/// A CA certificate for `common_name`, valid from `from` to `until`, signed
+/// by `issuer` (its certificate and key), or by itself.
+fn ca_cert(
+    common_name: &str,
+    issuer: Option<(&X509, &PKey<Private>)>,
+    from: &Asn1Time,
+    until: &Asn1Time,
+) -> Authority {
+    let key = rsa();
+    let n = name(&[
+        ("C", "US"),
+        ("O", "CodeDeploy testbed"),
+        ("CN", common_name),
+    ]);
+    let mut b = X509::builder().expect("x509");
+    b.set_version(2).unwrap();
+    b.set_serial_number(&serial()).unwrap();
+    b.set_subject_name(&n).unwrap();
+    b.set_issuer_name(issuer.map_or(&*n, |(c, _)| c.subject_name()))
+        .unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(from).unwrap();
+    b.set_not_after(until).unwrap();
+    b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+        .unwrap();
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    b.sign(issuer.map_or(&key, |(_, k)| k), MessageDigest::sha256())
+        .unwrap();
+    Authority {
+        cert: b.build(),
+        key,
+        expired: None,
+    }
+}
+
 impl Authority {
     pub fn new(common_name: &str) -> Authority {
-        let key = rsa();
-        let n = name(&[
-            ("C", "US"),
-            ("O", "CodeDeploy testbed"),
-            ("CN", common_name),
-        ]);
-        let mut b = X509::builder().expect("x509");
-        b.set_version(2).unwrap();
-        b.set_serial_number(&serial()).unwrap();
-        b.set_subject_name(&n).unwrap();
-        b.set_issuer_name(&n).unwrap();
-        b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
-            .unwrap();
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
-        let mut root = Authority {
-            cert: b.build(),
-            key,
-            expired: None,
-        };
-        root.expired = Some(Box::new(root.expired_intermediate()));
+        let mut root = ca_cert(
+            common_name,
+            None,
+            &Asn1Time::days_from_now(0).unwrap(),
+            &Asn1Time::days_from_now(2).unwrap(),
+        );
+        // Valid in 2019-2020 only, as the shipped chain's intermediates.
+        let expired = ca_cert(
+            "expired intermediate",
+            Some((&root.cert, &root.key)),
+            &Asn1Time::from_unix(1_546_300_800).unwrap(),
+            &Asn1Time::from_unix(1_604_188_800).unwrap(),
+        );
+        root.expired = Some(Box::new(expired));
         root
-    }
-
-    /// A CA certificate issued by this one, valid in 2019-2020 only.
-    fn expired_intermediate(&self) -> Authority {
-        let key = rsa();
-        let n = name(&[
-            ("C", "US"),
-            ("O", "CodeDeploy testbed"),
-            ("CN", "expired intermediate"),
-        ]);
-        let mut b = X509::builder().expect("x509");
-        b.set_version(2).unwrap();
-        b.set_serial_number(&serial()).unwrap();
-        b.set_subject_name(&n).unwrap();
-        b.set_issuer_name(self.cert.subject_name()).unwrap();
-        b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::from_unix(1_546_300_800).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::from_unix(1_604_188_800).unwrap())
-            .unwrap();
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-        b.sign(&self.key, MessageDigest::sha256()).unwrap();
-        Authority {
-            cert: b.build(),
-            key,
-            expired: None,
-        }
     }
 
     /// The trusted chain the agent is given: this CA and its expired

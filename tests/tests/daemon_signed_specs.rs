@@ -12,6 +12,21 @@ use testbed::bed::{Agent, Testbed};
 use testbed::control::Tamper;
 use testbed::scenario::*;
 
+/// What strict mode refuses, and the reason it gives: the shapes a real
+/// specification may have that only the chain and subject checks see.
+const STRICT_REFUSALS: [(Tamper, &str); 3] = [
+    // How a real specification most likely looks against the shipped chain.
+    (Tamper::ExpiredChain, "certificate has expired"),
+    (
+        Tamper::UntrustedSigner,
+        "does not chain to the trusted certificates",
+    ),
+    (
+        Tamper::WrongSubject,
+        "CN=codedeploy-signer-eu-west-1.amazonaws.com",
+    ),
+];
+
 fn group_id(bed: &Testbed) -> String {
     bed.control
         .with_state(|s| s.groups.values().next().unwrap().id.clone())
@@ -109,18 +124,7 @@ fn by_default_what_the_official_agent_accepts_deploys_and_the_strict_verdict_is_
         "{}",
         strict_check(a)
     );
-    for (mode, why) in [
-        // How a real specification most likely looks against the shipped chain.
-        (Tamper::ExpiredChain, "certificate has expired"),
-        (
-            Tamper::UntrustedSigner,
-            "does not chain to the trusted certificates",
-        ),
-        (
-            Tamper::WrongSubject,
-            "CN=codedeploy-signer-eu-west-1.amazonaws.com",
-        ),
-    ] {
+    for (mode, why) in STRICT_REFUSALS {
         bed.control.set_tamper(Some(mode));
         let d = deploy_version(&bed, "e2e-signed", &format!("{mode:?}"), "zip", 0);
         assert_eq!(
@@ -162,21 +166,11 @@ fn strict_mode_refuses_what_it_cannot_trust_with_the_reason() {
     a.start();
     let agents = vec![a];
     first_deployment(&bed, &agents);
-    for (mode, why) in [
-        (Tamper::ExpiredChain, "certificate has expired"),
-        (
-            Tamper::UntrustedSigner,
-            "does not chain to the trusted certificates",
-        ),
-        (
-            Tamper::WrongSubject,
-            "CN=codedeploy-signer-eu-west-1.amazonaws.com",
-        ),
-        (
-            Tamper::Content,
-            "signature verification of the deployment specification failed",
-        ),
-    ] {
+    let all = STRICT_REFUSALS.into_iter().chain([(
+        Tamper::Content,
+        "signature verification of the deployment specification failed",
+    )]);
+    for (mode, why) in all {
         refused(&bed, &agents, mode, why);
     }
     let check = strict_check(&agents[0]);
