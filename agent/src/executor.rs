@@ -60,7 +60,7 @@ const TRAFFIC_CONTROL_SEEN: &str = ".service-traffic-control";
 
 /// Left by a drain that failed at the deployment's first command: when the
 /// deployment ignores ApplicationStop failures the service goes on, and
-/// the next command drains before it does anything (lb-drain.md 4.4).
+/// the next command drains before it does anything (docs/loadbalancer.md 3.1).
 fn drain_pending(dir: &Path) -> PathBuf {
     dir.join(".loadbalancer-drain-failed")
 }
@@ -263,7 +263,7 @@ impl<'a> Executor<'a> {
     /// The deployment's lifecycle events as the built-in actions need
     /// them. The service runs BlockTraffic itself; whether the
     /// specification's `AllPossibleLifecycleEvents` names it is unconfirmed
-    /// (lb-drain.md 3), but the Before/AfterBlockTraffic commands only exist
+    /// (docs/loadbalancer.md 2.6), but the Before/AfterBlockTraffic commands only exist
     /// when the deployment group has a load balancer: seeing one (now, or
     /// recorded in the deployment directory) means service traffic control.
     fn lifecycle(&self, spec: &DeploymentSpec, dir: &Path, command: &str) -> Vec<String> {

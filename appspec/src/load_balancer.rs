@@ -1,5 +1,5 @@
 //! The `loadBalancer` section: native drain before the application stops and
-//! restore after it validates (field reference: lb-drain.md 4.3). Parsed and
+//! restore after it validates (field reference: README, "The loadBalancer section"). Parsed and
 //! validated here; the behaviour lives in `hooks-builtin`.
 
 use crate::diag::Sink;

@@ -90,7 +90,7 @@ pub struct Clients {
 }
 
 /// The SDK retries throttling and 5xx with jittered exponential backoff;
-/// a fleet shares one API budget, so give it room (lb-drain.md 3.5).
+/// a fleet shares one API budget, so give it room (docs/loadbalancer.md 2.5).
 const ATTEMPTS: u32 = 8;
 
 impl Clients {

@@ -1,4 +1,4 @@
-//! Breadcrumbs (lb-drain.md 4.8): while this host holds an Auto Scaling
+//! Breadcrumbs (docs/loadbalancer.md 3.4): while this host holds an Auto Scaling
 //! group's minimum lowered, a group tag says so, so that another host of the
 //! group can give the minimum back if this one is lost for good (its
 //! journal dies with it). One tag per instance, never propagated to

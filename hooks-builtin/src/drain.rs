@@ -1,4 +1,4 @@
-//! Drain (lb-drain.md 4.5): find where this instance takes traffic, write
+//! Drain (docs/loadbalancer.md 3.2): find where this instance takes traffic, write
 //! the plan, then take it out: Standby through its Auto Scaling group, or
 //! direct deregistration of the exact (instance, port) pairs, and wait for
 //! the load balancers to report the drain finished.
@@ -391,7 +391,7 @@ impl Drainer {
             match self.clients.enter_standby(name, &id).await {
                 Ok(()) => break,
                 // Another host entered Standby between our read and our
-                // call: read again and retry (lb-drain.md 2).
+                // call: read again and retry (docs/loadbalancer.md 2.1).
                 Err(e) if size_race(&e) && attempt < 5 => {
                     tl.note("standby", format!("{e}; reading the group again"));
                     tokio::time::sleep(self.jittered(Duration::from_millis(500))).await;

@@ -1,4 +1,4 @@
-//! The drain journal (lb-drain.md 4.8): what this host changed in its Auto
+//! The drain journal (docs/loadbalancer.md 3.4): what this host changed in its Auto
 //! Scaling group and load balancers, written before every call that changes
 //! anything, so a restart can always put it back. One file per deployment
 //! group under `<root_dir>/load-balancer/`, beside an append-only event log.

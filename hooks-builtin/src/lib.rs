@@ -1,6 +1,6 @@
 //! Built-in actions the agent runs in place of user scripts: the native
 //! `loadBalancer` drain and restore. `placement` decides *when* they run
-//! inside a deployment (lb-drain.md 4.4, pure); `Drainer` carries them out
+//! inside a deployment (docs/loadbalancer.md 3.1, pure); `Drainer` carries them out
 //! against Auto Scaling, Classic ELB and ELBv2, with a journal written
 //! before every change so a restart can always finish the job.
 

@@ -1,4 +1,4 @@
-//! Restore (lb-drain.md 4.6): health gate, ExitStandby, register the exact
+//! Restore (docs/loadbalancer.md 3.3): health gate, ExitStandby, register the exact
 //! pairs that were taken out, wait for the load balancers to call the
 //! instance healthy, then give back the minimum size and the processes.
 //! Exit Standby before restoring the minimum, never the other way round.

@@ -3,7 +3,7 @@
 //! delay 3 s, health checks every 1 s, 2 to be healthy), done twice in one
 //! run:
 //! - native: the `loadBalancer` section;
-//! - scripts: users' copied scripts (lb-drain.md 1) through the AWS CLI:
+//! - scripts: users' copied scripts (docs/loadbalancer.md 1) through the AWS CLI:
 //!   deregister, `sleep` the drain, stop; start, `sleep` a warm-up, register.
 //!
 //! It prints the total deployment time (the service's view), the time

@@ -1,4 +1,4 @@
-//! A fleet behind a load balancer (lb-drain.md 5.7): instances with their
+//! A fleet behind a load balancer (docs/testbed.md, zero failures): instances with their
 //! own loopback address, agent and application, the LB control plane with
 //! HAProxy in front, revisions that start and stop the application, and a
 //! bounded load generator that records every request.
@@ -204,7 +204,7 @@ impl LbFleet {
         self.deploy_with(revision, HOOKS, section, 0, &extra)
     }
 
-    /// Deploy `revision` the way users' copied scripts do it (lb-drain.md
+    /// Deploy `revision` the way users' copied scripts do it (docs/loadbalancer.md
     /// 1): deregister from the target group with the AWS CLI, `sleep` a
     /// fixed drain time, stop; start, `sleep` a fixed warm-up, register.
     pub fn deploy_scripts(&self, revision: &str, drain_sleep: f64, start_sleep: f64) -> String {

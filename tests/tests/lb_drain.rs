@@ -1,4 +1,4 @@
-//! The native `loadBalancer` section under load (lb-drain.md 5.7): a rolling
+//! The native `loadBalancer` section under load (docs/testbed.md, zero failures): a rolling
 //! OneAtATime deployment of three instances behind a real HAProxy fails no
 //! request, and the same deployment without the section does.
 

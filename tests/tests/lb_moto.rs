@@ -1,4 +1,4 @@
-//! The loadBalancer calls against moto (lb-drain.md 5): an implementation
+//! The loadBalancer calls against moto (docs/testbed.md, LB plane): an implementation
 //! of the Auto Scaling, Classic ELB and ELBv2 query APIs that is not ours
 //! checks that the requests the SDK clients make for the drain and the
 //! restore are well formed, and that a whole drain and restore goes through.

@@ -1,4 +1,4 @@
-//! The loadBalancer section when things go wrong (lb-drain.md 4.6, 4.8): an
+//! The loadBalancer section when things go wrong (docs/loadbalancer.md 3.3, 3.4): an
 //! agent SIGKILLed during the drain, the stop scripts or the restore comes
 //! back and puts its instance in service with the group as it found it; a
 //! failing ValidateService ends as `onFailure` says.

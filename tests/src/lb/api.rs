@@ -1,5 +1,5 @@
 //! The actions of the three query APIs the agent uses, with AWS's error
-//! codes and messages (lb-drain.md 3).
+//! codes and messages (docs/loadbalancer.md 2).
 
 use std::time::Instant;
 

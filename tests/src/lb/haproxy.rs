@@ -1,7 +1,7 @@
 //! The data plane: one HAProxy process, a frontend and a backend per load
 //! balancer (Classic LB or target group), and a fixed set of server slots per
 //! backend declared in maintenance. The control plane drives it over the
-//! runtime API socket; HAProxy's own health checks stay off (lb-drain.md 5.5).
+//! runtime API socket; HAProxy's own health checks stay off (docs/testbed.md, data plane).
 
 use std::fmt::Write as _;
 use std::fs;

@@ -1,4 +1,4 @@
-//! The load balancer control plane (lb-drain.md 5): Auto Scaling, Classic
+//! The load balancer control plane (docs/testbed.md, LB plane): Auto Scaling, Classic
 //! ELB and ELBv2 query APIs on one loopback endpoint (told apart by
 //! `Version`, as the two ELB APIs are in AWS), SigV4 checked, paginated, with
 //! health checks and drains carried out on a real HAProxy.
