@@ -48,23 +48,6 @@ pub trait Traffic: Sync {
     ) -> Result<Option<String>, Diagnostics>;
 }
 
-/// Where the new revision waits between the first command (which reads its
-/// appspec for the drain) and DownloadBundle.
-fn prefetched_dir(dir: &Path) -> PathBuf {
-    dir.join(".prefetched-archive")
-}
-
-/// Written at a deployment's BeforeBlockTraffic: its later commands know
-/// the service controls traffic.
-const TRAFFIC_CONTROL_SEEN: &str = ".service-traffic-control";
-
-/// Left by a drain that failed at the deployment's first command: when the
-/// deployment ignores ApplicationStop failures the service goes on, and
-/// the next command drains before it does anything (docs/loadbalancer.md 3.1).
-fn drain_pending(dir: &Path) -> PathBuf {
-    dir.join(".loadbalancer-drain-failed")
-}
-
 const BUNDLE_DOWNLOADED: &str = "downloaded";
 const BUNDLE_REUSED: &str = "archive-reuse";
 
@@ -170,7 +153,7 @@ impl<'a> Executor<'a> {
             ))
         })?;
         if command == "BeforeBlockTraffic" {
-            let _ = fs::write(dir.join(TRAFFIC_CONTROL_SEEN), "");
+            let _ = fs::write(layout::traffic_control_seen(&dir), "");
         }
         let result = self.drain_before(command, spec, &dir).and_then(|drained| {
             let r = match command {
@@ -230,7 +213,7 @@ impl<'a> Executor<'a> {
         };
         let events = self.lifecycle(spec, dir, command);
         let first = hooks_builtin::drain_event(&events);
-        let marker = drain_pending(dir);
+        let marker = layout::drain_pending(dir);
         if command == first {
             // A revision that cannot be fetched or read here has no section
             // to act on: DownloadBundle fetches it again and fails there with
@@ -269,7 +252,7 @@ impl<'a> Executor<'a> {
     fn lifecycle(&self, spec: &DeploymentSpec, dir: &Path, command: &str) -> Vec<String> {
         let mut events = spec.all_possible_events.clone().unwrap_or_default();
         let seen = matches!(command, "BeforeBlockTraffic" | "AfterBlockTraffic")
-            || dir.join(TRAFFIC_CONTROL_SEEN).exists();
+            || layout::traffic_control_seen(dir).exists();
         if seen && !hooks_builtin::has_service_traffic_control(&events) {
             events.push("BlockTraffic".into());
         }
@@ -342,7 +325,7 @@ impl<'a> Executor<'a> {
     /// Fetch and unpack the revision beside the deployment archive (kept if
     /// an earlier attempt of this command already did).
     fn prefetch(&self, spec: &DeploymentSpec, dir: &Path) -> Result<PathBuf, Diagnostics> {
-        let target = prefetched_dir(dir);
+        let target = layout::prefetched_dir(dir);
         if !target.is_dir() {
             let (stats, fetched) = self.fetch_and_unpack(spec, dir, &target)?;
             tracing::info!(deployment = %spec.deployment_id, files = stats.files, bytes = stats.bytes, fetched = %fetched, "revision fetched early for its loadBalancer section");
@@ -364,7 +347,7 @@ impl<'a> Executor<'a> {
         )
         .map_err(|e| Diagnostics::unknown(format!("cannot remove old revisions: {e}")))?;
         let archive = layout::archive_dir(dir);
-        let early = prefetched_dir(dir);
+        let early = layout::prefetched_dir(dir);
         let mut summary = if early.is_dir() {
             // Fetched and unpacked by the deployment's first command.
             crate::fsutil::remove_tree(&archive)
@@ -620,15 +603,12 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
-/// The appspec names to look for in a revision, most specific first.
+/// The appspec names to look for in a revision, in the order they are tried.
 pub fn appspec_names(requested: &str) -> Vec<String> {
-    let mut v = vec![requested.to_string()];
-    for n in appspec::DEFAULT_NAMES {
-        if n != requested {
-            v.push(n.to_string());
-        }
-    }
-    v
+    appspec::candidates(requested)
+        .into_iter()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Is a bundle type a single file (as opposed to a directory)?

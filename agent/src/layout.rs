@@ -32,7 +32,7 @@ pub const RESERVED: [&str; 4] = [
     "deployment-instructions",
     "deployment-logs",
     "ongoing-deployment",
-    "load-balancer",
+    hooks_builtin::journal::DIR,
 ];
 
 /// Why `group` cannot be a deployment group's folder under the root, if it
@@ -152,6 +152,25 @@ impl Layout {
         }
         Ok(removed)
     }
+}
+
+/// Where the new revision waits between the deployment's first command
+/// (which reads its appspec for the drain) and DownloadBundle.
+pub fn prefetched_dir(deployment_dir: &Path) -> PathBuf {
+    deployment_dir.join(".prefetched-archive")
+}
+
+/// Written at a deployment's BeforeBlockTraffic: its later commands know
+/// the service controls traffic (docs/loadbalancer.md 2.6).
+pub fn traffic_control_seen(deployment_dir: &Path) -> PathBuf {
+    deployment_dir.join(".service-traffic-control")
+}
+
+/// Left by a drain that failed at the deployment's first command: when the
+/// deployment ignores ApplicationStop failures the service goes on, and
+/// the next command drains before it does anything (docs/loadbalancer.md 3.1).
+pub fn drain_pending(deployment_dir: &Path) -> PathBuf {
+    deployment_dir.join(".loadbalancer-drain-failed")
 }
 
 /// Where a bundle is unpacked before it is renamed into place.

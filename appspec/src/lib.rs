@@ -23,6 +23,19 @@ pub use parse::{parse, Parsed};
 /// not name its appspec file.
 pub const DEFAULT_NAMES: [&str; 2] = ["appspec.yml", "appspec.yaml"];
 
+/// The names an appspec is looked for under, in the official agent's order
+/// (Ruby `app_spec_real_path`): the deployment's name, else `appspec.yaml`,
+/// else `appspec.yml`. The one list every reader uses.
+pub fn candidates(requested: &str) -> Vec<&str> {
+    let mut v = vec![requested];
+    for n in ["appspec.yaml", "appspec.yml"] {
+        if n != requested {
+            v.push(n);
+        }
+    }
+    v
+}
+
 /// The largest appspec read (it is read whole into memory; honest ones are
 /// a few kilobytes, and 1.5 MB of comments is still read to its end).
 pub const MAX_APPSPEC_BYTES: u64 = 64 << 20;

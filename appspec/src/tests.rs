@@ -463,3 +463,19 @@ fn the_official_agent_ignores_our_section_and_so_do_unknown_keys() {
     assert_eq!(p.warnings.len(), 1);
     assert_eq!(p.warnings[0].severity, Severity::Warning);
 }
+
+#[test]
+fn appspec_candidates_follow_the_official_order() {
+    assert_eq!(
+        crate::candidates("appspec.yml"),
+        ["appspec.yml", "appspec.yaml"]
+    );
+    assert_eq!(
+        crate::candidates("deploy.yml"),
+        ["deploy.yml", "appspec.yaml", "appspec.yml"]
+    );
+    assert_eq!(
+        crate::candidates("appspec.yaml"),
+        ["appspec.yaml", "appspec.yml"]
+    );
+}

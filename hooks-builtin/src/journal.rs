@@ -10,6 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+/// The journals' folder under the deployment root.
+pub const DIR: &str = "load-balancer";
+
 pub const SCHEMA: u32 = 1;
 
 /// Writes a file durably (temp file, fsync, rename, directory fsync). The
@@ -166,7 +169,7 @@ pub struct Store {
 impl Store {
     pub fn new(root_dir: &Path, persist: Persist) -> Store {
         Store {
-            dir: root_dir.join("load-balancer"),
+            dir: root_dir.join(DIR),
             persist,
         }
     }

@@ -38,10 +38,9 @@ pub enum EventOutcome {
     },
 }
 
-/// Find the appspec in a revision: the deployment's name, else
-/// `appspec.yaml`, else `appspec.yml` (the official order).
+/// Find the appspec in a revision, trying `appspec::candidates` in order.
 pub fn find_appspec(archive: &Path, requested: &str) -> Option<PathBuf> {
-    [requested, "appspec.yaml", "appspec.yml"]
+    appspec::candidates(requested)
         .iter()
         .map(|n| archive.join(n))
         .find(|p| p.is_file())
