@@ -35,9 +35,6 @@ pub struct Kept {
     dirs: Vec<Dir>,
     /// The previous cleanup file, to put back on failure.
     cleanup: Vec<u8>,
-    /// Files that could not be linked (another filesystem below a
-    /// directory of ours): these cannot be put back.
-    pub unkept: usize,
 }
 
 impl Kept {
@@ -132,7 +129,6 @@ pub fn keep(entries: &[Entry], raw: Vec<u8>, cleanup_path: &Path) -> io::Result<
         backups: Vec::new(),
         dirs,
         cleanup: raw,
-        unkept: 0,
     };
     let mut names = Vec::new();
     for (backup, files) in &plan {
@@ -162,7 +158,11 @@ pub fn keep(entries: &[Entry], raw: Vec<u8>, cleanup_path: &Path) -> io::Result<
             let b = backup.join(i.to_string());
             match fs::hard_link(&f, &b) {
                 Ok(()) => kept.links.push((f, b)),
-                Err(_) => kept.unkept += 1,
+                // Another filesystem below a directory of ours: this file
+                // cannot be put back if the install fails.
+                Err(e) => {
+                    tracing::warn!(path = %f.display(), error = %e, "cannot keep a file of the previous revision")
+                }
             }
         }
         kept.backups.push(backup);
