@@ -6,29 +6,16 @@
 use std::time::Duration;
 
 use appspec::load_balancer::{
-    AsgAction, AutoScaling, Breadcrumbs, IfNotRegistered, LoadBalancer, MinSizePolicy, RestoreTo,
+    AsgAction, AutoScaling, Breadcrumbs, LoadBalancer, MinSizePolicy, RestoreTo,
     Selection, TargetGroupId, Timeout,
 };
 
 use crate::aws::{self, AwsError};
 use crate::breadcrumb;
-use crate::journal::{self, ClassicLb, Gate, Group, Journal, Phase, TargetGroup};
+use crate::journal::{self, ClassicLb, Group, Journal, Phase, TargetGroup};
+use crate::select::{self, Listing, Membership, Ports};
 use crate::timeline::{Failure, Timeline};
 use crate::{Drainer, Outcome};
-
-/// States in which the instance is not (yet, or any more) ours to drain.
-fn launching(state: &str) -> bool {
-    state.starts_with("Pending") || state.starts_with("Warmed")
-}
-
-fn leaving(state: &str) -> bool {
-    state.starts_with("Terminat") || state.starts_with("Detach")
-}
-
-/// A registration that takes traffic now (and so is drained and restored).
-fn serving(state: &str) -> bool {
-    matches!(state, "healthy" | "initial" | "unhealthy" | "unavailable")
-}
 
 pub(crate) enum Found {
     Plan(Box<Journal>),
@@ -51,37 +38,24 @@ impl Drainer {
         if lb.auto_scaling.action != AsgAction::Ignore {
             if let Some((name, state)) = self.clients.asg_membership(id).await? {
                 tl.note("discover", format!("Auto Scaling group {name}: {state}"));
-                if launching(&state) {
-                    return Ok(Found::Nothing(format!(
-                        "instance {id} is {state} in Auto Scaling group {name}: it is not in service yet, nothing to drain"
-                    )));
-                }
-                if leaving(&state) {
-                    return Ok(Found::Nothing(format!(
-                        "instance {id} is {state} in Auto Scaling group {name}: nothing to drain, and it is never put back"
-                    )));
-                }
-                let g = self.clients.asg_group(&name).await?;
-                group_lbs = g.load_balancers.clone();
-                group_tgs = g.target_groups.clone();
-                if state == "InService" && standby {
-                    group = Some(Group {
-                        name: name.clone(),
-                        state_found: state.clone(),
-                        min_found: g.min,
-                        desired_found: g.desired,
-                        suspended_before: g.suspended.clone(),
-                        ..Group::default()
-                    });
-                } else if state != "InService" {
-                    // Standby or EnteringStandby without a journal of ours:
-                    // an operator did it, so it is theirs to undo.
-                    tl.note(
-                        "discover",
-                        format!("{state} was not entered by this agent; the group is left alone"),
-                    );
-                    group_lbs.clear();
-                    group_tgs.clear();
+                match select::membership(id, &name, &state, standby) {
+                    Membership::Nothing(why) => return Ok(Found::Nothing(why)),
+                    Membership::NotOurs(why) => tl.note("discover", why),
+                    m => {
+                        let g = self.clients.asg_group(&name).await?;
+                        group_lbs = g.load_balancers.clone();
+                        group_tgs = g.target_groups.clone();
+                        if m == Membership::Standby {
+                            group = Some(Group {
+                                name: name.clone(),
+                                state_found: state.clone(),
+                                min_found: g.min,
+                                desired_found: g.desired,
+                                suspended_before: g.suspended.clone(),
+                                ..Group::default()
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -94,25 +68,27 @@ impl Drainer {
             Selection::List(v) if v.is_empty() => (Some(Vec::new()), true),
             Selection::List(v) => (Some(v.clone()), true),
         };
-        let declared_clb = lb.restore_to_for(explicit_clb) == RestoreTo::Declared;
+        let listing = Listing {
+            explicit: explicit_clb,
+            declared: lb.restore_to_for(explicit_clb) == RestoreTo::Declared,
+        };
         let found = match &names {
             Some(v) if v.is_empty() => Vec::new(),
             Some(v) => self.clients.classic(Some(v)).await?,
             None => self.clients.classic(None).await?,
         };
         for c in found {
-            let registered = c.instances.iter().any(|i| i == id);
             let attached = group_lbs.contains(&c.name);
-            if !(registered || attached || explicit_clb && declared_clb) {
+            let Some(pick) = select::pick_classic(&c, id, attached, listing) else {
                 continue;
-            }
+            };
             let draining = self.clients.classic_draining(&c.name).await?;
             tl.note(
                 "discover",
                 format!(
                     "classic load balancer {}: {}, connection draining {}",
                     c.name,
-                    if registered {
+                    if pick.registered {
                         "registered"
                     } else {
                         "not registered"
@@ -122,7 +98,7 @@ impl Drainer {
             );
             classic.push(ClassicLb {
                 name: c.name.clone(),
-                registered,
+                registered: pick.registered,
                 via_group: via_group(attached),
                 deregistered: false,
                 draining,
@@ -156,35 +132,18 @@ impl Drainer {
                 (v, true)
             }
         };
-        let declared_tg = lb.restore_to_for(explicit_tg) == RestoreTo::Declared;
+        let listing = Listing {
+            explicit: explicit_tg,
+            declared: lb.restore_to_for(explicit_tg) == RestoreTo::Declared,
+        };
         for (t, ports) in candidates {
             let attached = group_tgs.contains(&t.arn);
             let now = self.clients.target_health(&t.arn, id, None).await?;
-            let mut registered: Vec<u16> = now
-                .iter()
-                .filter(|x| serving(&x.state))
-                .map(|x| x.port)
-                .collect();
-            if let Some(ps) = &ports {
-                registered.retain(|p| ps.contains(p));
-            }
-            let mut wanted = registered.clone();
-            if declared_tg && explicit_tg {
-                for p in ports
-                    .clone()
-                    .unwrap_or_else(|| t.port.into_iter().collect())
-                {
-                    if !wanted.contains(&p) {
-                        wanted.push(p);
-                    }
-                }
-            }
-            if attached && wanted.is_empty() {
-                wanted.extend(t.port);
-            }
-            if wanted.is_empty() {
+            let Some(Ports { registered, wanted }) =
+                select::pick_ports(&t, &now, ports.as_deref(), attached, listing)
+            else {
                 continue;
-            }
+            };
             let delay = self.clients.deregistration_delay(&t.arn).await?;
             tl.note(
                 "discover",
@@ -207,29 +166,14 @@ impl Drainer {
         }
 
         if let Some(g) = group.as_mut() {
-            g.drain_seconds = classic
-                .iter()
-                .filter(|c| c.via_group)
-                .map(|c| c.draining.unwrap_or(0))
-                .chain(tgs.iter().filter(|t| t.via_group).map(|t| t.delay))
-                .max()
-                .unwrap_or(0);
+            g.drain_seconds = select::group_drain_seconds(&classic, &tgs);
         }
         // Kept: what serves now, and what `restoreTo: declared` will join.
         if group.is_none() && classic.is_empty() && tgs.is_empty() {
-            let what = format!(
-                "instance {id} is in service in no Auto Scaling group, classic load balancer or target group that loadBalancer selects"
-            );
-            return match lb.if_not_registered {
-                IfNotRegistered::Skip => Ok(Found::Nothing(format!(
-                    "{what}; nothing to drain (ifNotRegistered: skip)"
-                ))),
-                IfNotRegistered::Fail => {
-                    Err(Failure::new(format!("{what} (ifNotRegistered: fail)")))
-                }
-            };
+            return select::nothing_selected(lb, id)
+                .map(Found::Nothing)
+                .map_err(Failure::new);
         }
-        let g = &lb.health_gate;
         let now = journal::now();
         Ok(Found::Plan(Box::new(Journal {
             schema: journal::SCHEMA,
@@ -242,22 +186,7 @@ impl Drainer {
             classic,
             target_groups: tgs,
             on_failure: lb.on_failure.into(),
-            gate: Gate {
-                url: match &g.url {
-                    appspec::load_balancer::GateUrl::Auto => "auto".into(),
-                    appspec::load_balancer::GateUrl::None => "none".into(),
-                    appspec::load_balancer::GateUrl::Url(u) => u.clone(),
-                },
-                expect: g
-                    .expect_status
-                    .as_ref()
-                    .map(|v| v.iter().map(|r| (r.low, r.high)).collect())
-                    .unwrap_or_default(),
-                successes: g.successes,
-                interval: g.interval,
-                request_timeout: g.request_timeout,
-                timeout: g.timeout,
-            },
+            gate: select::gate(&lb.health_gate),
             health_timeout: match lb.health_timeout {
                 Timeout::Auto => None,
                 Timeout::Seconds(s) => Some(s),
@@ -283,24 +212,17 @@ impl Drainer {
                 .await?;
             self.enter_standby(j, &name, &lb.auto_scaling, tl).await?;
         }
-        for i in 0..j.classic.len() {
-            let c = &j.classic[i];
-            if c.via_group || !c.registered {
-                continue;
-            }
-            let name = c.name.clone();
+        let todo = select::deregistrations(j);
+        for i in todo.classic {
+            let name = j.classic[i].name.clone();
             j.classic[i].deregistered = true;
             j.intent = Some(format!("DeregisterInstancesFromLoadBalancer {name}"));
             self.save(j)?;
             self.clients.classic_deregister(&name, &id).await?;
             tl.note("deregister", format!("classic load balancer {name}"));
         }
-        for i in 0..j.target_groups.len() {
-            let t = &j.target_groups[i];
-            if t.via_group || t.registered.is_empty() {
-                continue;
-            }
-            let (arn, name, ports) = (t.arn.clone(), t.name.clone(), t.registered.clone());
+        for (i, ports) in todo.target_groups {
+            let (arn, name) = (j.target_groups[i].arn.clone(), j.target_groups[i].name.clone());
             j.target_groups[i].deregistered = true;
             j.intent = Some(format!("DeregisterTargets {arn} {ports:?}"));
             self.save(j)?;
@@ -325,17 +247,7 @@ impl Drainer {
         tl: &mut Timeline,
     ) -> Result<(), Failure> {
         let g = j.group.as_mut().expect("group");
-        if g.suspended_before.iter().any(|p| p == "Launch") {
-            return Err(Failure::new(format!(
-                "Auto Scaling group {}: the Launch process is suspended, so ExitStandby could not complete; drain not attempted",
-                g.name
-            )));
-        }
-        let todo: Vec<String> = wanted
-            .iter()
-            .filter(|p| !g.suspended_before.contains(p))
-            .cloned()
-            .collect();
+        let todo = select::to_suspend(&g.name, &g.suspended_before, wanted).map_err(Failure::new)?;
         if todo.is_empty() {
             return Ok(());
         }
@@ -364,14 +276,13 @@ impl Drainer {
         loop {
             attempt += 1;
             let g = self.clients.asg_group(name).await?;
-            if g.desired - 1 < g.min {
+            if let Some(new_min) = select::lowered_min(g.min, g.desired) {
                 if policy == MinSizePolicy::Fail {
                     return Err(Failure::new(format!(
                         "EnterStandby refused: Auto Scaling group {name} has min-size={} and desired-size={}; minSize: fail",
                         g.min, g.desired
                     )));
                 }
-                let new_min = (g.desired - 1).max(0);
                 let grp = j.group.as_mut().expect("group");
                 grp.min_delta += g.min - new_min;
                 if asg.breadcrumbs != Breadcrumbs::Off {

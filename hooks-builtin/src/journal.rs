@@ -142,8 +142,8 @@ pub struct Journal {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Gate {
-    /// `auto`, `none` or a URL.
-    pub url: String,
+    /// `auto`, `none` or a URL (written as that string).
+    pub url: GateTarget,
     /// Inclusive status ranges; empty: from the matcher, else 200-399.
     pub expect: Vec<(u16, u16)>,
     pub successes: Option<u32>,
@@ -152,6 +152,40 @@ pub struct Gate {
     pub timeout: u32,
 }
 
+/// What the health gate probes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum GateTarget {
+    /// Derived from the load balancers' health checks.
+    #[default]
+    Auto,
+    /// No gate.
+    None,
+    /// This URL.
+    Url(String),
+}
+
+impl From<String> for GateTarget {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "auto" => GateTarget::Auto,
+            "none" => GateTarget::None,
+            _ => GateTarget::Url(s),
+        }
+    }
+}
+
+impl From<GateTarget> for String {
+    fn from(g: GateTarget) -> Self {
+        match g {
+            GateTarget::Auto => "auto".into(),
+            GateTarget::None => "none".into(),
+            GateTarget::Url(u) => u,
+        }
+    }
+}
+
+/// Unix seconds now.
 pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

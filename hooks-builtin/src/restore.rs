@@ -5,23 +5,12 @@
 
 use std::time::Duration;
 
-use crate::gate::{self, Probe};
-use crate::journal::{self, Journal, OnFailure, Phase};
+use crate::gate;
+use crate::select;
+use crate::journal::{self, Journal, Phase};
+use crate::lifecycle::{restore_plan, RestorePlan, Unhealthy, Why};
 use crate::timeline::{Failure, Timeline};
 use crate::{Drainer, Outcome};
-
-/// Why a restore runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Why {
-    /// ValidateService passed.
-    Validated,
-    /// A later command of the deployment failed: `onFailure` decides.
-    Failed,
-    /// The deployment sent no command for `abandonAfter`.
-    Abandoned,
-    /// Found at agent start.
-    Recovery,
-}
 
 impl Drainer {
     /// Put this group's instance back, if a journal says it is out.
@@ -37,46 +26,38 @@ impl Drainer {
             Ok(None) => return Ok(None),
             Err(e) => return Err((e.into(), tl.text())),
         };
-        // Before the stop scripts ran, the old application is intact: put
-        // back at once whatever onFailure says.
-        let app_intact = j.phase <= Phase::Drained;
-        let policy = match why {
-            Why::Validated => OnFailure::Restore,
-            Why::Abandoned => OnFailure::Restore,
-            Why::Failed | Why::Recovery if app_intact => OnFailure::Restore,
-            Why::Failed | Why::Recovery => j.on_failure,
-        };
+        let plan = restore_plan(j.phase, j.on_failure, why);
         tl.note(
             "restore",
             format!(
-                "deployment {} ({why:?}, phase {:?}, onFailure {policy:?})",
-                j.deployment_id, j.phase
+                "deployment {} ({why:?}, phase {:?}, onFailure {:?}): {plan:?}",
+                j.deployment_id, j.phase, j.on_failure
             ),
         );
-        if policy == OnFailure::KeepDrained {
-            let mut j = j;
-            if why == Why::Recovery {
-                j.abandon_at = journal::now() + u64::from(j.abandon_after);
-                let _ = self.save(&j);
+        let (gate, if_unhealthy) = match plan {
+            RestorePlan::KeepDrained { rearm } => {
+                let mut j = j;
+                if rearm {
+                    j.abandon_at = journal::now() + u64::from(j.abandon_after);
+                    let _ = self.save(&j);
+                }
+                tl.note(
+                    "restore",
+                    format!(
+                        "kept out of service for investigation (onFailure: keepDrained) until abandonAfter {} s",
+                        j.abandon_after
+                    ),
+                );
+                return Ok(Some(Outcome {
+                    summary: "kept drained (onFailure: keepDrained)".into(),
+                    log: tl.text(),
+                }));
             }
-            tl.note(
-                "restore",
-                format!(
-                    "kept out of service for investigation (onFailure: keepDrained) until abandonAfter {} s",
-                    j.abandon_after
-                ),
-            );
-            return Ok(Some(Outcome {
-                summary: "kept drained (onFailure: keepDrained)".into(),
-                log: tl.text(),
-            }));
-        }
-        let gate_first = why == Why::Validated
-            || policy == OnFailure::RestoreIfHealthy
-            || (why != Why::Abandoned && !app_intact);
-        if gate_first {
+            RestorePlan::PutBack { gate, if_unhealthy } => (gate, if_unhealthy),
+        };
+        if gate {
             if let Err(msg) = self.gate(&j, &mut tl).await {
-                if policy == OnFailure::RestoreIfHealthy {
+                if if_unhealthy == Unhealthy::StayOut {
                     tl.note(
                         "gate",
                         "not healthy: kept out of service (onFailure: restoreIfHealthy)",
@@ -114,53 +95,13 @@ impl Drainer {
         }
     }
 
-    fn probe_for(&self, j: &Journal) -> Option<Probe> {
-        match j.gate.url.as_str() {
-            "none" => None,
-            "auto" => {
-                let host = self.host.address.as_str();
-                if let Some(t) = j.target_groups.iter().find(|t| !t.ports.is_empty()) {
-                    return Some(gate::from_health_check(&t.health, t.ports[0], host));
-                }
-                j.classic.iter().find_map(|c| {
-                    c.instance_port
-                        .or(c.health.port)
-                        .map(|p| gate::from_health_check(&c.health, p, host))
-                })
-            }
-            url => gate::parse_url(url),
-        }
-    }
-
     async fn gate(&self, j: &Journal, tl: &mut Timeline) -> Result<(), String> {
-        let Some(probe) = self.probe_for(j) else {
+        let Some(probe) = select::probe(j, &self.host.address) else {
             tl.note("gate", "no health gate");
             return Ok(());
         };
-        let hc = j
-            .target_groups
-            .first()
-            .map(|t| &t.health)
-            .or(j.classic.first().map(|c| &c.health));
-        let expect = if !j.gate.expect.is_empty() {
-            j.gate.expect.clone()
-        } else if let Some(h) = j.target_groups.first().map(|t| &t.health) {
-            gate::parse_matcher(&h.matcher)
-        } else {
-            vec![(200, 399)]
-        };
-        let successes = j
-            .gate
-            .successes
-            .or(hc.map(|h| h.healthy_threshold.clamp(1, 3)))
-            .unwrap_or(2);
-        let s = gate::Settings {
-            expect,
-            successes,
-            interval: Duration::from_secs(u64::from(j.gate.interval.max(1))),
-            request_timeout: Duration::from_secs(u64::from(j.gate.request_timeout.max(1))),
-            timeout: Duration::from_secs(u64::from(j.gate.timeout)),
-        };
+        let s = select::gate_settings(j);
+        let successes = s.successes;
         let (probes, took) = gate::wait_healthy(&probe, &s).await?;
         tl.note(
             "gate",
@@ -187,36 +128,24 @@ impl Drainer {
         if let Some(g) = j.group.clone().filter(|g| g.entered_standby) {
             self.exit_standby(&mut j, &g.name, tl).await?;
         }
-        for i in 0..j.classic.len() {
-            let c = j.classic[i].clone();
-            let declared = wait_health && !c.registered && !c.via_group;
-            if !(c.deregistered || declared) {
-                continue;
-            }
-            j.intent = Some(format!("RegisterInstancesWithLoadBalancer {}", c.name));
+        let todo = select::registrations(&j, wait_health);
+        for i in todo.classic {
+            let name = j.classic[i].name.clone();
+            j.intent = Some(format!("RegisterInstancesWithLoadBalancer {name}"));
             self.save(&j)?;
-            self.clients.classic_register(&c.name, &id).await?;
+            self.clients.classic_register(&name, &id).await?;
             j.classic[i].deregistered = false;
-            tl.note("register", format!("classic load balancer {}", c.name));
+            tl.note("register", format!("classic load balancer {name}"));
         }
-        for i in 0..j.target_groups.len() {
-            let t = j.target_groups[i].clone();
-            let declared = wait_health && !t.via_group && t.registered.is_empty();
-            let ports: Vec<u16> = if t.deregistered || declared {
-                t.ports.clone()
-            } else {
-                Vec::new()
-            };
-            if ports.is_empty() {
-                continue;
-            }
-            j.intent = Some(format!("RegisterTargets {} {ports:?}", t.arn));
+        for (i, ports) in todo.target_groups {
+            let (arn, name) = (j.target_groups[i].arn.clone(), j.target_groups[i].name.clone());
+            j.intent = Some(format!("RegisterTargets {arn} {ports:?}"));
             self.save(&j)?;
-            self.clients.register_targets(&t.arn, &id, &ports).await?;
+            self.clients.register_targets(&arn, &id, &ports).await?;
             j.target_groups[i].deregistered = false;
             tl.note(
                 "register",
-                format!("target group {} ({}) port(s) {ports:?}", t.name, t.arn),
+                format!("target group {name} ({arn}) port(s) {ports:?}"),
             );
         }
         j.intent = None;
@@ -229,8 +158,7 @@ impl Drainer {
         if let Some(g) = j.group.clone() {
             if g.min_delta > 0 {
                 let now = self.clients.asg_group(&g.name).await?;
-                // Never above desired: that would launch an instance.
-                let target = (now.min + g.min_delta).min(now.desired);
+                let (target, left) = select::give_back(g.min_delta, now.min, now.desired);
                 if target > now.min {
                     j.intent = Some(format!(
                         "UpdateAutoScalingGroup {} MinSize={target}",
@@ -239,7 +167,6 @@ impl Drainer {
                     self.save(&j)?;
                     self.clients.set_min(&g.name, target).await?;
                 }
-                let left = g.min_delta - (target - now.min);
                 tl.note("min-size", format!("{}: {} -> {target}", g.name, now.min));
                 if left > 0 {
                     tl.note(
