@@ -12,7 +12,15 @@
 //! <root>/deployment-logs/<program>-deployments.log
 //! <root>/ongoing-deployment/<deployment-id>          (running commands)
 //! <root>/load-balancer/<group-id>.json               (drain journals)
+//! <root>/load-balancer/<group-id>.log                (their audit logs)
+//! <pid_dir>/<program>.pid                            (the service commands)
+//! <pid_dir>/<program>.status.json                    (`codedeploy-agent status`)
 //! ```
+//!
+//! and, inside a deployment directory, the agent's own records, each
+//! a dot-file the official agents never read: `.prefetched-archive/`,
+//! `.deployment-archive.partial/`, `.service-traffic-control`,
+//! `.loadbalancer-drain-failed`, `.bundle-source`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -29,11 +37,16 @@ use crate::fsutil;
 /// load-balancer journals. A group named like one would share its folder
 /// (retention would then prune the records as if they were revisions).
 pub const RESERVED: [&str; 4] = [
-    "deployment-instructions",
-    "deployment-logs",
+    INSTRUCTIONS_DIR,
+    LOGS_DIR,
     "ongoing-deployment",
-    hooks_builtin::journal::DIR,
+    LOAD_BALANCER_DIR,
 ];
+
+const INSTRUCTIONS_DIR: &str = "deployment-instructions";
+const LOGS_DIR: &str = "deployment-logs";
+/// The drain journals' folder (`hooks_builtin::journal::Store`).
+const LOAD_BALANCER_DIR: &str = "load-balancer";
 
 /// Why `group` cannot be a deployment group's folder under the root, if it
 /// cannot. `tracking` is the configured command tracker's folder.
@@ -71,7 +84,17 @@ impl Layout {
     }
 
     pub fn instructions_dir(&self) -> PathBuf {
-        self.root.join("deployment-instructions")
+        self.root.join(INSTRUCTIONS_DIR)
+    }
+
+    /// The drain journals of the `loadBalancer` steps, one per group.
+    pub fn load_balancer_dir(&self) -> PathBuf {
+        self.root.join(LOAD_BALANCER_DIR)
+    }
+
+    /// The command tracker's folder (`:ongoing_deployment_tracking:`).
+    pub fn tracker_dir(&self, tracking: &str) -> PathBuf {
+        self.root.join(tracking)
     }
 
     pub fn cleanup_file(&self, group: &str) -> PathBuf {
@@ -95,7 +118,7 @@ impl Layout {
 
     pub fn deployment_log(&self) -> PathBuf {
         self.root
-            .join("deployment-logs")
+            .join(LOGS_DIR)
             .join(format!("{}-deployments.log", self.program_name))
     }
 
@@ -194,6 +217,17 @@ pub fn bundle_source_file(deployment_dir: &Path) -> PathBuf {
 
 pub fn scripts_log(deployment_dir: &Path) -> PathBuf {
     deployment_dir.join("logs").join("scripts.log")
+}
+
+/// The daemon's pid file, as the official service commands name it.
+pub fn pid_file(pid_dir: &Path, program_name: &str) -> PathBuf {
+    pid_dir.join(format!("{program_name}.pid"))
+}
+
+/// The daemon's status record, for `codedeploy-agent status`, beside the
+/// pid file.
+pub fn status_file(pid_dir: &Path, program_name: &str) -> PathBuf {
+    pid_dir.join(format!("{program_name}.status.json"))
 }
 
 /// Read a pointer file (the path of a deployment directory). A pointer to a

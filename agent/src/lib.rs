@@ -1,15 +1,18 @@
 //! The CodeDeploy host agent: everything host-side, as a library so the
 //! binary stays a thin command-line shell.
 
+pub mod appspec_file;
+pub mod aws;
+pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod diagnostics;
 pub mod envelope;
-pub mod executor;
 pub mod fsutil;
 pub mod hooks;
 pub mod install;
 pub mod layout;
+pub mod links;
 pub mod local;
 pub mod net;
 pub mod revision;

@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use appspec::{events, FileExistsBehavior};
 
+use crate::command::{Executor, HostCommand};
 use crate::config::Config;
 use crate::diagnostics::Diagnostics;
-use crate::executor::Executor;
 use crate::layout;
 use crate::spec::{BundleType, DeploymentSpec, RevisionSource};
 
@@ -144,14 +144,14 @@ pub fn run(config: &Config, o: &Options) -> Result<PathBuf, LocalError> {
     config.check_root_dir().map_err(invalid)?;
     let remote = match spec.revision {
         RevisionSource::S3 { .. } => {
-            Some(crate::daemon::remote::local_remote(config).map_err(invalid)?)
+            Some(crate::revision::remote::local_remote(config).map_err(invalid)?)
         }
         _ => None,
     };
     let mut exec = Executor::new(config);
     exec.fetcher = remote
         .as_ref()
-        .map(|r| &r.fetcher as &dyn crate::executor::Fetcher);
+        .map(|r| &r.fetcher as &dyn crate::command::Fetcher);
     let dir = exec.deployment_dir(&spec);
     println!(
         "Starting to execute deployment from within folder {}",
@@ -169,18 +169,20 @@ pub fn run(config: &Config, o: &Options) -> Result<PathBuf, LocalError> {
     tracing::info!(deployment = %spec.deployment_id, group = %spec.deployment_group_id, events = %sequence.join(","), "local deployment started");
     for event in &sequence {
         let t0 = Instant::now();
+        let command = HostCommand::parse(event);
+        let deployment = exec.deployment(spec.clone());
         let result = exec
-            .execute(event, &spec, &mut |script| {
+            .execute(&command, &deployment, &mut |script| {
                 println!("{event:<20} {:<8} {script}", "running")
             })
-            .and_then(|r| named_appspec_present(o, event, &dir).map(|()| r));
+            .and_then(|r| named_appspec_present(o, &command, &dir).map(|()| r));
         let secs = t0.elapsed().as_secs_f64();
         match result {
             Ok(r) => {
                 let status = if r.skipped { "skipped" } else { "ok" };
                 println!("{event:<20} {status:<8} {secs:>6.2}s  {}", r.summary);
-                if event == "DownloadBundle" {
-                    note_load_balancer(&exec, &spec);
+                if command == HostCommand::DownloadBundle {
+                    note_load_balancer(&deployment);
                 }
                 tracing::info!(deployment = %spec.deployment_id, event = %event, elapsed_ms = (secs * 1000.0) as u64, summary = %r.summary, "event succeeded");
             }
@@ -223,12 +225,16 @@ pub fn run(config: &Config, o: &Options) -> Result<PathBuf, LocalError> {
 /// An appspec named with `-A` must be in the unpacked archive bundle: the
 /// official tool fails then (its hooks look for that name only) instead of
 /// falling back to `appspec.yml`.
-fn named_appspec_present(o: &Options, event: &str, dir: &Path) -> Result<(), Diagnostics> {
+fn named_appspec_present(
+    o: &Options,
+    command: &HostCommand,
+    dir: &Path,
+) -> Result<(), Diagnostics> {
     let Some(name) = &o.appspec_filename else {
         return Ok(());
     };
     let archive = layout::archive_dir(dir);
-    if event != "DownloadBundle" || archive.join(name).is_file() {
+    if *command != HostCommand::DownloadBundle || archive.join(name).is_file() {
         return Ok(());
     }
     Err(Diagnostics::unknown(format!(
@@ -239,14 +245,14 @@ fn named_appspec_present(o: &Options, event: &str, dir: &Path) -> Result<(), Dia
 
 /// Local deployments run without AWS, so a `loadBalancer` section is not
 /// acted on; say where a fleet deployment would drain and restore.
-fn note_load_balancer(exec: &Executor, spec: &DeploymentSpec) {
-    let archive = layout::archive_dir(&exec.deployment_dir(spec));
-    let Ok((appspec, _)) = crate::hooks::load_appspec(&archive, &spec.appspec_filename) else {
+fn note_load_balancer(d: &crate::command::Deployment) {
+    let archive = layout::archive_dir(&d.dir);
+    let Ok(loaded) = d.appspecs.get(&archive, &d.spec.appspec_filename) else {
         return;
     };
-    let events = spec.all_possible_events.clone().unwrap_or_default();
+    let events = d.spec.all_possible_events.clone().unwrap_or_default();
     let drain_at = hooks_builtin::drain_event(&events);
-    if hooks_builtin::forces_command(drain_at, appspec.load_balancer.as_ref(), &events) {
+    if hooks_builtin::forces_command(&drain_at, loaded.spec.load_balancer.as_ref(), &events) {
         println!(
             "note: loadBalancer is not acted on by local deployments (no AWS here); a CodeDeploy deployment drains before {drain_at} and restores after ValidateService"
         );

@@ -167,145 +167,14 @@ impl DeploymentSpec {
         let o = v
             .as_object()
             .ok_or_else(|| SpecError("expected a JSON object".into()))?;
-        let text_of = |obj: &serde_json::Map<String, serde_json::Value>, k: &str| {
-            obj.get(k)
-                .and_then(|x| x.as_str())
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-        };
-        let need = |obj: &serde_json::Map<String, serde_json::Value>, k: &str, at: &str| {
-            text_of(obj, k).ok_or_else(|| SpecError(format!("{at}{k} is missing")))
-        };
-        let mut deployment_id = need(o, "DeploymentId", "")?;
-        if deployment_id.starts_with("arn:") {
-            // arn:aws:codedeploy:<region>:<account>:deployment/<id>
-            deployment_id = deployment_id
-                .splitn(6, ':')
-                .nth(5)
-                .and_then(|r| r.split_once('/'))
-                .map(|(_, id)| id.to_string())
-                .ok_or_else(|| {
-                    SpecError(format!(
-                        "DeploymentId {deployment_id:?} is not a deployment ARN"
-                    ))
-                })?;
-        }
-        check_component("DeploymentId", &deployment_id)?;
+        // Checked in this order, so the first problem is the one named.
+        let deployment_id = deployment_id(o)?;
         let group_id = need(o, "DeploymentGroupId", "")?;
         check_component("DeploymentGroupId", &group_id)?;
-        let rev = o
-            .get("Revision")
-            .and_then(|r| r.as_object())
-            .ok_or_else(|| SpecError("Revision is missing".into()))?;
-        let kind = need(rev, "RevisionType", "Revision.")?;
-        let sub = |name: &str| {
-            rev.get(name)
-                .and_then(|r| r.as_object())
-                .ok_or_else(|| SpecError(format!("Revision.{name} is missing")))
-        };
-        let bundle =
-            |obj: &serde_json::Map<String, serde_json::Value>, at: &str, allowed: &[&str]| {
-                let b = need(obj, "BundleType", at)?;
-                match BundleType::parse(&b) {
-                    Some(t) if allowed.contains(&b.as_str()) => Ok(t),
-                    _ => Err(SpecError(format!(
-                        "{at}BundleType must be one of {}, found {b:?}",
-                        allowed.join(", ")
-                    ))),
-                }
-            };
-        let revision = match kind.as_str() {
-            "S3" => {
-                let s3 = sub("S3Revision")?;
-                let at = "Revision.S3Revision.";
-                RevisionSource::S3 {
-                    bucket: need(s3, "Bucket", at)?,
-                    key: need(s3, "Key", at)?,
-                    version: text_of(s3, "Version"),
-                    etag: text_of(s3, "ETag"),
-                    bundle_type: bundle(s3, at, &["tar", "tgz", "zip"])?,
-                }
-            }
-            "GitHub" => {
-                let gh = sub("GitHubRevision")?;
-                let at = "Revision.GitHubRevision.";
-                // The service sends no BundleType for GitHub in older
-                // specifications: the tarball is what the Ruby agent fetched.
-                let bundle_type = match text_of(gh, "BundleType") {
-                    None => BundleType::Tgz,
-                    Some(_) => bundle(gh, at, &["tar", "tgz", "zip"])?,
-                };
-                let account = need(gh, "Account", at)?;
-                let repository = need(gh, "Repository", at)?;
-                let commit = need(gh, "CommitId", at)?;
-                for (what, value) in [
-                    ("Account", &account),
-                    ("Repository", &repository),
-                    ("CommitId", &commit),
-                ] {
-                    check_component(what, value)?;
-                }
-                RevisionSource::GitHub {
-                    account,
-                    repository,
-                    commit,
-                    bundle_type,
-                    token: text_of(o, "GitHubAccessToken").map(Secret),
-                }
-            }
-            "Local File" => {
-                let l = sub("LocalRevision")?;
-                let at = "Revision.LocalRevision.";
-                RevisionSource::LocalFile {
-                    location: need(l, "Location", at)?.into(),
-                    bundle_type: bundle(l, at, &["tar", "tgz", "zip"])?,
-                }
-            }
-            "Local Directory" => {
-                let l = sub("LocalRevision")?;
-                RevisionSource::LocalDirectory {
-                    location: need(l, "Location", "Revision.LocalRevision.")?.into(),
-                }
-            }
-            other => {
-                return Err(SpecError(format!(
-                "Revision.RevisionType {other:?} is not S3, GitHub, Local File or Local Directory"
-            )))
-            }
-        };
-        let file_exists_behavior = o
-            .get("AgentActionOverrides")
-            .and_then(|a| a.get("AgentOverrides"))
-            .and_then(|a| a.get("FileExistsBehavior"))
-            .and_then(|f| f.as_str())
-            .filter(|s| !s.is_empty())
-            .map(|f| {
-                FileExistsBehavior::parse(&f.to_ascii_uppercase()).ok_or_else(|| {
-                    SpecError(format!(
-                        "AgentActionOverrides.AgentOverrides.FileExistsBehavior {f:?} is not DISALLOW, OVERWRITE or RETAIN"
-                    ))
-                })
-            })
-            .transpose()?;
-        let all_possible_events = match o.get("AllPossibleLifecycleEvents") {
-            Some(serde_json::Value::Array(a)) if !a.is_empty() => Some(
-                a.iter()
-                    .map(|e| {
-                        e.as_str().map(str::to_string).ok_or_else(|| {
-                            SpecError("AllPossibleLifecycleEvents must list names".into())
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-            _ => None,
-        };
-        let appspec_filename =
-            text_of(o, "AppSpecFilename").unwrap_or_else(|| "appspec.yml".into());
-        if appspec_filename.starts_with('/') || appspec_filename.split('/').any(|c| c == "..") {
-            return Err(SpecError(format!(
-                "AppSpecFilename {appspec_filename:?} must be a path inside the revision"
-            )));
-        }
+        let revision = revision(o)?;
+        let file_exists_behavior = file_exists_behavior(o)?;
+        let all_possible_events = all_possible_events(o)?;
+        let appspec_filename = appspec_filename(o)?;
         Ok(DeploymentSpec {
             deployment_id,
             deployment_group_id: group_id,
@@ -320,6 +189,159 @@ impl DeploymentSpec {
             reuse_archive_from: text_of(o, "ReuseArchiveFromDeploymentId"),
         })
     }
+}
+
+type Obj = serde_json::Map<String, serde_json::Value>;
+
+fn text_of(obj: &Obj, k: &str) -> Option<String> {
+    obj.get(k)
+        .and_then(|x| x.as_str())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Member `k` of `obj`, found at `at` (for the message).
+fn need(obj: &Obj, k: &str, at: &str) -> Result<String, SpecError> {
+    text_of(obj, k).ok_or_else(|| SpecError(format!("{at}{k} is missing")))
+}
+
+fn sub<'a>(rev: &'a Obj, name: &str) -> Result<&'a Obj, SpecError> {
+    rev.get(name)
+        .and_then(|r| r.as_object())
+        .ok_or_else(|| SpecError(format!("Revision.{name} is missing")))
+}
+
+/// An archive's BundleType (a directory is its own revision type).
+fn bundle(obj: &Obj, at: &str) -> Result<BundleType, SpecError> {
+    const ALLOWED: [&str; 3] = ["tar", "tgz", "zip"];
+    let b = need(obj, "BundleType", at)?;
+    match BundleType::parse(&b) {
+        Some(t) if ALLOWED.contains(&b.as_str()) => Ok(t),
+        _ => Err(SpecError(format!(
+            "{at}BundleType must be one of {}, found {b:?}",
+            ALLOWED.join(", ")
+        ))),
+    }
+}
+
+/// The deployment id, bare or as `arn:aws:codedeploy:<region>:<account>:deployment/<id>`.
+fn deployment_id(o: &Obj) -> Result<String, SpecError> {
+    let mut id = need(o, "DeploymentId", "")?;
+    if id.starts_with("arn:") {
+        id = id
+            .splitn(6, ':')
+            .nth(5)
+            .and_then(|r| r.split_once('/'))
+            .map(|(_, id)| id.to_string())
+            .ok_or_else(|| SpecError(format!("DeploymentId {id:?} is not a deployment ARN")))?;
+    }
+    check_component("DeploymentId", &id)?;
+    Ok(id)
+}
+
+fn revision(o: &Obj) -> Result<RevisionSource, SpecError> {
+    let rev = o
+        .get("Revision")
+        .and_then(|r| r.as_object())
+        .ok_or_else(|| SpecError("Revision is missing".into()))?;
+    let local = "Revision.LocalRevision.";
+    match need(rev, "RevisionType", "Revision.")?.as_str() {
+        "S3" => {
+            let s3 = sub(rev, "S3Revision")?;
+            let at = "Revision.S3Revision.";
+            Ok(RevisionSource::S3 {
+                bucket: need(s3, "Bucket", at)?,
+                key: need(s3, "Key", at)?,
+                version: text_of(s3, "Version"),
+                etag: text_of(s3, "ETag"),
+                bundle_type: bundle(s3, at)?,
+            })
+        }
+        "GitHub" => github(o, sub(rev, "GitHubRevision")?),
+        "Local File" => {
+            let l = sub(rev, "LocalRevision")?;
+            Ok(RevisionSource::LocalFile {
+                location: need(l, "Location", local)?.into(),
+                bundle_type: bundle(l, local)?,
+            })
+        }
+        "Local Directory" => Ok(RevisionSource::LocalDirectory {
+            location: need(sub(rev, "LocalRevision")?, "Location", local)?.into(),
+        }),
+        other => Err(SpecError(format!(
+            "Revision.RevisionType {other:?} is not S3, GitHub, Local File or Local Directory"
+        ))),
+    }
+}
+
+fn github(o: &Obj, gh: &Obj) -> Result<RevisionSource, SpecError> {
+    let at = "Revision.GitHubRevision.";
+    // The service sends no BundleType for GitHub in older specifications:
+    // the tarball is what the Ruby agent fetched.
+    let bundle_type = match text_of(gh, "BundleType") {
+        None => BundleType::Tgz,
+        Some(_) => bundle(gh, at)?,
+    };
+    let account = need(gh, "Account", at)?;
+    let repository = need(gh, "Repository", at)?;
+    let commit = need(gh, "CommitId", at)?;
+    for (what, value) in [
+        ("Account", &account),
+        ("Repository", &repository),
+        ("CommitId", &commit),
+    ] {
+        check_component(what, value)?;
+    }
+    Ok(RevisionSource::GitHub {
+        account,
+        repository,
+        commit,
+        bundle_type,
+        token: text_of(o, "GitHubAccessToken").map(Secret),
+    })
+}
+
+fn file_exists_behavior(o: &Obj) -> Result<Option<FileExistsBehavior>, SpecError> {
+    o.get("AgentActionOverrides")
+        .and_then(|a| a.get("AgentOverrides"))
+        .and_then(|a| a.get("FileExistsBehavior"))
+        .and_then(|f| f.as_str())
+        .filter(|s| !s.is_empty())
+        .map(|f| {
+            FileExistsBehavior::parse(&f.to_ascii_uppercase()).ok_or_else(|| {
+                SpecError(format!(
+                    "AgentActionOverrides.AgentOverrides.FileExistsBehavior {f:?} is not DISALLOW, OVERWRITE or RETAIN"
+                ))
+            })
+        })
+        .transpose()
+}
+
+fn all_possible_events(o: &Obj) -> Result<Option<Vec<String>>, SpecError> {
+    let Some(serde_json::Value::Array(a)) = o.get("AllPossibleLifecycleEvents") else {
+        return Ok(None);
+    };
+    if a.is_empty() {
+        return Ok(None);
+    }
+    a.iter()
+        .map(|e| {
+            e.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| SpecError("AllPossibleLifecycleEvents must list names".into()))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+fn appspec_filename(o: &Obj) -> Result<String, SpecError> {
+    let name = text_of(o, "AppSpecFilename").unwrap_or_else(|| "appspec.yml".into());
+    if name.starts_with('/') || name.split('/').any(|c| c == "..") {
+        return Err(SpecError(format!(
+            "AppSpecFilename {name:?} must be a path inside the revision"
+        )));
+    }
+    Ok(name)
 }
 
 /// Values that become one path component (or one URL path segment) must

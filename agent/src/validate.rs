@@ -56,7 +56,7 @@ fn with_parents(names: impl IntoIterator<Item = PathBuf>) -> HashSet<PathBuf> {
 
 /// Which directory is the revision root: "" when the appspec is at the top,
 /// else the single top-level directory that holds one.
-fn pick_root(entries: &HashSet<PathBuf>, names: &[String]) -> Option<PathBuf> {
+fn pick_root(entries: &HashSet<PathBuf>, names: &[&str]) -> Option<PathBuf> {
     if names.iter().any(|n| entries.contains(Path::new(n))) {
         return Some(PathBuf::new());
     }
@@ -100,7 +100,7 @@ impl Drop for Scratch {
 fn unpack_like_a_deployment(
     path: &Path,
     kind: Sniffed,
-    names: &[String],
+    names: &[&str],
     scratch: &Scratch,
 ) -> Result<PathBuf, String> {
     let bundle_type = match kind {
@@ -123,24 +123,7 @@ fn unpack_like_a_deployment(
 }
 
 /// The appspec's text; invalid UTF-8 is named as such.
-fn read_text(path: &Path, shown: &str) -> Result<String, String> {
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    if size > appspec::MAX_APPSPEC_BYTES {
-        return Err(format!(
-            "{shown}: {size} bytes; an appspec may be at most {} bytes",
-            appspec::MAX_APPSPEC_BYTES
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
-    String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "{shown}: not valid UTF-8 (byte {} is not part of a UTF-8 character); an appspec must be UTF-8 text",
-            e.utf8_error().valid_up_to() + 1
-        )
-    })
-}
-
-fn read_dir_bundle(dir: &Path, names: &[String]) -> io::Result<Bundle> {
+fn read_dir_bundle(dir: &Path, names: &[&str]) -> io::Result<Bundle> {
     let mut listing = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
@@ -168,7 +151,7 @@ fn read_dir_bundle(dir: &Path, names: &[String]) -> io::Result<Bundle> {
 
 /// Lint `path` (default: the current directory).
 pub fn validate(path: &Path, appspec_filename: &str) -> io::Result<Findings> {
-    let names = crate::executor::appspec_names(appspec_filename);
+    let names = appspec::candidates(appspec_filename);
     let shown = path.display().to_string();
     let fail = |name: String, errors: Vec<String>| Findings {
         name,
@@ -183,7 +166,7 @@ pub fn validate(path: &Path, appspec_filename: &str) -> io::Result<Findings> {
         match sniff(path)? {
             Sniffed::Unknown => {
                 // A standalone appspec.
-                return Ok(match read_text(path, &shown) {
+                return Ok(match crate::appspec_file::read_text(path, &shown) {
                     Ok(text) => lint(&text, &shown, None),
                     Err(e) => fail(shown, vec![e]),
                 });
@@ -208,7 +191,7 @@ pub fn validate(path: &Path, appspec_filename: &str) -> io::Result<Findings> {
         ));
     };
     let file = format!("{root_prefix}{p}");
-    Ok(match read_text(on_disk, &file) {
+    Ok(match crate::appspec_file::read_text(on_disk, &file) {
         Ok(text) => lint(&text, &file, Some(&bundle)),
         Err(e) => fail(file, vec![e]),
     })

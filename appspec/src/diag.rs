@@ -4,21 +4,28 @@ use std::fmt;
 
 use crate::yaml::Pos;
 
+/// How bad a diagnostic is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
+    /// The document is accepted; the diagnostic says what to fix.
     Warning,
+    /// The document is refused.
     Error,
 }
 
+/// One problem found in an appspec, with where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// Whether the document is refused.
     pub severity: Severity,
     /// The appspec file as the user knows it (e.g. `appspec.yml`, or
     /// `bundle.zip:appspec.yml` for a file inside an archive).
     pub file: String,
+    /// The line and column.
     pub pos: Pos,
     /// Dotted path of the field, e.g. `hooks.ApplicationStart[0].timeout`.
     pub field: String,
+    /// What is wrong, in words.
     pub message: String,
 }
 

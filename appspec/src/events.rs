@@ -16,6 +16,10 @@ pub const LOCAL_DEFAULT_ORDER: [&str; 11] = [
     "AfterAllowTraffic",
 ];
 
+/// The service's own event that takes an instance out of its load balancer
+/// (with AllowTraffic, CodeDeploy's traffic control); never a host command.
+pub const BLOCK_TRAFFIC: &str = "BlockTraffic";
+
 /// Events the agent performs itself rather than through scripts.
 pub const AGENT_COMMANDS: [&str; 2] = ["DownloadBundle", "Install"];
 
@@ -29,6 +33,7 @@ const NEW_REVISION_EVENTS: [&str; 5] = [
     "AfterAllowTraffic",
 ];
 
+/// What kind of event a name is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     /// A standard event whose scripts the agent runs.
@@ -41,12 +46,132 @@ pub enum EventKind {
     Custom,
 }
 
+/// The kind of the event `event` names.
 pub fn classify(event: &str) -> EventKind {
     match event {
         "DownloadBundle" | "Install" => EventKind::AgentCommand,
         "BlockTraffic" | "AllowTraffic" => EventKind::ServiceTraffic,
         e if LOCAL_DEFAULT_ORDER.contains(&e) => EventKind::Hook,
         _ => EventKind::Custom,
+    }
+}
+
+/// A lifecycle event whose scripts the agent runs: the standard hooks, or
+/// a custom event a local deployment names.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum LifecycleEvent {
+    /// The first command of a deployment with service traffic control.
+    BeforeBlockTraffic,
+    /// After the service blocked traffic.
+    AfterBlockTraffic,
+    /// The previous revision's stop scripts.
+    ApplicationStop,
+    /// Before the new revision's files are installed.
+    BeforeInstall,
+    /// After they are installed.
+    AfterInstall,
+    /// Start the new revision.
+    ApplicationStart,
+    /// Check it; where the `loadBalancer` restore follows.
+    ValidateService,
+    /// Before the service allows traffic again.
+    BeforeAllowTraffic,
+    /// After it did.
+    AfterAllowTraffic,
+    /// Any other name: runs only when a deployment names it.
+    Custom(String),
+}
+
+impl LifecycleEvent {
+    /// The standard events, in the order a deployment runs them.
+    pub const STANDARD: [LifecycleEvent; 9] = [
+        LifecycleEvent::BeforeBlockTraffic,
+        LifecycleEvent::AfterBlockTraffic,
+        LifecycleEvent::ApplicationStop,
+        LifecycleEvent::BeforeInstall,
+        LifecycleEvent::AfterInstall,
+        LifecycleEvent::ApplicationStart,
+        LifecycleEvent::ValidateService,
+        LifecycleEvent::BeforeAllowTraffic,
+        LifecycleEvent::AfterAllowTraffic,
+    ];
+
+    /// The event as appspec `hooks` and the commands API name it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            LifecycleEvent::BeforeBlockTraffic => "BeforeBlockTraffic",
+            LifecycleEvent::AfterBlockTraffic => "AfterBlockTraffic",
+            LifecycleEvent::ApplicationStop => "ApplicationStop",
+            LifecycleEvent::BeforeInstall => "BeforeInstall",
+            LifecycleEvent::AfterInstall => "AfterInstall",
+            LifecycleEvent::ApplicationStart => "ApplicationStart",
+            LifecycleEvent::ValidateService => "ValidateService",
+            LifecycleEvent::BeforeAllowTraffic => "BeforeAllowTraffic",
+            LifecycleEvent::AfterAllowTraffic => "AfterAllowTraffic",
+            LifecycleEvent::Custom(name) => name,
+        }
+    }
+
+    /// A standard event by name, else a custom one.
+    pub fn parse(name: &str) -> LifecycleEvent {
+        Self::STANDARD
+            .into_iter()
+            .find(|e| e.as_str() == name)
+            .unwrap_or_else(|| LifecycleEvent::Custom(name.to_string()))
+    }
+}
+
+impl std::fmt::Display for LifecycleEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One host command of a deployment, parsed once where it arrives.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum HostCommand {
+    /// Fetch and unpack the revision.
+    DownloadBundle,
+    /// Install its files.
+    Install,
+    /// Run a lifecycle event's scripts.
+    Event(LifecycleEvent),
+}
+
+impl HostCommand {
+    /// The command the commands API or `local -e` names `name`.
+    pub fn parse(name: &str) -> HostCommand {
+        match name {
+            "DownloadBundle" => HostCommand::DownloadBundle,
+            "Install" => HostCommand::Install,
+            other => HostCommand::Event(LifecycleEvent::parse(other)),
+        }
+    }
+
+    /// The command's name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            HostCommand::DownloadBundle => "DownloadBundle",
+            HostCommand::Install => "Install",
+            HostCommand::Event(e) => e.as_str(),
+        }
+    }
+
+    /// Is this `event`?
+    pub fn is(&self, event: &LifecycleEvent) -> bool {
+        matches!(self, HostCommand::Event(e) if e == event)
+    }
+
+    /// One the daemon runs: the agent's two and the standard hooks. Custom
+    /// events run only in `local`, where `-e` names them.
+    pub fn is_standard(&self) -> bool {
+        !matches!(self, HostCommand::Event(LifecycleEvent::Custom(_)))
+    }
+}
+
+impl std::fmt::Display for HostCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -173,6 +298,23 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn host_commands_parse_once_and_name_themselves() {
+        for name in LOCAL_DEFAULT_ORDER {
+            let c = HostCommand::parse(name);
+            assert_eq!(c.as_str(), name);
+            assert!(c.is_standard(), "{name}");
+        }
+        assert_eq!(HostCommand::parse("Install"), HostCommand::Install);
+        assert!(HostCommand::parse("ValidateService").is(&LifecycleEvent::ValidateService));
+        for custom in ["HealthCheck", "BlockTraffic", "UpdateDeploymentAgent"] {
+            let c = HostCommand::parse(custom);
+            assert_eq!(c, HostCommand::Event(LifecycleEvent::Custom(custom.into())));
+            assert!(!c.is_standard());
+            assert_eq!(c.to_string(), custom);
+        }
     }
 
     #[test]

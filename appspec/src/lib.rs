@@ -3,7 +3,41 @@
 //!
 //! Documents are accepted and rejected as the official agent does, with the
 //! YAML 1.1 reading of Ruby's Psych, and every problem is reported with the
-//! file, line, column and field.
+//! file, line, column and field. Hostile input is bounded: the document's
+//! size (`MAX_APPSPEC_BYTES`), its node count, depth and alias expansion.
+//!
+//! ```
+//! use appspec::{parse, Os};
+//!
+//! let text = "\
+//! version: 0.0
+//! os: linux
+//! files:
+//!   - source: /
+//!     destination: /srv/app
+//! hooks:
+//!   ApplicationStart:
+//!     - location: scripts/start.sh
+//!       timeout: 60
+//!       runas: app
+//! ";
+//! let parsed = parse(text, "appspec.yml", Os::Linux).unwrap();
+//! let start = &parsed.spec.scripts("ApplicationStart")[0];
+//! assert_eq!((start.location.as_str(), start.timeout), ("scripts/start.sh", 60));
+//!
+//! // Every problem names the file, the line and the field.
+//! let bad = parse("version: 0.0\nos: linux\nhooks:\n  ApplicationStart:\n    - timeout: 5\n", "appspec.yml", Os::Linux)
+//!     .unwrap_err()
+//!     .to_string();
+//! assert!(bad.contains("appspec.yml:5"), "{bad}");
+//! assert!(bad.contains("location"), "{bad}");
+//!
+//! // The lifecycle's names are typed once, where a command arrives.
+//! use appspec::events::{HostCommand, LifecycleEvent};
+//! assert!(HostCommand::parse("ValidateService").is(&LifecycleEvent::ValidateService));
+//! ```
+
+#![deny(missing_docs)]
 
 mod diag;
 pub mod events;

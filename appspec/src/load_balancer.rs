@@ -10,37 +10,56 @@ use crate::yaml::{Node, Pos, Value};
 /// restore that could not is refused at validation.
 pub const COMMAND_BUDGET_SECONDS: u32 = 3600;
 
+/// `mode`: whether the section acts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LbMode {
+    /// Drain before the stop scripts, restore after ValidateService.
     Drain,
+    /// Parsed and checked, not acted on.
     Off,
 }
 
+/// `autoScaling.action`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AsgAction {
+    /// EnterStandby through the instance's Auto Scaling group.
     Standby,
+    /// Deregister from the load balancers directly.
     Deregister,
+    /// Leave the Auto Scaling group out of it.
     Ignore,
 }
 
+/// `autoScaling.minSize`: when Standby would go below the minimum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MinSizePolicy {
+    /// Lower it for the deployment, and give it back.
     Lower,
+    /// Refuse to drain.
     Fail,
 }
 
+/// `autoScaling.breadcrumbs`: tag the group while its minimum is lowered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Breadcrumbs {
+    /// Tag, and go on without the tag when tagging is not permitted.
     Auto,
+    /// Tag, or fail.
     On,
+    /// Never tag.
     Off,
 }
 
+/// `autoScaling`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AutoScaling {
+    /// `action`.
     pub action: AsgAction,
+    /// `minSize`.
     pub min_size: MinSizePolicy,
+    /// `suspendProcesses`: suspended while drained, resumed at restore.
     pub suspend_processes: Vec<String>,
+    /// `breadcrumbs`.
     pub breadcrumbs: Breadcrumbs,
 }
 
@@ -58,71 +77,100 @@ impl Default for AutoScaling {
 /// `auto` discovery or an explicit (possibly empty) list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selection<T> {
+    /// Everything this instance is registered with.
     Auto,
+    /// Exactly these.
     List(Vec<T>),
 }
 
 impl<T> Selection<T> {
+    /// Does the section name the members?
     pub fn is_explicit(&self) -> bool {
         matches!(self, Selection::List(_))
     }
 }
 
+/// How a target group is named.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetGroupId {
+    /// By name.
     Name(String),
+    /// By ARN.
     Arn(String),
 }
 
+/// One target group of `targetGroups`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TargetGroupRef {
+    /// Which.
     pub id: TargetGroupId,
     /// `None`: every port the instance is registered on.
     pub ports: Option<Vec<u16>>,
+    /// Where the section names it.
     pub pos: Pos,
 }
 
+/// `restoreTo`: what the restore registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RestoreTo {
+    /// What was registered when the drain found it.
     Previous,
+    /// What the section lists, registered before or not.
     Declared,
 }
 
+/// `ifNotRegistered`: the instance is in nothing the section selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IfNotRegistered {
+    /// Go on without draining.
     Skip,
+    /// Fail the deployment's first command.
     Fail,
 }
 
+/// A timeout that may follow AWS's own settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Timeout {
+    /// The load balancers' own (deregistration delay, health check).
     Auto,
+    /// This many seconds.
     Seconds(u32),
 }
 
+/// `healthGate.url`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GateUrl {
+    /// From the load balancers' health check, on this instance's address.
     Auto,
+    /// No gate.
     None,
+    /// This URL (`http`, `https` or `tcp`).
     Url(String),
 }
 
 /// An inclusive range of HTTP status codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StatusRange {
+    /// The lowest code.
     pub low: u16,
+    /// The highest code.
     pub high: u16,
 }
 
+/// `healthGate`: the probe before the instance goes back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthGate {
+    /// `url`.
     pub url: GateUrl,
     /// `None`: from the target group's matcher, else 200-399.
     pub expect_status: Option<Vec<StatusRange>>,
     /// `None`: min(HealthyThreshold, 3), else 2.
     pub successes: Option<u32>,
+    /// `interval`, seconds between probes.
     pub interval: u32,
+    /// `requestTimeout`, seconds per probe.
     pub request_timeout: u32,
+    /// `timeout`, seconds in all.
     pub timeout: u32,
 }
 
@@ -139,39 +187,61 @@ impl Default for HealthGate {
     }
 }
 
+/// `onFailure`: a failed deployment once the application may be down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnFailure {
+    /// Put back; a failed health gate is still reported.
     Restore,
+    /// Put back only if the health gate passes.
     RestoreIfHealthy,
+    /// Stay out until `abandonAfter`, for investigation.
     KeepDrained,
 }
 
+/// `withServiceTrafficControl`: the deployment group has CodeDeploy's own load balancer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TrafficControl {
+    /// Leave traffic to CodeDeploy.
     Skip,
+    /// Refuse the deployment.
     Fail,
+    /// Drain as well, at BeforeBlockTraffic.
     Both,
 }
 
+/// The `loadBalancer` section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadBalancer {
+    /// Where the section is.
     pub pos: Pos,
+    /// `mode`.
     pub mode: LbMode,
+    /// `autoScaling`.
     pub auto_scaling: AutoScaling,
+    /// `classicLoadBalancers`.
     pub classic_load_balancers: Selection<String>,
+    /// `targetGroups`.
     pub target_groups: Selection<TargetGroupRef>,
     /// `None`: `previous` for auto discovery, `declared` for explicit lists.
     pub restore_to: Option<RestoreTo>,
+    /// `ifNotRegistered`.
     pub if_not_registered: IfNotRegistered,
+    /// `drainTimeout`.
     pub drain_timeout: Timeout,
+    /// `healthTimeout`.
     pub health_timeout: Timeout,
+    /// `healthGate`.
     pub health_gate: HealthGate,
+    /// `onFailure`.
     pub on_failure: OnFailure,
+    /// `abandonAfter`, seconds without a command before a drained deployment is put back.
     pub abandon_after: u32,
+    /// `withServiceTrafficControl`.
     pub with_service_traffic_control: TrafficControl,
 }
 
 impl LoadBalancer {
+    /// `restoreTo`, or its default: `declared` for an explicit list, else `previous`.
     pub fn restore_to_for(&self, explicit_list: bool) -> RestoreTo {
         self.restore_to.unwrap_or(if explicit_list {
             RestoreTo::Declared
@@ -180,6 +250,7 @@ impl LoadBalancer {
         })
     }
 
+    /// Does the section act (`mode: drain`)?
     pub fn is_active(&self) -> bool {
         self.mode == LbMode::Drain
     }

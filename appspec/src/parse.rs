@@ -12,7 +12,9 @@ use crate::yaml::{self, Node, Pos, Value};
 /// A valid appspec and the warnings found on the way.
 #[derive(Clone, Debug)]
 pub struct Parsed {
+    /// The appspec.
     pub spec: AppSpec,
+    /// What is accepted but worth fixing.
     pub warnings: Vec<Diagnostic>,
 }
 

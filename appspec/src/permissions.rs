@@ -6,6 +6,7 @@ use std::fmt;
 /// A permission mode: one to four octal digits, as chmod reads them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mode {
+    /// The permission bits, as octal `mode` gives them.
     pub bits: u32,
     /// Normalised to at least three digits, as the official install.json shows it.
     pub text: String,
@@ -37,15 +38,21 @@ impl Mode {
     }
 }
 
+/// Whom an ACL entry is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AclTag {
+    /// A user (`u:`).
     User,
+    /// A group (`g:`).
     Group,
+    /// The mask (`m:`).
     Mask,
+    /// Everyone else (`o:`).
     Other,
 }
 
 impl AclTag {
+    /// The tag as `setfacl` writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             AclTag::User => "user",
@@ -59,12 +66,16 @@ impl AclTag {
 /// Read, write and execute as the bits 4, 2, 1.
 pub type AclPerms = u8;
 
+/// One ACL entry of a `permissions` object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AclEntry {
+    /// A default entry (`d:`), inherited by new files of a directory.
     pub default: bool,
+    /// Whom it is for.
     pub tag: AclTag,
     /// Empty for the owning user/group entries, and always for mask/other.
     pub name: String,
+    /// What it grants.
     pub perms: AclPerms,
 }
 
@@ -172,12 +183,15 @@ impl fmt::Display for AclEntry {
     }
 }
 
+/// The ACL a `permissions` object sets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Acl {
+    /// Its entries, in the appspec's order.
     pub entries: Vec<AclEntry>,
 }
 
 impl Acl {
+    /// Does it set default entries?
     pub fn has_default(&self) -> bool {
         self.entries.iter().any(|e| e.default)
     }
@@ -186,13 +200,16 @@ impl Acl {
 /// An MLS range `s0[-s3][:c0.c5,c9]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MlsRange {
+    /// The low sensitivity level.
     pub low: u32,
+    /// The high sensitivity level.
     pub high: u32,
     /// Sorted, distinct category numbers (0..=1023).
     pub categories: Option<Vec<u16>>,
 }
 
 impl MlsRange {
+    /// `s0`, `s0-s3` as SELinux writes them.
     pub fn parse(range: &str) -> Result<MlsRange, String> {
         let (sens, cats) = match range.split_once(':') {
             Some((s, c)) => (s, Some(c)),
@@ -307,10 +324,14 @@ impl fmt::Display for MlsRange {
     }
 }
 
+/// The SELinux context a `permissions` object sets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeContext {
+    /// The SELinux user, when given.
     pub user: Option<String>,
+    /// The type (required).
     pub type_: String,
+    /// The MLS range, when given.
     pub range: Option<MlsRange>,
 }
 

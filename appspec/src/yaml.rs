@@ -15,7 +15,9 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 /// 1-based line and column in the source text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Pos {
+    /// The line, from 1.
     pub line: u32,
+    /// The column, from 1.
     pub column: u32,
 }
 
@@ -32,40 +34,56 @@ impl Pos {
 /// What a scalar resolves to under Psych's YAML 1.1 rules.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
+    /// `~`, `null`, or nothing.
     Null,
+    /// A YAML 1.1 boolean (`yes`, `off` ...).
     Bool(bool),
+    /// An integer (decimal, octal `0o`/`0`, hexadecimal).
     Int(i64),
+    /// A float.
     Float(f64),
     /// A string; its content is [`Scalar::text`].
     Str,
 }
 
+/// A scalar: its text and what Psych makes of it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scalar {
     /// The scalar's content as written (after YAML unquoting/folding).
     pub text: String,
     /// Written quoted or as a block scalar, which always makes it a string.
     pub quoted: bool,
+    /// The value Psych resolves it to.
     pub value: Value,
 }
 
+/// What a node holds.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kind {
+    /// A scalar.
     Scalar(Scalar),
+    /// A sequence.
     Seq(Vec<Node>),
+    /// A mapping, in document order.
     Map(Vec<(Node, Node)>),
 }
 
+/// A YAML node with its position.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
+    /// Where it starts.
     pub pos: Pos,
+    /// What it holds.
     pub kind: Kind,
 }
 
+/// A document that is not YAML, or exceeds a bound.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct YamlError {
+    /// Where.
     pub pos: Pos,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -131,6 +149,7 @@ fn psych_whitespace(src: &str) -> std::borrow::Cow<'_, str> {
 }
 
 impl Node {
+    /// The pairs, if this is a mapping.
     pub fn as_map(&self) -> Option<&[(Node, Node)]> {
         match &self.kind {
             Kind::Map(m) => Some(m),
@@ -138,6 +157,7 @@ impl Node {
         }
     }
 
+    /// The items, if this is a sequence.
     pub fn as_seq(&self) -> Option<&[Node]> {
         match &self.kind {
             Kind::Seq(s) => Some(s),
@@ -145,6 +165,7 @@ impl Node {
         }
     }
 
+    /// The scalar, if this is one.
     pub fn as_scalar(&self) -> Option<&Scalar> {
         match &self.kind {
             Kind::Scalar(s) => Some(s),
@@ -152,6 +173,7 @@ impl Node {
         }
     }
 
+    /// Is this a null scalar?
     pub fn is_null(&self) -> bool {
         matches!(
             &self.kind,

@@ -17,9 +17,13 @@ use crate::journal::HealthCheck;
 /// A failed AWS call, for diagnostics: `Op: Code: message (request id R)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AwsError {
+    /// The call, as the API names it.
     pub op: &'static str,
+    /// The error code (`NoResponse` when none came).
     pub code: String,
+    /// The service's message.
     pub message: String,
+    /// The request id, for AWS support.
     pub request_id: Option<String>,
 }
 
@@ -78,10 +82,13 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// Endpoint overrides (VPC endpoints, the testbed).
 #[derive(Clone, Debug, Default)]
 pub struct Endpoints {
+    /// `:autoscaling_endpoint:`.
     pub autoscaling: Option<String>,
+    /// `:elb_endpoint:`, for both load-balancer APIs.
     pub elb: Option<String>,
 }
 
+/// The Auto Scaling, Classic ELB and ELBv2 clients.
 #[derive(Clone, Debug)]
 pub struct Clients {
     asg: asg::Client,
@@ -94,6 +101,7 @@ pub struct Clients {
 const ATTEMPTS: u32 = 8;
 
 impl Clients {
+    /// The clients of `base` (region, credentials, HTTP), with the fleet's retry budget.
     pub fn new(base: &SdkConfig, endpoints: &Endpoints) -> Clients {
         let retry = RetryConfig::standard().with_max_attempts(ATTEMPTS);
         let mut a = asg::config::Builder::from(base).retry_config(retry.clone());
@@ -114,14 +122,22 @@ impl Clients {
     }
 }
 
+/// An Auto Scaling group as DescribeAutoScalingGroups gives it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AsgGroup {
+    /// Its name.
     pub name: String,
+    /// MinSize.
     pub min: i32,
+    /// MaxSize.
     pub max: i32,
+    /// DesiredCapacity.
     pub desired: i32,
+    /// Classic load balancers attached to it.
     pub load_balancers: Vec<String>,
+    /// Target group ARNs attached to it.
     pub target_groups: Vec<String>,
+    /// Processes suspended now.
     pub suspended: Vec<String>,
     /// (instance id, lifecycle state) of every member.
     pub members: Vec<(String, String)>,
@@ -129,30 +145,46 @@ pub struct AsgGroup {
     pub tags: Vec<(String, String)>,
 }
 
+/// A classic load balancer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Classic {
+    /// Its name.
     pub name: String,
+    /// The instances registered with it.
     pub instances: Vec<String>,
+    /// The port its listeners send to, if one.
     pub instance_port: Option<u16>,
+    /// Its health check.
     pub health: HealthCheck,
 }
 
+/// An ELBv2 target group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tg {
+    /// Its ARN.
     pub arn: String,
+    /// Its name.
     pub name: String,
+    /// Its default port.
     pub port: Option<u16>,
+    /// Its targets are instances (not IPs or Lambdas).
     pub instance_type: bool,
+    /// Its health check.
     pub health: HealthCheck,
+    /// Some load balancer uses it.
     pub has_load_balancer: bool,
 }
 
 /// One (instance, port) registration and its state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
+    /// The instance.
     pub id: String,
+    /// The port.
     pub port: u16,
+    /// `healthy`, `draining`, `unused` ...
     pub state: String,
+    /// The reason code, when AWS gives one.
     pub reason: String,
 }
 
@@ -179,6 +211,7 @@ pub fn parse_classic_target(t: &str) -> (String, Option<u16>, String) {
 }
 
 impl Clients {
+    /// The instance's Auto Scaling group and lifecycle state, if it is in one.
     pub async fn asg_membership(&self, id: &str) -> Result<Option<(String, String)>, AwsError> {
         let out = self
             .asg
@@ -199,6 +232,7 @@ impl Clients {
             }))
     }
 
+    /// One group, with its members and tags.
     pub async fn asg_group(&self, name: &str) -> Result<AsgGroup, AwsError> {
         let out = self
             .asg
@@ -265,6 +299,7 @@ impl Clients {
         Ok(())
     }
 
+    /// DeleteTags of one group tag.
     pub async fn delete_group_tag(&self, group: &str, key: &str) -> Result<(), AwsError> {
         let tag = asg::types::Tag::builder()
             .resource_id(group)
@@ -280,6 +315,7 @@ impl Clients {
         Ok(())
     }
 
+    /// UpdateAutoScalingGroup MinSize.
     pub async fn set_min(&self, group: &str, min: i32) -> Result<(), AwsError> {
         self.asg
             .update_auto_scaling_group()
@@ -291,6 +327,7 @@ impl Clients {
         Ok(())
     }
 
+    /// SuspendProcesses.
     pub async fn suspend(&self, group: &str, processes: &[String]) -> Result<(), AwsError> {
         self.asg
             .suspend_processes()
@@ -302,6 +339,7 @@ impl Clients {
         Ok(())
     }
 
+    /// ResumeProcesses.
     pub async fn resume(&self, group: &str, processes: &[String]) -> Result<(), AwsError> {
         self.asg
             .resume_processes()
@@ -313,6 +351,7 @@ impl Clients {
         Ok(())
     }
 
+    /// EnterStandby, decrementing the desired capacity.
     pub async fn enter_standby(&self, group: &str, id: &str) -> Result<(), AwsError> {
         self.asg
             .enter_standby()
@@ -325,6 +364,7 @@ impl Clients {
         Ok(())
     }
 
+    /// ExitStandby.
     pub async fn exit_standby(&self, group: &str, id: &str) -> Result<(), AwsError> {
         self.asg
             .exit_standby()
@@ -453,6 +493,7 @@ impl Clients {
             .unwrap_or_else(|| ("OutOfService".into(), String::new())))
     }
 
+    /// DeregisterInstancesFromLoadBalancer.
     pub async fn classic_deregister(&self, lb: &str, id: &str) -> Result<(), AwsError> {
         self.elb
             .deregister_instances_from_load_balancer()
@@ -464,6 +505,7 @@ impl Clients {
         Ok(())
     }
 
+    /// RegisterInstancesWithLoadBalancer.
     pub async fn classic_register(&self, lb: &str, id: &str) -> Result<(), AwsError> {
         self.elb
             .register_instances_with_load_balancer()
@@ -534,6 +576,7 @@ impl Clients {
         Ok(out)
     }
 
+    /// The target group's `deregistration_delay.timeout_seconds`.
     pub async fn deregistration_delay(&self, arn: &str) -> Result<u32, AwsError> {
         let out = self
             .elbv2
@@ -614,6 +657,7 @@ impl Clients {
             .collect()
     }
 
+    /// DeregisterTargets of the exact (instance, port) pairs.
     pub async fn deregister_targets(
         &self,
         arn: &str,
@@ -630,6 +674,7 @@ impl Clients {
         Ok(())
     }
 
+    /// RegisterTargets of the exact (instance, port) pairs.
     pub async fn register_targets(
         &self,
         arn: &str,

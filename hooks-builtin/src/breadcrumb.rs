@@ -4,12 +4,15 @@
 //! journal dies with it). One tag per instance, never propagated to
 //! instances. Pure: the drain and restore make the calls.
 
+/// The tag key's prefix; the instance id follows.
 pub const PREFIX: &str = "codedeploy-agent:min-lowered:";
 
 /// A breadcrumb read back from a group tag.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Crumb {
+    /// The tag's key.
     pub key: String,
+    /// The instance that lowered the minimum.
     pub instance: String,
     /// How much that host lowered the minimum.
     pub delta: i32,
@@ -18,14 +21,17 @@ pub struct Crumb {
     pub until: u64,
 }
 
+/// The tag key of `instance`.
 pub fn key(instance: &str) -> String {
     format!("{PREFIX}{instance}")
 }
 
+/// The tag value: `delta=N;until=T;deployment=D`.
 pub fn value(delta: i32, until: u64, deployment: &str) -> String {
     format!("delta={delta};until={until};deployment={deployment}")
 }
 
+/// A breadcrumb from a tag, if it is one.
 pub fn parse(key: &str, value: &str) -> Option<Crumb> {
     let instance = key.strip_prefix(PREFIX)?;
     let field = |name: &str| {

@@ -5,198 +5,17 @@
 
 use std::time::Duration;
 
-use appspec::load_balancer::{
-    AsgAction, AutoScaling, Breadcrumbs, LoadBalancer, MinSizePolicy, RestoreTo,
-    Selection, TargetGroupId, Timeout,
-};
+use appspec::load_balancer::{AutoScaling, Breadcrumbs, LoadBalancer, MinSizePolicy, Timeout};
 
 use crate::aws::{self, AwsError};
 use crate::breadcrumb;
-use crate::journal::{self, ClassicLb, Group, Journal, Phase, TargetGroup};
-use crate::select::{self, Listing, Membership, Ports};
+use crate::discover::Found;
+use crate::journal::{self, Journal, Phase};
+use crate::select;
 use crate::timeline::{Failure, Timeline};
 use crate::{Drainer, Outcome};
 
-pub(crate) enum Found {
-    Plan(Box<Journal>),
-    Nothing(String),
-}
-
 impl Drainer {
-    pub(crate) async fn discover(
-        &self,
-        deployment_id: &str,
-        group_id: &str,
-        lb: &LoadBalancer,
-        tl: &mut Timeline,
-    ) -> Result<Found, Failure> {
-        let id = self.host.instance_id.as_str();
-        let mut group: Option<Group> = None;
-        let mut group_lbs: Vec<String> = Vec::new();
-        let mut group_tgs: Vec<String> = Vec::new();
-        let standby = lb.auto_scaling.action == AsgAction::Standby;
-        if lb.auto_scaling.action != AsgAction::Ignore {
-            if let Some((name, state)) = self.clients.asg_membership(id).await? {
-                tl.note("discover", format!("Auto Scaling group {name}: {state}"));
-                match select::membership(id, &name, &state, standby) {
-                    Membership::Nothing(why) => return Ok(Found::Nothing(why)),
-                    Membership::NotOurs(why) => tl.note("discover", why),
-                    m => {
-                        let g = self.clients.asg_group(&name).await?;
-                        group_lbs = g.load_balancers.clone();
-                        group_tgs = g.target_groups.clone();
-                        if m == Membership::Standby {
-                            group = Some(Group {
-                                name: name.clone(),
-                                state_found: state.clone(),
-                                min_found: g.min,
-                                desired_found: g.desired,
-                                suspended_before: g.suspended.clone(),
-                                ..Group::default()
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        let via_group = |present: bool| group.is_some() && present;
-
-        // Classic load balancers.
-        let mut classic = Vec::new();
-        let (names, explicit_clb) = match &lb.classic_load_balancers {
-            Selection::Auto => (None, false),
-            Selection::List(v) if v.is_empty() => (Some(Vec::new()), true),
-            Selection::List(v) => (Some(v.clone()), true),
-        };
-        let listing = Listing {
-            explicit: explicit_clb,
-            declared: lb.restore_to_for(explicit_clb) == RestoreTo::Declared,
-        };
-        let found = match &names {
-            Some(v) if v.is_empty() => Vec::new(),
-            Some(v) => self.clients.classic(Some(v)).await?,
-            None => self.clients.classic(None).await?,
-        };
-        for c in found {
-            let attached = group_lbs.contains(&c.name);
-            let Some(pick) = select::pick_classic(&c, id, attached, listing) else {
-                continue;
-            };
-            let draining = self.clients.classic_draining(&c.name).await?;
-            tl.note(
-                "discover",
-                format!(
-                    "classic load balancer {}: {}, connection draining {}",
-                    c.name,
-                    if pick.registered {
-                        "registered"
-                    } else {
-                        "not registered"
-                    },
-                    draining.map_or("off".to_string(), |t| format!("{t} s"))
-                ),
-            );
-            classic.push(ClassicLb {
-                name: c.name.clone(),
-                registered: pick.registered,
-                via_group: via_group(attached),
-                deregistered: false,
-                draining,
-                instance_port: c.instance_port,
-                health: c.health,
-            });
-        }
-
-        // ELBv2 target groups.
-        let mut tgs = Vec::new();
-        let (candidates, explicit_tg) = match &lb.target_groups {
-            Selection::Auto => {
-                let mut all = self.clients.target_groups(None, None).await?;
-                all.retain(|t| t.instance_type);
-                (
-                    all.into_iter().map(|t| (t, None)).collect::<Vec<_>>(),
-                    false,
-                )
-            }
-            Selection::List(refs) => {
-                let mut v = Vec::new();
-                for r in refs {
-                    let (names, arns) = match &r.id {
-                        TargetGroupId::Name(n) => (Some(vec![n.clone()]), None),
-                        TargetGroupId::Arn(a) => (None, Some(vec![a.clone()])),
-                    };
-                    for t in self.clients.target_groups(names, arns).await? {
-                        v.push((t, r.ports.clone()));
-                    }
-                }
-                (v, true)
-            }
-        };
-        let listing = Listing {
-            explicit: explicit_tg,
-            declared: lb.restore_to_for(explicit_tg) == RestoreTo::Declared,
-        };
-        for (t, ports) in candidates {
-            let attached = group_tgs.contains(&t.arn);
-            let now = self.clients.target_health(&t.arn, id, None).await?;
-            let Some(Ports { registered, wanted }) =
-                select::pick_ports(&t, &now, ports.as_deref(), attached, listing)
-            else {
-                continue;
-            };
-            let delay = self.clients.deregistration_delay(&t.arn).await?;
-            tl.note(
-                "discover",
-                format!(
-                    "target group {} ({}): registered on {:?}, deregistration delay {delay} s",
-                    t.name, t.arn, registered
-                ),
-            );
-            tgs.push(TargetGroup {
-                arn: t.arn,
-                name: t.name,
-                ports: wanted,
-                registered,
-                via_group: via_group(attached),
-                deregistered: false,
-                delay,
-                health: t.health,
-                has_load_balancer: t.has_load_balancer,
-            });
-        }
-
-        if let Some(g) = group.as_mut() {
-            g.drain_seconds = select::group_drain_seconds(&classic, &tgs);
-        }
-        // Kept: what serves now, and what `restoreTo: declared` will join.
-        if group.is_none() && classic.is_empty() && tgs.is_empty() {
-            return select::nothing_selected(lb, id)
-                .map(Found::Nothing)
-                .map_err(Failure::new);
-        }
-        let now = journal::now();
-        Ok(Found::Plan(Box::new(Journal {
-            schema: journal::SCHEMA,
-            deployment_id: deployment_id.to_string(),
-            group_id: group_id.to_string(),
-            instance_id: id.to_string(),
-            phase: Phase::Planned,
-            intent: None,
-            group,
-            classic,
-            target_groups: tgs,
-            on_failure: lb.on_failure.into(),
-            gate: select::gate(&lb.health_gate),
-            health_timeout: match lb.health_timeout {
-                Timeout::Auto => None,
-                Timeout::Seconds(s) => Some(s),
-            },
-            drain_started: now,
-            abandon_at: now + u64::from(lb.abandon_after),
-            abandon_after: lb.abandon_after,
-        })))
-    }
-
     /// Steps 6 to 10 of the drain; the caller undoes on error.
     pub(crate) async fn take_out(
         &self,
@@ -222,7 +41,10 @@ impl Drainer {
             tl.note("deregister", format!("classic load balancer {name}"));
         }
         for (i, ports) in todo.target_groups {
-            let (arn, name) = (j.target_groups[i].arn.clone(), j.target_groups[i].name.clone());
+            let (arn, name) = (
+                j.target_groups[i].arn.clone(),
+                j.target_groups[i].name.clone(),
+            );
             j.target_groups[i].deregistered = true;
             j.intent = Some(format!("DeregisterTargets {arn} {ports:?}"));
             self.save(j)?;
@@ -247,7 +69,8 @@ impl Drainer {
         tl: &mut Timeline,
     ) -> Result<(), Failure> {
         let g = j.group.as_mut().expect("group");
-        let todo = select::to_suspend(&g.name, &g.suspended_before, wanted).map_err(Failure::new)?;
+        let todo =
+            select::to_suspend(&g.name, &g.suspended_before, wanted).map_err(Failure::new)?;
         if todo.is_empty() {
             return Ok(());
         }

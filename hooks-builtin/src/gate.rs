@@ -8,15 +8,23 @@ use tokio::net::TcpStream;
 
 use crate::journal::HealthCheck;
 
+/// What the health gate probes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Probe {
+    /// An HTTP(S) GET.
     Http {
+        /// The host.
         host: String,
+        /// The port.
         port: u16,
+        /// The path.
         path: String,
     },
+    /// A TCP connect.
     Tcp {
+        /// The host.
         host: String,
+        /// The port.
         port: u16,
     },
 }
@@ -91,11 +99,17 @@ pub fn parse_matcher(m: &str) -> Vec<(u16, u16)> {
         .collect()
 }
 
+/// How the gate judges.
 pub struct Settings {
+    /// Accepted status ranges, inclusive.
     pub expect: Vec<(u16, u16)>,
+    /// Passes in a row needed.
     pub successes: u32,
+    /// Between probes.
     pub interval: Duration,
+    /// Per probe.
     pub request_timeout: Duration,
+    /// In all.
     pub timeout: Duration,
 }
 

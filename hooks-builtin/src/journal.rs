@@ -1,7 +1,8 @@
 //! The drain journal (docs/loadbalancer.md 3.4): what this host changed in its Auto
 //! Scaling group and load balancers, written before every call that changes
 //! anything, so a restart can always put it back. One file per deployment
-//! group under `<root_dir>/load-balancer/`, beside an append-only event log.
+//! group in the folder the agent's layout names (`<root_dir>/load-balancer/`),
+//! beside an append-only event log.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -10,33 +11,38 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// The journals' folder under the deployment root.
-pub const DIR: &str = "load-balancer";
-
+/// The journal's format version.
 pub const SCHEMA: u32 = 1;
 
 /// Writes a file durably (temp file, fsync, rename, directory fsync). The
 /// agent passes its own so there is one implementation of that dance.
 pub type Persist = fn(&Path, &[u8]) -> io::Result<()>;
 
+/// How far a drain has gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Phase {
     /// Discovery done, nothing changed yet.
     Planned,
+    /// Taking out: Standby or deregistrations under way.
     Draining,
     /// Out of service; the old application still runs.
     Drained,
     /// Stop scripts started: the application may be down.
     Stopping,
+    /// Putting back.
     Restoring,
 }
 
+/// `onFailure`, as the journal keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum OnFailure {
+    /// Put back.
     Restore,
+    /// Put back if the health gate passes.
     RestoreIfHealthy,
+    /// Stay out until `abandonAfter`.
     KeepDrained,
 }
 
@@ -51,18 +57,25 @@ impl From<appspec::load_balancer::OnFailure> for OnFailure {
     }
 }
 
+/// The Auto Scaling group, when it drains the instance in Standby.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Group {
+    /// Its name.
     pub name: String,
+    /// The instance's state when found.
     pub state_found: String,
+    /// MinSize when found.
     pub min_found: i32,
+    /// DesiredCapacity when found.
     pub desired_found: i32,
     /// We asked for Standby (intent written before the call).
     pub entered_standby: bool,
     /// How much we lowered MinSize; restored by this delta.
     pub min_delta: i32,
+    /// Processes this agent suspended (and resumes).
     pub suspended_by_us: Vec<String>,
+    /// Processes suspended before (left as they are).
     pub suspended_before: Vec<String>,
     /// The longest drain among the group's load balancers, seconds.
     pub drain_seconds: u32,
@@ -71,6 +84,7 @@ pub struct Group {
     pub breadcrumb: Option<String>,
 }
 
+/// A load balancer's health check, as the gate and the waits use it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheck {
@@ -78,67 +92,99 @@ pub struct HealthCheck {
     pub protocol: String,
     /// `None`: the traffic port.
     pub port: Option<u16>,
+    /// The HTTP path.
     pub path: String,
+    /// The ELBv2 matcher (`200`, `200-299`, `200,302`).
     pub matcher: String,
+    /// Seconds between checks.
     pub interval: u32,
+    /// Seconds per check.
     pub timeout: u32,
+    /// Passes in a row that make a target healthy.
     pub healthy_threshold: u32,
 }
 
+/// A classic load balancer in the plan.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClassicLb {
+    /// Its name.
     pub name: String,
     /// Registered when found; otherwise only restored for `restoreTo: declared`.
     pub registered: bool,
     /// Attached to the Auto Scaling group: the group drains it in Standby.
     pub via_group: bool,
+    /// This agent deregistered the instance (intent written before the call).
     pub deregistered: bool,
     /// Draining timeout, seconds; `None` when connection draining is off.
     pub draining: Option<u32>,
+    /// The port its listeners send to.
     pub instance_port: Option<u16>,
+    /// Its health check.
     pub health: HealthCheck,
 }
 
+/// A target group in the plan.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetGroup {
+    /// Its ARN.
     pub arn: String,
+    /// Its name.
     pub name: String,
     /// The exact ports this instance is registered on (or will be).
     pub ports: Vec<u16>,
     /// Ports that were registered and serving when found.
     pub registered: Vec<u16>,
+    /// Attached to the Auto Scaling group: Standby drains it.
     pub via_group: bool,
+    /// This agent deregistered the ports (intent written before the call).
     pub deregistered: bool,
+    /// Its deregistration delay, seconds.
     pub delay: u32,
+    /// Its health check.
     pub health: HealthCheck,
+    /// Some load balancer uses it (else health is never reported).
     pub has_load_balancer: bool,
 }
 
+/// What one host changed for one deployment group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Journal {
+    /// `SCHEMA`.
     pub schema: u32,
+    /// The deployment that drained (or adopted the drain).
     pub deployment_id: String,
+    /// The deployment group.
     pub group_id: String,
+    /// This instance.
     pub instance_id: String,
+    /// How far it has gone.
     pub phase: Phase,
     /// The call about to be made, until it is known to be done.
     pub intent: Option<String>,
+    /// The Auto Scaling group, when Standby drains the instance.
     pub group: Option<Group>,
+    /// Classic load balancers in the plan.
     pub classic: Vec<ClassicLb>,
+    /// Target groups in the plan.
     pub target_groups: Vec<TargetGroup>,
+    /// `onFailure`.
     pub on_failure: OnFailure,
     /// Settings the restore needs after a restart (from the appspec).
     pub gate: Gate,
+    /// `healthTimeout`, seconds; `None`: from the health checks.
     pub health_timeout: Option<u32>,
+    /// Unix seconds when the drain began.
     pub drain_started: u64,
     /// Unix seconds after which an idle drained deployment is restored.
     pub abandon_at: u64,
+    /// `abandonAfter`, seconds.
     pub abandon_after: u32,
 }
 
+/// The health gate's settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Gate {
@@ -146,9 +192,13 @@ pub struct Gate {
     pub url: GateTarget,
     /// Inclusive status ranges; empty: from the matcher, else 200-399.
     pub expect: Vec<(u16, u16)>,
+    /// Passes in a row; `None`: from the health check.
     pub successes: Option<u32>,
+    /// Seconds between probes.
     pub interval: u32,
+    /// Seconds per probe.
     pub request_timeout: u32,
+    /// Seconds in all.
     pub timeout: u32,
 }
 
@@ -196,14 +246,18 @@ pub fn now() -> u64 {
 /// Where the journals of one host live.
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// The folder.
     pub dir: PathBuf,
+    /// How files are written.
     pub persist: Persist,
 }
 
 impl Store {
-    pub fn new(root_dir: &Path, persist: Persist) -> Store {
+    /// The journals in `dir` (the agent's layout names it), written with
+    /// `persist`.
+    pub fn new(dir: &Path, persist: Persist) -> Store {
         Store {
-            dir: root_dir.join(DIR),
+            dir: dir.to_path_buf(),
             persist,
         }
     }
@@ -212,6 +266,7 @@ impl Store {
         self.dir.join(format!("{group_id}.json"))
     }
 
+    /// The group's journal, if there is one.
     pub fn load(&self, group_id: &str) -> io::Result<Option<Journal>> {
         match fs::read(self.path(group_id)) {
             Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
@@ -225,6 +280,7 @@ impl Store {
         }
     }
 
+    /// Write the journal durably.
     pub fn save(&self, j: &Journal) -> io::Result<()> {
         fs::create_dir_all(&self.dir)?;
         let bytes = serde_json::to_vec_pretty(j).map_err(io::Error::other)?;

@@ -1,14 +1,54 @@
 //! Built-in actions the agent runs in place of user scripts: the native
-//! `loadBalancer` drain and restore. `placement` decides *when* they run
-//! inside a deployment (docs/loadbalancer.md 3.1, pure); `Drainer` carries them out
-//! against Auto Scaling, Classic ELB and ELBv2, with a journal written
-//! before every change so a restart can always finish the job.
+//! `loadBalancer` drain and restore.
+//!
+//! - `lifecycle` decides *when* each step runs around the deployment's host
+//!   commands (docs/loadbalancer.md 3.1), and how a restore goes; pure.
+//! - `select` decides *what* a drain selects and a restore puts back, over
+//!   the plain values `aws` returns; pure.
+//! - `Drainer` carries the steps out against Auto Scaling, Classic ELB and
+//!   ELBv2 (`discover`, `drain`, `restore`), with a journal written before
+//!   every change so a restart can always finish the job.
+//!
+//! ```
+//! use appspec::events::HostCommand;
+//! use hooks_builtin::journal::{OnFailure, Phase};
+//! use hooks_builtin::lifecycle::*;
+//!
+//! let events: Vec<String> = ["ApplicationStop", "DownloadBundle", "Install", "ValidateService"]
+//!     .map(String::from)
+//!     .to_vec();
+//! let stop = HostCommand::parse("ApplicationStop");
+//! // The deployment's first command drains, before its scripts.
+//! assert_eq!(drain_attempt(&stop, &events, false), Some(Attempt::First));
+//! assert!(must_run(&stop, &events, None), "never acknowledged as a no-op");
+//!
+//! // After ValidateService passes, the instance goes back, gated on health.
+//! let validate = HostCommand::parse("ValidateService");
+//! let ours = Some(Phase::Stopping);
+//! assert_eq!(
+//!     after_command(&validate, true, ours),
+//!     vec![Step::Touch, Step::Restore(Why::Validated)]
+//! );
+//! assert!(matches!(
+//!     restore_plan(Phase::Stopping, OnFailure::KeepDrained, Why::Validated),
+//!     RestorePlan::PutBack { gate: true, .. }
+//! ));
+//!
+//! // A failure once the application may be down: onFailure decides.
+//! assert_eq!(
+//!     restore_plan(Phase::Stopping, OnFailure::KeepDrained, Why::Failed),
+//!     RestorePlan::KeepDrained { rearm: false }
+//! );
+//! ```
+
+#![deny(missing_docs)]
 
 use std::future::Future;
 use std::time::Duration;
 
 pub mod aws;
 pub mod breadcrumb;
+mod discover;
 mod drain;
 pub mod gate;
 pub mod journal;
@@ -18,14 +58,15 @@ pub mod select;
 mod timeline;
 
 pub use lifecycle::{
-    drain_event, forces_command, has_service_traffic_control, placement, Action, Placement, Refusal,
-    Why,
+    drain_event, forces_command, has_service_traffic_control, placement, Action, Placement,
+    Refusal, Why,
 };
 pub use timeline::Failure;
 
 /// This host as the load balancers know it.
 #[derive(Clone, Debug)]
 pub struct HostId {
+    /// The EC2 instance id.
     pub instance_id: String,
     /// Where the load balancer reaches it (the private IPv4 address); the
     /// health gate probes here.
@@ -35,13 +76,19 @@ pub struct HostId {
 /// A finished drain or restore: a summary line and the timeline.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
+    /// One line, for the command's report.
     pub summary: String,
+    /// The timeline of every step, for the log.
     pub log: String,
 }
 
+/// Carries the `loadBalancer` steps out on one host.
 pub struct Drainer {
+    /// The AWS clients.
     pub clients: aws::Clients,
+    /// The journals.
     pub store: journal::Store,
+    /// This host.
     pub host: HostId,
     /// Describe-call cadence while waiting (5 s in production).
     pub poll_interval: Duration,
@@ -133,4 +180,3 @@ impl Drainer {
             .map(|j| j.deployment_id)
     }
 }
-

@@ -4,6 +4,7 @@
 //! disk and the group's journal. No I/O: the agent's executor reads the
 //! facts, asks these functions, and carries out the answer.
 
+use appspec::events::{HostCommand, LifecycleEvent, BLOCK_TRAFFIC};
 use appspec::load_balancer::{LoadBalancer, TrafficControl};
 
 use crate::journal::Phase;
@@ -57,15 +58,15 @@ pub struct Refusal(pub String);
 
 /// Does the deployment use the service's own BlockTraffic/AllowTraffic?
 pub fn has_service_traffic_control(all_possible_events: &[String]) -> bool {
-    all_possible_events.iter().any(|e| e == "BlockTraffic")
+    all_possible_events.iter().any(|e| e == BLOCK_TRAFFIC)
 }
 
 /// The first host command of a deployment, where the drain happens.
-pub fn drain_event(all_possible_events: &[String]) -> &'static str {
+pub fn drain_event(all_possible_events: &[String]) -> LifecycleEvent {
     if has_service_traffic_control(all_possible_events) {
-        "BeforeBlockTraffic"
+        LifecycleEvent::BeforeBlockTraffic
     } else {
-        "ApplicationStop"
+        LifecycleEvent::ApplicationStop
     }
 }
 
@@ -75,11 +76,16 @@ pub fn drain_event(all_possible_events: &[String]) -> &'static str {
 /// 2.6), but the Before/AfterBlockTraffic commands only exist when the
 /// deployment group has a load balancer: seeing one (now, or `seen` earlier
 /// in this deployment) means service traffic control.
-pub fn lifecycle_events(all_possible: Option<&[String]>, command: &str, seen: bool) -> Vec<String> {
+pub fn lifecycle_events(
+    all_possible: Option<&[String]>,
+    command: &HostCommand,
+    seen: bool,
+) -> Vec<String> {
     let mut events = all_possible.map(<[String]>::to_vec).unwrap_or_default();
-    let here = matches!(command, "BeforeBlockTraffic" | "AfterBlockTraffic");
+    let here = command.is(&LifecycleEvent::BeforeBlockTraffic)
+        || command.is(&LifecycleEvent::AfterBlockTraffic);
     if (here || seen) && !has_service_traffic_control(&events) {
-        events.push("BlockTraffic".into());
+        events.push(BLOCK_TRAFFIC.into());
     }
     events
 }
@@ -87,7 +93,7 @@ pub fn lifecycle_events(all_possible: Option<&[String]>, command: &str, seen: bo
 /// Where the built-in actions of `lb` run for `event`. `lb` comes from the
 /// revision being deployed.
 pub fn placement(
-    event: &str,
+    event: &LifecycleEvent,
     lb: Option<&LoadBalancer>,
     all_possible_events: &[String],
 ) -> Result<Placement, Refusal> {
@@ -112,10 +118,10 @@ pub fn placement(
             TrafficControl::Both => {}
         }
     }
-    if event == drain_event(all_possible_events) {
+    if *event == drain_event(all_possible_events) {
         p.before_scripts = Some(Action::Drain);
     }
-    if event == "ValidateService" {
+    if *event == LifecycleEvent::ValidateService {
         p.after_scripts = Some(Action::Restore);
     }
     Ok(p)
@@ -124,7 +130,7 @@ pub fn placement(
 /// An event that carries a built-in action is never a no-op, even without
 /// scripts (a first deployment has no ApplicationStop scripts but must drain).
 pub fn forces_command(
-    event: &str,
+    event: &LifecycleEvent,
     lb: Option<&LoadBalancer>,
     all_possible_events: &[String],
 ) -> bool {
@@ -145,8 +151,12 @@ pub enum Attempt {
 
 /// Does `command` drain before it runs? `drain_failed` is the mark the first
 /// command leaves when its drain failed.
-pub fn drain_attempt(command: &str, events: &[String], drain_failed: bool) -> Option<Attempt> {
-    if command == drain_event(events) {
+pub fn drain_attempt(
+    command: &HostCommand,
+    events: &[String],
+    drain_failed: bool,
+) -> Option<Attempt> {
+    if command.is(&drain_event(events)) {
         Some(Attempt::First)
     } else if drain_failed {
         Some(Attempt::Retry)
@@ -178,18 +188,19 @@ pub fn mark_after(attempt: Attempt, drained: bool) -> Mark {
 /// The steps of a drain the placement asks for: take the instance out, then
 /// record that the stop scripts start (from there a crash may leave the
 /// application down, and `onFailure` decides).
-pub fn drain_steps(p: &Placement) -> &'static [Step] {
+pub fn drain_steps<'a>(p: &Placement, lb: &'a LoadBalancer) -> Vec<Step<'a>> {
     match p.before_scripts {
-        Some(Action::Drain) => &[Step::Drain, Step::MarkStopping],
-        _ => &[],
+        Some(Action::Drain) => vec![Step::Drain(lb), Step::MarkStopping],
+        _ => Vec::new(),
     }
 }
 
 /// One built-in step around a host command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
-    /// Take the instance out of its load balancers.
-    Drain,
+pub enum Step<'a> {
+    /// Take the instance out of its load balancers, as the new revision's
+    /// section says.
+    Drain(&'a LoadBalancer),
     /// The journal's phase becomes Stopping.
     MarkStopping,
     /// Re-arm `abandonAfter`: the deployment is alive.
@@ -200,7 +211,11 @@ pub enum Step {
 
 /// The steps after `command` ended. `ours` is the phase of the group's
 /// journal when it belongs to this deployment, read after the command.
-pub fn after_command(command: &str, succeeded: bool, ours: Option<Phase>) -> Vec<Step> {
+pub fn after_command(
+    command: &HostCommand,
+    succeeded: bool,
+    ours: Option<Phase>,
+) -> Vec<Step<'static>> {
     let Some(_) = ours else {
         return Vec::new();
     };
@@ -208,7 +223,7 @@ pub fn after_command(command: &str, succeeded: bool, ours: Option<Phase>) -> Vec
     if !succeeded {
         // onFailure decides, inside this command, before it is reported.
         steps.push(Step::Restore(Why::Failed));
-    } else if command == "ValidateService" {
+    } else if command.is(&LifecycleEvent::ValidateService) {
         steps.push(Step::Restore(Why::Validated));
     }
     steps
@@ -217,8 +232,9 @@ pub fn after_command(command: &str, succeeded: bool, ours: Option<Phase>) -> Vec
 /// For the acknowledgement: must `command` run even with no scripts? The
 /// first command may drain (the new revision decides, and it is not here
 /// yet); ValidateService restores what this deployment took out.
-pub fn must_run(command: &str, events: &[String], ours: Option<Phase>) -> bool {
-    command == drain_event(events) || (command == "ValidateService" && ours.is_some())
+pub fn must_run(command: &HostCommand, events: &[String], ours: Option<Phase>) -> bool {
+    command.is(&drain_event(events))
+        || (command.is(&LifecycleEvent::ValidateService) && ours.is_some())
 }
 
 /// How a restore puts the instance back, decided from the journal alone.

@@ -6,6 +6,14 @@ use super::*;
 use crate::journal::{OnFailure, Phase};
 use appspec::Os;
 
+fn c(name: &str) -> HostCommand {
+    HostCommand::parse(name)
+}
+
+fn e(name: &str) -> LifecycleEvent {
+    LifecycleEvent::parse(name)
+}
+
 fn lb(extra: &str) -> LoadBalancer {
     let src = format!("version: 0.0\nos: linux\nloadBalancer:\n  mode: drain\n{extra}");
     appspec::parse(&src, "appspec.yml", Os::Linux)
@@ -41,14 +49,17 @@ fn traffic() -> Vec<String> {
 #[test]
 fn drains_before_the_first_command_and_restores_after_validation() {
     let lb = lb("");
-    let p = placement("ApplicationStop", Some(&lb), &plain()).unwrap();
+    let p = placement(&e("ApplicationStop"), Some(&lb), &plain()).unwrap();
     assert_eq!(p.before_scripts, Some(Action::Drain));
-    assert_eq!(drain_steps(&p), &[Step::Drain, Step::MarkStopping]);
-    let v = placement("ValidateService", Some(&lb), &plain()).unwrap();
-    assert_eq!(v.after_scripts, Some(Action::Restore));
-    assert_eq!(drain_steps(&v), &[]);
     assert_eq!(
-        placement("ApplicationStart", Some(&lb), &plain()).unwrap(),
+        drain_steps(&p, &lb),
+        vec![Step::Drain(&lb), Step::MarkStopping]
+    );
+    let v = placement(&e("ValidateService"), Some(&lb), &plain()).unwrap();
+    assert_eq!(v.after_scripts, Some(Action::Restore));
+    assert!(drain_steps(&v, &lb).is_empty());
+    assert_eq!(
+        placement(&e("ApplicationStart"), Some(&lb), &plain()).unwrap(),
         Placement::default()
     );
 }
@@ -56,32 +67,43 @@ fn drains_before_the_first_command_and_restores_after_validation() {
 #[test]
 fn commands_with_a_built_in_action_are_forced() {
     let lb = lb("");
-    assert!(forces_command("ApplicationStop", Some(&lb), &plain()));
-    assert!(!forces_command("BeforeInstall", Some(&lb), &plain()));
-    assert!(!forces_command("ApplicationStop", None, &plain()));
-    assert!(forces_command("ValidateService", Some(&lb), &plain()));
+    assert!(forces_command(&e("ApplicationStop"), Some(&lb), &plain()));
+    assert!(!forces_command(&e("BeforeInstall"), Some(&lb), &plain()));
+    assert!(!forces_command(&e("ApplicationStop"), None, &plain()));
+    assert!(forces_command(&e("ValidateService"), Some(&lb), &plain()));
 }
 
 #[test]
 fn skip_leaves_service_traffic_control_alone_with_a_notice() {
-    let p = placement("BeforeBlockTraffic", Some(&lb("")), &traffic()).unwrap();
+    let p = placement(&e("BeforeBlockTraffic"), Some(&lb("")), &traffic()).unwrap();
     assert_eq!(p.before_scripts, None);
     assert_eq!(p.after_scripts, None);
-    assert!(p.notice.unwrap().contains("withServiceTrafficControl: skip"));
+    assert!(p
+        .notice
+        .unwrap()
+        .contains("withServiceTrafficControl: skip"));
 }
 
 #[test]
 fn fail_refuses_service_traffic_control() {
     let lb = lb("  withServiceTrafficControl: fail\n");
-    let r = placement("ValidateService", Some(&lb), &traffic()).unwrap_err();
+    let r = placement(&e("ValidateService"), Some(&lb), &traffic()).unwrap_err();
     assert!(r.0.contains("remove one of the two"), "{}", r.0);
-    assert!(!forces_command("ValidateService", Some(&lb), &traffic()));
+    assert!(!forces_command(
+        &e("ValidateService"),
+        Some(&lb),
+        &traffic()
+    ));
 }
 
 #[test]
 fn both_drains_at_before_block_traffic_only() {
     let both = lb("  withServiceTrafficControl: both\n");
-    let at = |e| placement(e, Some(&both), &traffic()).unwrap().before_scripts;
+    let at = |n| {
+        placement(&e(n), Some(&both), &traffic())
+            .unwrap()
+            .before_scripts
+    };
     assert_eq!(at("BeforeBlockTraffic"), Some(Action::Drain));
     assert_eq!(at("ApplicationStop"), None);
 }
@@ -90,7 +112,7 @@ fn both_drains_at_before_block_traffic_only() {
 fn mode_off_does_nothing() {
     let off = lb("  mode: off\n");
     assert_eq!(
-        placement("ApplicationStop", Some(&off), &plain()).unwrap(),
+        placement(&e("ApplicationStop"), Some(&off), &plain()).unwrap(),
         Placement::default()
     );
     assert_eq!(Action::Drain.script_name(), "loadBalancer:drain");
@@ -102,18 +124,18 @@ fn block_traffic_commands_imply_service_traffic_control() {
     let all = plain();
     assert!(!has_service_traffic_control(&lifecycle_events(
         Some(&all),
-        "ApplicationStop",
+        &c("ApplicationStop"),
         false
     )));
-    let here = lifecycle_events(Some(&all), "BeforeBlockTraffic", false);
-    assert_eq!(drain_event(&here), "BeforeBlockTraffic");
-    let seen = lifecycle_events(Some(&all), "ValidateService", true);
+    let here = lifecycle_events(Some(&all), &c("BeforeBlockTraffic"), false);
+    assert_eq!(drain_event(&here), LifecycleEvent::BeforeBlockTraffic);
+    let seen = lifecycle_events(Some(&all), &c("ValidateService"), true);
     assert_eq!(seen.iter().filter(|e| *e == "BlockTraffic").count(), 1);
     let t = traffic();
-    let again = lifecycle_events(Some(&t), "AfterBlockTraffic", true);
+    let again = lifecycle_events(Some(&t), &c("AfterBlockTraffic"), true);
     assert_eq!(again, t, "BlockTraffic is not added twice");
     assert_eq!(
-        lifecycle_events(None, "AfterBlockTraffic", false),
+        lifecycle_events(None, &c("AfterBlockTraffic"), false),
         events(&["BlockTraffic"])
     );
 }
@@ -122,16 +144,16 @@ fn block_traffic_commands_imply_service_traffic_control() {
 fn the_first_command_drains_and_a_failed_drain_is_retried_once() {
     let e = plain();
     assert_eq!(
-        drain_attempt("ApplicationStop", &e, false),
+        drain_attempt(&c("ApplicationStop"), &e, false),
         Some(Attempt::First)
     );
-    assert_eq!(drain_attempt("DownloadBundle", &e, false), None);
+    assert_eq!(drain_attempt(&c("DownloadBundle"), &e, false), None);
     assert_eq!(
-        drain_attempt("DownloadBundle", &e, true),
+        drain_attempt(&c("DownloadBundle"), &e, true),
         Some(Attempt::Retry)
     );
     assert_eq!(
-        drain_attempt("ApplicationStop", &e, true),
+        drain_attempt(&c("ApplicationStop"), &e, true),
         Some(Attempt::First),
         "a retried first command is a first attempt again"
     );
@@ -143,22 +165,22 @@ fn the_first_command_drains_and_a_failed_drain_is_retried_once() {
 
 #[test]
 fn after_a_command_only_our_journal_is_touched_or_restored() {
-    assert!(after_command("Install", true, None).is_empty());
-    assert!(after_command("ValidateService", true, None).is_empty());
+    assert!(after_command(&c("Install"), true, None).is_empty());
+    assert!(after_command(&c("ValidateService"), true, None).is_empty());
     assert_eq!(
-        after_command("Install", true, Some(Phase::Stopping)),
+        after_command(&c("Install"), true, Some(Phase::Stopping)),
         vec![Step::Touch]
     );
     assert_eq!(
-        after_command("Install", false, Some(Phase::Stopping)),
+        after_command(&c("Install"), false, Some(Phase::Stopping)),
         vec![Step::Touch, Step::Restore(Why::Failed)]
     );
     assert_eq!(
-        after_command("ValidateService", true, Some(Phase::Stopping)),
+        after_command(&c("ValidateService"), true, Some(Phase::Stopping)),
         vec![Step::Touch, Step::Restore(Why::Validated)]
     );
     assert_eq!(
-        after_command("ValidateService", false, Some(Phase::Stopping)),
+        after_command(&c("ValidateService"), false, Some(Phase::Stopping)),
         vec![Step::Touch, Step::Restore(Why::Failed)]
     );
 }
@@ -166,12 +188,12 @@ fn after_a_command_only_our_journal_is_touched_or_restored() {
 #[test]
 fn acknowledgement_no_op_flag() {
     let e = plain();
-    assert!(must_run("ApplicationStop", &e, None));
-    assert!(!must_run("ApplicationStop", &traffic(), None));
-    assert!(must_run("BeforeBlockTraffic", &traffic(), None));
-    assert!(must_run("ValidateService", &e, Some(Phase::Stopping)));
-    assert!(!must_run("ValidateService", &e, None));
-    assert!(!must_run("AfterInstall", &e, Some(Phase::Stopping)));
+    assert!(must_run(&c("ApplicationStop"), &e, None));
+    assert!(!must_run(&c("ApplicationStop"), &traffic(), None));
+    assert!(must_run(&c("BeforeBlockTraffic"), &traffic(), None));
+    assert!(must_run(&c("ValidateService"), &e, Some(Phase::Stopping)));
+    assert!(!must_run(&c("ValidateService"), &e, None));
+    assert!(!must_run(&c("AfterInstall"), &e, Some(Phase::Stopping)));
 }
 
 #[test]

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use crate::gate;
-use crate::select;
 use crate::journal::{self, Journal, Phase};
 use crate::lifecycle::{restore_plan, RestorePlan, Unhealthy, Why};
+use crate::select;
 use crate::timeline::{Failure, Timeline};
 use crate::{Drainer, Outcome};
 
@@ -138,7 +138,10 @@ impl Drainer {
             tl.note("register", format!("classic load balancer {name}"));
         }
         for (i, ports) in todo.target_groups {
-            let (arn, name) = (j.target_groups[i].arn.clone(), j.target_groups[i].name.clone());
+            let (arn, name) = (
+                j.target_groups[i].arn.clone(),
+                j.target_groups[i].name.clone(),
+            );
             j.intent = Some(format!("RegisterTargets {arn} {ports:?}"));
             self.save(&j)?;
             self.clients.register_targets(&arn, &id, &ports).await?;

@@ -3,13 +3,13 @@
 //! (the calls of `aws.rs`) and act; what to select, which ports, how far to
 //! lower or raise a minimum is decided here, over plain values.
 
-use appspec::load_balancer::{GateUrl, HealthGate, IfNotRegistered, LoadBalancer};
+use appspec::load_balancer::{GateUrl, HealthGate, IfNotRegistered, LoadBalancer, Timeout};
 
 use std::time::Duration;
 
 use crate::aws::{Classic, Target, Tg};
 use crate::gate::{self, Probe};
-use crate::journal::{ClassicLb, Gate, GateTarget, Journal, TargetGroup};
+use crate::journal::{self, ClassicLb, Gate, GateTarget, Group, Journal, Phase, TargetGroup};
 
 /// Where the instance stands in its Auto Scaling group.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,6 +142,49 @@ pub fn nothing_selected(lb: &LoadBalancer, id: &str) -> Result<String, String> {
     match lb.if_not_registered {
         IfNotRegistered::Skip => Ok(format!("{what}; nothing to drain (ifNotRegistered: skip)")),
         IfNotRegistered::Fail => Err(format!("{what} (ifNotRegistered: fail)")),
+    }
+}
+
+/// Whose drain a plan is.
+#[derive(Clone, Copy, Debug)]
+pub struct Ids<'a> {
+    /// The deployment that drains.
+    pub deployment: &'a str,
+    /// Its deployment group (one journal per group).
+    pub group: &'a str,
+    /// This instance.
+    pub instance: &'a str,
+}
+
+/// The drain's plan, as the journal records it before anything changes:
+/// what was found, and the settings the restore needs after a restart.
+pub fn plan(
+    ids: Ids<'_>,
+    lb: &LoadBalancer,
+    group: Option<Group>,
+    classic: Vec<ClassicLb>,
+    target_groups: Vec<TargetGroup>,
+    now: u64,
+) -> Journal {
+    Journal {
+        schema: journal::SCHEMA,
+        deployment_id: ids.deployment.to_string(),
+        group_id: ids.group.to_string(),
+        instance_id: ids.instance.to_string(),
+        phase: Phase::Planned,
+        intent: None,
+        group,
+        classic,
+        target_groups,
+        on_failure: lb.on_failure.into(),
+        gate: gate(&lb.health_gate),
+        health_timeout: match lb.health_timeout {
+            Timeout::Auto => None,
+            Timeout::Seconds(s) => Some(s),
+        },
+        drain_started: now,
+        abandon_at: now + u64::from(lb.abandon_after),
+        abandon_after: lb.abandon_after,
     }
 }
 

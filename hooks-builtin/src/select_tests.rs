@@ -210,7 +210,10 @@ fn listed_ports_limit_the_target_group() {
     let now = [target(80, "healthy"), target(8080, "healthy")];
     let p = pick_ports(&tg(Some(80)), &now, Some(&[8080]), false, AUTO).unwrap();
     assert_eq!(p.registered, vec![8080]);
-    assert_eq!(pick_ports(&tg(Some(80)), &now, Some(&[9000]), false, AUTO), None);
+    assert_eq!(
+        pick_ports(&tg(Some(80)), &now, Some(&[9000]), false, AUTO),
+        None
+    );
 }
 
 #[test]
@@ -260,12 +263,19 @@ fn nothing_selected_follows_if_not_registered() {
 fn the_gate_is_kept_typed_and_written_as_before() {
     let g = gate(&lb("").health_gate);
     assert_eq!(g.url, GateTarget::Auto);
-    let url = gate(&lb("  healthGate:\n    url: http://127.0.0.1:8080/up\n    expectStatus: \"200,204\"\n").health_gate);
+    let url = gate(
+        &lb("  healthGate:\n    url: http://127.0.0.1:8080/up\n    expectStatus: \"200,204\"\n")
+            .health_gate,
+    );
     assert_eq!(url.url, GateTarget::Url("http://127.0.0.1:8080/up".into()));
     assert_eq!(url.expect, vec![(200, 200), (204, 204)]);
     let json = serde_json::to_string(&url).unwrap();
-    assert!(json.contains("\"url\":\"http://127.0.0.1:8080/up\""), "{json}");
-    let none: Gate = serde_json::from_str(&json.replace("http://127.0.0.1:8080/up", "none")).unwrap();
+    assert!(
+        json.contains("\"url\":\"http://127.0.0.1:8080/up\""),
+        "{json}"
+    );
+    let none: Gate =
+        serde_json::from_str(&json.replace("http://127.0.0.1:8080/up", "none")).unwrap();
     assert_eq!(none.url, GateTarget::None);
 }
 
@@ -306,7 +316,10 @@ fn the_drain_deregisters_what_serves_and_is_not_the_groups() {
             clb("via-group", true, true, false),
             clb("declared", false, false, false),
         ],
-        vec![tgj(&[80, 81], &[80], false, false), tgj(&[90], &[], false, false)],
+        vec![
+            tgj(&[80, 81], &[80], false, false),
+            tgj(&[90], &[], false, false),
+        ],
     );
     let d = deregistrations(&j);
     assert_eq!(d.classic, vec![0]);
@@ -321,7 +334,10 @@ fn a_restore_registers_what_was_taken_out_and_what_is_declared() {
             clb("via-group", true, true, false),
             clb("declared", false, false, false),
         ],
-        vec![tgj(&[80, 81], &[80], false, true), tgj(&[90], &[], false, false)],
+        vec![
+            tgj(&[80, 81], &[80], false, true),
+            tgj(&[90], &[], false, false),
+        ],
     );
     let r = registrations(&j, true);
     assert_eq!(r.classic, vec![0, 2]);
@@ -335,7 +351,10 @@ fn a_restore_registers_what_was_taken_out_and_what_is_declared() {
 fn the_auto_gate_probes_the_first_target_group_port_else_classic() {
     let j = journal_with(
         vec![clb("web", true, false, true)],
-        vec![tgj(&[], &[], false, false), tgj(&[8081], &[8081], false, true)],
+        vec![
+            tgj(&[], &[], false, false),
+            tgj(&[8081], &[8081], false, true),
+        ],
     );
     let p = probe(&j, "10.0.0.5").unwrap().to_string();
     assert!(p.contains("10.0.0.5:8081"), "{p}");
@@ -373,4 +392,38 @@ fn group_journal_values_round_trip() {
     });
     let back: Journal = serde_json::from_slice(&serde_json::to_vec(&j).unwrap()).unwrap();
     assert_eq!(back, j);
+}
+
+#[test]
+fn the_plan_records_what_the_restore_needs_after_a_restart() {
+    let lb = lb("  abandonAfter: 600\n  healthTimeout: 90\n  onFailure: keepDrained\n");
+    let ids = Ids {
+        deployment: "d-1",
+        group: "g-1",
+        instance: "i-1",
+    };
+    let j = plan(
+        ids,
+        &lb,
+        None,
+        vec![clb("web", true, false, false)],
+        vec![],
+        1000,
+    );
+    assert_eq!(j.phase, Phase::Planned);
+    assert_eq!((j.drain_started, j.abandon_at), (1000, 1600));
+    assert_eq!(j.health_timeout, Some(90));
+    assert_eq!(j.on_failure, OnFailure::KeepDrained);
+    assert_eq!(
+        (
+            j.deployment_id.as_str(),
+            j.group_id.as_str(),
+            j.instance_id.as_str()
+        ),
+        ("d-1", "g-1", "i-1")
+    );
+    assert_eq!(
+        plan(ids, &self::lb(""), None, vec![], vec![], 0).health_timeout,
+        None
+    );
 }

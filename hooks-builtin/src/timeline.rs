@@ -42,6 +42,7 @@ impl Timeline {
 /// step and the resource; the timeline goes to the diagnostics' log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
+    /// What went wrong.
     pub message: String,
     /// An AWS error or a timeout (script-failed class) rather than a bug or
     /// a local I/O error.
@@ -49,6 +50,7 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// A failure the deployment's configuration or AWS's state explains.
     pub fn new(message: impl Into<String>) -> Failure {
         Failure {
             message: message.into(),
@@ -56,6 +58,7 @@ impl Failure {
         }
     }
 
+    /// A failure of the agent or its environment (I/O, no answer).
     pub fn unexpected(message: impl Into<String>) -> Failure {
         Failure {
             message: message.into(),

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::fsutil::{self, Durability};
 
 pub fn pid_file(config: &Config) -> PathBuf {
-    config.pid_dir.join(format!("{}.pid", config.program_name))
+    crate::layout::pid_file(&config.pid_dir, &config.program_name)
 }
 
 /// The running agent's pid, if the pid file names a live agent process.

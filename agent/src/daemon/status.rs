@@ -49,9 +49,7 @@ pub struct Running {
 const REFRESH_SECS: u64 = 10;
 
 pub fn path(config: &Config) -> PathBuf {
-    config
-        .pid_dir
-        .join(format!("{}.status.json", config.program_name))
+    crate::layout::status_file(&config.pid_dir, &config.program_name)
 }
 
 pub fn now() -> u64 {

@@ -6,19 +6,17 @@
 use std::path::Path;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, SdkConfig};
-use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_smithy_async::rt::sleep::{SharedAsyncSleep, TokioSleep};
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
-use hooks_builtin::aws::{Clients, Endpoints};
+use hooks_builtin::journal::Phase;
 use hooks_builtin::journal::Store;
-use hooks_builtin::{Drainer, Failure, HostId, Why};
+use hooks_builtin::lifecycle::{Action, Step, Why};
+use hooks_builtin::{Drainer, Failure, HostId};
 use tokio::runtime::Handle;
 
+use crate::command::Traffic;
 use crate::config::Config;
 use crate::diagnostics::{Diagnostics, ErrorCode};
-use crate::executor::Traffic;
 use crate::fsutil::{self, Durability};
+use crate::layout::Layout;
 use crate::spec::DeploymentSpec;
 
 fn persist(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -31,30 +29,20 @@ pub struct LbTraffic {
 }
 
 impl LbTraffic {
+    /// The `loadBalancer` steps of one agent, with its AWS context.
     pub fn new(
         config: &Config,
-        region: &str,
-        credentials: SharedCredentialsProvider,
-        http: SharedHttpClient,
+        aws: &crate::aws::Context,
         host: HostId,
         handle: Handle,
     ) -> LbTraffic {
-        let sdk = SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_string()))
-            .credentials_provider(credentials)
-            .http_client(http)
-            .sleep_impl(SharedAsyncSleep::new(TokioSleep::new()))
-            .use_fips(config.use_fips_mode)
-            .build();
-        let endpoints = Endpoints {
-            autoscaling: config.autoscaling_endpoint.clone(),
-            elb: config.elb_endpoint.clone(),
-        };
         LbTraffic {
             drainer: Drainer {
-                clients: Clients::new(&sdk, &endpoints),
-                store: Store::new(&config.root_dir, persist),
+                clients: aws.load_balancing(config),
+                store: Store::new(
+                    &Layout::new(&config.root_dir, &config.program_name).load_balancer_dir(),
+                    persist,
+                ),
                 host,
                 poll_interval: Duration::from_millis(config.load_balancer_poll_ms),
             },
@@ -76,7 +64,7 @@ impl LbTraffic {
     }
 }
 
-fn diagnostics(action: hooks_builtin::Action, f: Failure, log: String) -> Diagnostics {
+fn diagnostics(action: Action, f: Failure, log: String) -> Diagnostics {
     let code = if f.expected {
         ErrorCode::ScriptFailed
     } else {
@@ -88,58 +76,48 @@ fn diagnostics(action: hooks_builtin::Action, f: Failure, log: String) -> Diagno
 }
 
 impl Traffic for LbTraffic {
-    fn drain(
-        &self,
-        spec: &DeploymentSpec,
-        lb: &appspec::load_balancer::LoadBalancer,
-    ) -> Result<String, Diagnostics> {
-        let r = self.handle.block_on(self.drainer.drain(
-            &spec.deployment_id,
-            &spec.deployment_group_id,
-            lb,
-        ));
-        match r {
-            Ok(o) => {
-                tracing::info!(deployment = %spec.deployment_id, summary = %o.summary, timeline = %o.log, "loadBalancer drain");
-                Ok(o.summary)
+    fn journal(&self, spec: &DeploymentSpec) -> Option<Phase> {
+        match self.drainer.store.load(&spec.deployment_group_id) {
+            Ok(Some(j)) if j.deployment_id == spec.deployment_id => Some(j.phase),
+            _ => None,
+        }
+    }
+
+    fn step(&self, spec: &DeploymentSpec, step: Step<'_>) -> Result<Option<String>, Diagnostics> {
+        let (deployment, group) = (&spec.deployment_id, &spec.deployment_group_id);
+        match step {
+            Step::Drain(lb) => {
+                match self
+                    .handle
+                    .block_on(self.drainer.drain(deployment, group, lb))
+                {
+                    Ok(o) => {
+                        tracing::info!(deployment = %deployment, summary = %o.summary, timeline = %o.log, "loadBalancer drain");
+                        Ok(Some(o.summary))
+                    }
+                    Err((f, log)) => Err(diagnostics(Action::Drain, f, log)),
+                }
             }
-            Err((f, log)) => Err(diagnostics(hooks_builtin::Action::Drain, f, log)),
-        }
-    }
-
-    fn stopping(&self, spec: &DeploymentSpec) {
-        if let Err(e) = self.drainer.stopping(&spec.deployment_group_id) {
-            tracing::error!(error = %e, "cannot update the drain journal");
-        }
-    }
-
-    fn pending(&self, spec: &DeploymentSpec) -> bool {
-        self.drainer
-            .journal_of(&spec.deployment_group_id)
-            .as_deref()
-            == Some(spec.deployment_id.as_str())
-    }
-
-    fn touch(&self, spec: &DeploymentSpec) {
-        if let Err(e) = self
-            .drainer
-            .touch(&spec.deployment_group_id, &spec.deployment_id)
-        {
-            tracing::warn!(deployment = %spec.deployment_id, error = %e, "cannot re-arm abandonAfter in the drain journal");
-        }
-    }
-
-    fn restore(&self, spec: &DeploymentSpec, why: Why) -> Result<Option<String>, Diagnostics> {
-        match self
-            .handle
-            .block_on(self.drainer.restore(&spec.deployment_group_id, why))
-        {
-            Ok(Some(o)) => {
-                tracing::info!(deployment = %spec.deployment_id, ?why, summary = %o.summary, timeline = %o.log, "loadBalancer restore");
-                Ok(Some(o.summary))
+            Step::MarkStopping => {
+                if let Err(e) = self.drainer.stopping(group) {
+                    tracing::error!(error = %e, "cannot update the drain journal");
+                }
+                Ok(None)
             }
-            Ok(None) => Ok(None),
-            Err((f, log)) => Err(diagnostics(hooks_builtin::Action::Restore, f, log)),
+            Step::Touch => {
+                if let Err(e) = self.drainer.touch(group, deployment) {
+                    tracing::warn!(deployment = %deployment, error = %e, "cannot re-arm abandonAfter in the drain journal");
+                }
+                Ok(None)
+            }
+            Step::Restore(why) => match self.handle.block_on(self.drainer.restore(group, why)) {
+                Ok(Some(o)) => {
+                    tracing::info!(deployment = %deployment, ?why, summary = %o.summary, timeline = %o.log, "loadBalancer restore");
+                    Ok(Some(o.summary))
+                }
+                Ok(None) => Ok(None),
+                Err((f, log)) => Err(diagnostics(Action::Restore, f, log)),
+            },
         }
     }
 }

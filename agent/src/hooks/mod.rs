@@ -10,8 +10,8 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use appspec::events::{self, Revision};
-use appspec::{AppSpec, Os};
 
+use crate::appspec_file::Cache;
 use crate::config::Config;
 use crate::diagnostics::{Diagnostics, ErrorCode, Tail};
 use crate::layout::{self, Layout};
@@ -19,8 +19,11 @@ use crate::spec::DeploymentSpec;
 use crate::users;
 use runner::{Exit, Stream};
 
+/// What running one event needs.
 pub struct Context<'a> {
     pub config: &'a Config,
+    /// The appspecs this command has read.
+    pub appspecs: &'a Cache,
     pub layout: &'a Layout,
     pub spec: &'a DeploymentSpec,
     /// `<root>/<group>/<deployment>` of the deployment being executed.
@@ -36,67 +39,6 @@ pub enum EventOutcome {
         output_left_open: usize,
         from: PathBuf,
     },
-}
-
-/// Find the appspec in a revision, trying `appspec::candidates` in order.
-pub fn find_appspec(archive: &Path, requested: &str) -> Option<PathBuf> {
-    appspec::candidates(requested)
-        .iter()
-        .map(|n| archive.join(n))
-        .find(|p| p.is_file())
-}
-
-/// Read the revision's appspec. Its warnings are logged by Install only,
-/// so each is logged once per deployment (every command reads the appspec).
-pub fn load_appspec(archive: &Path, requested: &str) -> Result<(AppSpec, String), Diagnostics> {
-    load(archive, requested, false)
-}
-
-/// `load_appspec`, logging the appspec's warnings.
-pub fn load_appspec_warning(
-    archive: &Path,
-    requested: &str,
-) -> Result<(AppSpec, String), Diagnostics> {
-    load(archive, requested, true)
-}
-
-fn load(archive: &Path, requested: &str, warn: bool) -> Result<(AppSpec, String), Diagnostics> {
-    let (parsed, path) = parse_appspec(archive, requested)?;
-    for w in parsed.warnings.iter().filter(|_| warn) {
-        tracing::warn!(appspec = %path.display(), "{w}");
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Ok((parsed.spec, name))
-}
-
-/// Find, read and parse the appspec, without reporting its warnings (the
-/// command that uses it reports them once).
-fn parse_appspec(
-    archive: &Path,
-    requested: &str,
-) -> Result<(appspec::Parsed, PathBuf), Diagnostics> {
-    let Some(path) = find_appspec(archive, requested) else {
-        return Err(Diagnostics::unknown(format!(
-            "The CodeDeploy agent did not find an AppSpec file within the unpacked revision directory at revision-relative path \"{requested}\". The revision was unpacked to directory \"{}\"",
-            archive.display()
-        )));
-    };
-    let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    if size > appspec::MAX_APPSPEC_BYTES {
-        return Err(Diagnostics::unknown(format!(
-            "{} is {size} bytes; an appspec may be at most {} bytes",
-            path.display(),
-            appspec::MAX_APPSPEC_BYTES
-        )));
-    }
-    let text = fs::read_to_string(&path)
-        .map_err(|e| Diagnostics::unknown(format!("cannot read {}: {e}", path.display())))?;
-    let parsed = appspec::parse(&text, &path.display().to_string(), Os::Linux)
-        .map_err(|e| Diagnostics::unknown(e.to_string()))?;
-    Ok((parsed, path))
 }
 
 /// The deployment directory whose revision the event's scripts come from.
@@ -117,6 +59,7 @@ fn revision_dir(event: &str, ctx: &Context) -> Result<Option<PathBuf>, Diagnosti
         .map_err(|e| Diagnostics::unknown(format!("cannot read {}: {e}", pointer.display())))
 }
 
+/// Run `event`'s scripts in order, stopping at the first failure.
 pub fn run_event(
     event: &str,
     ctx: &Context,
@@ -133,163 +76,31 @@ pub fn run_event(
             "the revision is not downloaded".into(),
         ));
     }
-    let (spec, _) = load_appspec(&archive, &ctx.spec.appspec_filename)?;
-    let scripts = spec.scripts(event);
+    let loaded = ctx.appspecs.get(&archive, &ctx.spec.appspec_filename)?;
+    let scripts = loaded.spec.scripts(event);
     if scripts.is_empty() {
         return Ok(EventOutcome::NoScripts("no scripts".into()));
     }
-    let cfg = ctx.config;
-    let deployments_log = cfg
-        .enable_deployments_log
-        .then(|| ctx.layout.deployment_log());
-    let mut logs = logs::ScriptLogs::open(
-        &layout::scripts_log(ctx.deployment_dir),
-        deployments_log.as_deref(),
-        &ctx.spec.deployment_id,
-        cfg.time_zone,
-    );
-    let mut tail = Tail::default();
-    let record = |logs: &mut logs::ScriptLogs, tail: &mut Tail, entry: String| {
-        logs.write(&entry);
-        tail.push(entry + "\n");
-    };
-    record(&mut logs, &mut tail, format!("LifecycleEvent - {event}"));
+    let mut log = EventLog::open(ctx);
+    log.record(format!("LifecycleEvent - {event}"));
     let env = ctx.spec.script_env(event);
     let mut left_open = 0;
     for script in scripts {
         let loc = script.location.as_str();
-        let fail = |code, message: String, tail: &Tail| Diagnostics {
-            code,
-            script_name: loc.to_string(),
-            message,
-            log: tail.text(),
-        };
-        let path = match script_path(&archive, loc) {
-            Some(p) => p,
-            None => {
-                return Err(fail(
-                    ErrorCode::ScriptMissing,
-                    format!("Script at specified location: {loc} is outside the revision"),
-                    &tail,
-                ));
-            }
-        };
-        let meta = match fs::metadata(&path) {
-            Ok(m) if m.is_file() => m,
-            _ => {
-                return Err(fail(
-                    ErrorCode::ScriptMissing,
-                    format!(
-                        "Script does not exist at specified location: {}",
-                        path.display()
-                    ),
-                    &tail,
-                ));
-            }
-        };
-        if meta.permissions().mode() & 0o111 == 0 {
-            tracing::warn!(
-                script = loc,
-                "script is not executable; making it executable"
-            );
-            let mode = meta.permissions().mode() | 0o111;
-            if let Err(e) = fs::set_permissions(&path, fs::Permissions::from_mode(mode)) {
-                return Err(fail(
-                    ErrorCode::ScriptNotExecutable,
-                    format!("Unable to set script at specified location: {loc} as executable: {e}"),
-                    &tail,
-                ));
-            }
-        }
-        let account = match &script.runas {
-            Some(name) => match users::account(name) {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    return Err(fail(
-                        ErrorCode::ScriptFailed,
-                        format!("Script at specified location: {loc} cannot run as {name}: {e}"),
-                        &tail,
-                    ));
-                }
-            },
-            None => None,
-        };
-        record(&mut logs, &mut tail, format!("Script - {loc}"));
-        progress(loc);
-        let run_spec = runner::Spec {
-            program: &path,
-            run_as: account.as_ref(),
-            sudo: script.sudo,
-            login_shell: cfg.runas_login_shell,
-            env: &env,
-            timeout: Duration::from_secs(u64::from(script.timeout)),
-            kill_grace: cfg.hook_kill_grace,
-            output_grace: cfg.hook_output_grace,
-        };
-        let outcome = runner::run(&run_spec, &mut |stream, line| {
-            let prefix = match stream {
-                Stream::Stdout => "[stdout]",
-                Stream::Stderr => "[stderr]",
-            };
-            record(
-                &mut logs,
-                &mut tail,
-                format!("{prefix}{}", String::from_utf8_lossy(line)),
-            );
+        let ran = prepare(&archive, script).and_then(|(path, account)| {
+            log.record(format!("Script - {loc}"));
+            progress(loc);
+            run_script(ctx.config, script, &path, account.as_ref(), &env, &mut log)
         });
-        let who = match &script.runas {
-            Some(u) => format!("{loc} run as user {u}"),
-            None => loc.to_string(),
-        };
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) => {
-                return Err(fail(
-                    ErrorCode::ScriptFailed,
-                    format!("Script at specified location: {who} could not be started: {e}"),
-                    &tail,
-                ))
-            }
-        };
-        let secs = outcome.duration.as_secs_f64();
-        if outcome.output_left_open {
-            left_open += 1;
-            record(
-                &mut logs,
-                &mut tail,
-                "[agent]the script exited but a process it started still holds its output; not waiting for it".into(),
-            );
-        }
-        if outcome.timed_out {
-            let how = match outcome.sent {
-                Some(nix::sys::signal::Signal::SIGKILL) => format!(
-                    "killed with SIGKILL after SIGTERM and a {} s grace",
-                    cfg.hook_kill_grace.as_secs()
-                ),
-                _ => "SIGTERM was enough: the process group ended before the grace".to_string(),
-            };
-            return Err(fail(
-                ErrorCode::ScriptTimedOut,
-                format!("Script at specified location: {who} failed to complete in {} seconds ({how}; ran {secs:.1} s)", script.timeout),
-                &tail,
-            ));
-        }
-        match outcome.exit {
-            Exit::Code(0) => {}
-            Exit::Code(c) => {
-                // The official agents' words exactly; the duration is logged.
-                tracing::info!(script = loc, exit_code = c, secs, "script failed");
-                return Err(fail(
-                    ErrorCode::ScriptFailed,
-                    format!("Script at specified location: {who} failed with exit code {c}"),
-                    &tail,
-                ));
-            }
-            Exit::Signal(s) => {
-                let name = nix::sys::signal::Signal::try_from(s)
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_else(|_| s.to_string());
-                return Err(fail(ErrorCode::ScriptFailed, format!("Script at specified location: {who} was killed by signal {name} after {secs:.1} s"), &tail));
+        match ran {
+            Ok(open) => left_open += usize::from(open),
+            Err((code, message)) => {
+                return Err(Diagnostics {
+                    code,
+                    script_name: loc.to_string(),
+                    message,
+                    log: log.tail.text(),
+                })
             }
         }
     }
@@ -298,6 +109,171 @@ pub fn run_event(
         output_left_open: left_open,
         from: dir,
     })
+}
+
+/// A script that cannot run or did not succeed: the code and the message.
+type ScriptError = (ErrorCode, String);
+
+/// The event's lines, to the script logs and to the tail diagnostics carry.
+struct EventLog {
+    logs: logs::ScriptLogs,
+    tail: Tail,
+}
+
+impl EventLog {
+    fn open(ctx: &Context) -> EventLog {
+        let cfg = ctx.config;
+        let deployments_log = cfg
+            .enable_deployments_log
+            .then(|| ctx.layout.deployment_log());
+        EventLog {
+            logs: logs::ScriptLogs::open(
+                &layout::scripts_log(ctx.deployment_dir),
+                deployments_log.as_deref(),
+                &ctx.spec.deployment_id,
+                cfg.time_zone,
+            ),
+            tail: Tail::default(),
+        }
+    }
+
+    fn record(&mut self, entry: String) {
+        self.logs.write(&entry);
+        self.tail.push(entry + "\n");
+    }
+}
+
+/// The script's file, made executable if it is not, and its `runas` user.
+fn prepare(
+    archive: &Path,
+    script: &appspec::Script,
+) -> Result<(PathBuf, Option<users::Account>), ScriptError> {
+    let loc = script.location.as_str();
+    let Some(path) = script_path(archive, loc) else {
+        return Err((
+            ErrorCode::ScriptMissing,
+            format!("Script at specified location: {loc} is outside the revision"),
+        ));
+    };
+    let meta = match fs::metadata(&path) {
+        Ok(m) if m.is_file() => m,
+        _ => {
+            return Err((
+                ErrorCode::ScriptMissing,
+                format!(
+                    "Script does not exist at specified location: {}",
+                    path.display()
+                ),
+            ))
+        }
+    };
+    if meta.permissions().mode() & 0o111 == 0 {
+        tracing::warn!(
+            script = loc,
+            "script is not executable; making it executable"
+        );
+        let mode = meta.permissions().mode() | 0o111;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(|e| {
+            (
+                ErrorCode::ScriptNotExecutable,
+                format!("Unable to set script at specified location: {loc} as executable: {e}"),
+            )
+        })?;
+    }
+    let account = match &script.runas {
+        Some(name) => Some(users::account(name).map_err(|e| {
+            (
+                ErrorCode::ScriptFailed,
+                format!("Script at specified location: {loc} cannot run as {name}: {e}"),
+            )
+        })?),
+        None => None,
+    };
+    Ok((path, account))
+}
+
+/// Run one script; `Ok(true)` when it left its output open.
+fn run_script(
+    cfg: &Config,
+    script: &appspec::Script,
+    path: &Path,
+    account: Option<&users::Account>,
+    env: &[(String, String)],
+    log: &mut EventLog,
+) -> Result<bool, ScriptError> {
+    let run_spec = runner::Spec {
+        program: path,
+        run_as: account,
+        sudo: script.sudo,
+        login_shell: cfg.runas_login_shell,
+        env,
+        timeout: Duration::from_secs(u64::from(script.timeout)),
+        kill_grace: cfg.hook_kill_grace,
+        output_grace: cfg.hook_output_grace,
+    };
+    let outcome = runner::run(&run_spec, &mut |stream, line| {
+        let prefix = match stream {
+            Stream::Stdout => "[stdout]",
+            Stream::Stderr => "[stderr]",
+        };
+        log.record(format!("{prefix}{}", String::from_utf8_lossy(line)));
+    });
+    let loc = script.location.as_str();
+    let who = match &script.runas {
+        Some(u) => format!("{loc} run as user {u}"),
+        None => loc.to_string(),
+    };
+    let outcome = outcome.map_err(|e| {
+        (
+            ErrorCode::ScriptFailed,
+            format!("Script at specified location: {who} could not be started: {e}"),
+        )
+    })?;
+    if outcome.output_left_open {
+        log.record(
+            "[agent]the script exited but a process it started still holds its output; not waiting for it".into(),
+        );
+    }
+    judge(&outcome, &who, script.timeout, cfg.hook_kill_grace)?;
+    Ok(outcome.output_left_open)
+}
+
+/// How a script that ran ended, in the official agents' words where they
+/// have them; the duration goes to the log.
+fn judge(o: &runner::Outcome, who: &str, timeout: u32, grace: Duration) -> Result<(), ScriptError> {
+    let secs = o.duration.as_secs_f64();
+    if o.timed_out {
+        let how = match o.sent {
+            Some(nix::sys::signal::Signal::SIGKILL) => format!(
+                "killed with SIGKILL after SIGTERM and a {} s grace",
+                grace.as_secs()
+            ),
+            _ => "SIGTERM was enough: the process group ended before the grace".to_string(),
+        };
+        return Err((
+            ErrorCode::ScriptTimedOut,
+            format!("Script at specified location: {who} failed to complete in {timeout} seconds ({how}; ran {secs:.1} s)"),
+        ));
+    }
+    match o.exit {
+        Exit::Code(0) => Ok(()),
+        Exit::Code(c) => {
+            tracing::info!(script = who, exit_code = c, secs, "script failed");
+            Err((
+                ErrorCode::ScriptFailed,
+                format!("Script at specified location: {who} failed with exit code {c}"),
+            ))
+        }
+        Exit::Signal(s) => {
+            let name = nix::sys::signal::Signal::try_from(s)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| s.to_string());
+            Err((
+                ErrorCode::ScriptFailed,
+                format!("Script at specified location: {who} was killed by signal {name} after {secs:.1} s"),
+            ))
+        }
+    }
 }
 
 /// The script's path inside the revision; `None` if it climbs out.
@@ -319,8 +295,11 @@ fn script_path(archive: &Path, location: &str) -> Option<PathBuf> {
 /// appspec): the command then runs and reports whatever it finds.
 pub fn planned(event: &str, ctx: &Context) -> Option<usize> {
     let dir = revision_dir(event, ctx).ok()??;
-    let (parsed, _) = parse_appspec(&layout::archive_dir(&dir), &ctx.spec.appspec_filename).ok()?;
-    Some(parsed.spec.scripts(event).len())
+    let loaded = ctx
+        .appspecs
+        .get(&layout::archive_dir(&dir), &ctx.spec.appspec_filename)
+        .ok()?;
+    Some(loaded.spec.scripts(event).len())
 }
 
 #[cfg(test)]

@@ -197,7 +197,7 @@ pub fn run(spec: &Spec, on_line: &mut dyn FnMut(Stream, &[u8])) -> io::Result<Ou
         r => r?,
     };
     let pgid = Pid::from_raw(child.id() as i32);
-    let mut pipes: Vec<(Stream, Option<Pipe>, Lines)> = vec![
+    let mut pipes: Vec<Output> = vec![
         (
             Stream::Stdout,
             child.stdout.take().map(Pipe::Out),
@@ -267,74 +267,25 @@ pub fn run(spec: &Spec, on_line: &mut dyn FnMut(Stream, &[u8])) -> io::Result<Ou
             (_, true) => output_deadline.unwrap_or(now),
         };
         let wait_ms = next.saturating_duration_since(now).as_millis().min(60_000) as u16;
-        let mut fds: Vec<PollFd> = Vec::with_capacity(3);
-        let mut which: Vec<usize> = Vec::with_capacity(3);
-        for (i, (_, p, _)) in pipes.iter().enumerate() {
-            if let Some(p) = p {
-                let fd = match p {
-                    Pipe::Out(o) => o.as_fd(),
-                    Pipe::Err(e) => e.as_fd(),
-                };
-                fds.push(PollFd::new(fd, PollFlags::POLLIN));
-                which.push(i);
-            }
-        }
-        let wake_idx = if status.is_none() {
-            fds.push(PollFd::new(wake_r.as_fd(), PollFlags::POLLIN));
-            Some(fds.len() - 1)
-        } else {
-            None
+        let wake = status.is_none().then_some(&wake_r);
+        let Some((ready, woken)) = wait(&pipes, wake, wait_ms)? else {
+            continue;
         };
-        match nix::poll::poll(&mut fds, PollTimeout::from(wait_ms.max(1))) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(io::Error::from(e)),
+        if woken {
+            let mut b = [0u8; 1];
+            let _ = nix::unistd::read(&wake_r, &mut b);
+            status = Some(
+                rx.recv()
+                    .map_err(|_| io::Error::other("waiter vanished"))??,
+            );
         }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
-        if let Some(w) = wake_idx {
-            if ready[w] {
-                let mut b = [0u8; 1];
-                let _ = nix::unistd::read(&wake_r, &mut b);
-                status = Some(
-                    rx.recv()
-                        .map_err(|_| io::Error::other("waiter vanished"))??,
-                );
-            }
-        }
-        for (k, i) in which.iter().enumerate() {
-            if !ready[k] {
-                continue;
-            }
-            let (stream, pipe, lines) = &mut pipes[*i];
-            let Some(p) = pipe.as_mut() else { continue };
-            match p.read(&mut buf) {
-                Ok(0) => {
-                    lines.finish(|l| on_line(*stream, l));
-                    *pipe = None;
-                }
-                Ok(n) => lines.feed(&buf[..n], |l| on_line(*stream, l)),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    lines.finish(|l| on_line(*stream, l));
-                    *pipe = None;
-                }
-            }
+        for i in ready {
+            read_some(&mut pipes[i], &mut buf, on_line);
         }
     }
     let _ = waiter.join();
     let status = status.expect("loop ends only after the script exited");
-    let mut left_open = false;
-    for (stream, pipe, lines) in pipes.iter_mut() {
-        lines.finish(|l| on_line(*stream, l));
-        if let Some(p) = pipe.take() {
-            left_open = true;
-            hand_to_drainer(p.into_fd());
-        }
-    }
+    let left_open = finish(&mut pipes, on_line);
     let exit = match (status.code(), status.signal()) {
         (Some(c), _) => Exit::Code(c),
         (None, Some(s)) => Exit::Signal(s),
@@ -350,6 +301,77 @@ pub fn run(spec: &Spec, on_line: &mut dyn FnMut(Stream, &[u8])) -> io::Result<Ou
 }
 
 const GROUP_CHECK: Duration = Duration::from_millis(20);
+
+/// One of the script's output streams: which, its pipe while open, its
+/// partial line.
+type Output = (Stream, Option<Pipe>, Lines);
+
+/// Poll the open pipes (and the waiter's `wake` pipe) for up to `wait_ms`.
+/// `None` when interrupted; else the indexes of the pipes with something
+/// to read, and whether the waiter woke us.
+fn wait(
+    pipes: &[Output],
+    wake: Option<&OwnedFd>,
+    wait_ms: u16,
+) -> io::Result<Option<(Vec<usize>, bool)>> {
+    let mut fds: Vec<PollFd> = Vec::with_capacity(3);
+    let mut which: Vec<usize> = Vec::with_capacity(3);
+    for (i, (_, p, _)) in pipes.iter().enumerate() {
+        if let Some(p) = p {
+            let fd = match p {
+                Pipe::Out(o) => o.as_fd(),
+                Pipe::Err(e) => e.as_fd(),
+            };
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            which.push(i);
+        }
+    }
+    if let Some(w) = wake {
+        fds.push(PollFd::new(w.as_fd(), PollFlags::POLLIN));
+    }
+    match nix::poll::poll(&mut fds, PollTimeout::from(wait_ms.max(1))) {
+        Ok(_) => {}
+        Err(nix::errno::Errno::EINTR) => return Ok(None),
+        Err(e) => return Err(io::Error::from(e)),
+    }
+    let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+    let woken = wake.is_some() && fds.last().is_some_and(ready);
+    let readable = which
+        .iter()
+        .zip(&fds)
+        .filter(|(_, f)| ready(f))
+        .map(|(i, _)| *i)
+        .collect();
+    Ok(Some((readable, woken)))
+}
+
+/// Read what one pipe has; at its end (or an error) it is closed.
+fn read_some(out: &mut Output, buf: &mut [u8], on_line: &mut dyn FnMut(Stream, &[u8])) {
+    let (stream, pipe, lines) = out;
+    let Some(p) = pipe.as_mut() else { return };
+    match p.read(buf) {
+        Ok(n) if n > 0 => lines.feed(&buf[..n], |l| on_line(*stream, l)),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        _ => {
+            lines.finish(|l| on_line(*stream, l));
+            *pipe = None;
+        }
+    }
+}
+
+/// Flush partial lines; a pipe still open (a background process holds it)
+/// goes to the drainer. Returns whether any was.
+fn finish(pipes: &mut [Output], on_line: &mut dyn FnMut(Stream, &[u8])) -> bool {
+    let mut left_open = false;
+    for (stream, pipe, lines) in pipes.iter_mut() {
+        lines.finish(|l| on_line(*stream, l));
+        if let Some(p) = pipe.take() {
+            left_open = true;
+            hand_to_drainer(p.into_fd());
+        }
+    }
+    left_open
+}
 
 /// No process is left in the group (signal 0 reaches none).
 fn group_gone(pgid: Pid) -> bool {

@@ -18,7 +18,7 @@ use appspec::{AppSpec, FileExistsBehavior, Permission};
 
 use super::archive_tree::{AKind, ArchiveTree};
 use crate::fsutil::expand_path;
-use crate::revision::safe_writer::check_link_target;
+use crate::links;
 
 /// What a destination path is on the host, as far as the plan cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -385,11 +385,12 @@ impl<'a> InstallPlan<'a> {
         }
         if archive.kind(src) == AKind::Symlink {
             let target = archive.link_target(src).unwrap_or_default();
-            if let Err(e) = check_link_target(rel, target) {
+            if let Some(why) = links::outside_root(rel, target) {
+                let entry = rel.display().to_string();
                 self.error(
                     ctx.field,
                     ctx.pos,
-                    format!("{e}; once installed it would point outside the destination"),
+                    format!("archive entry {entry:?} refused: {why}; once installed it would point outside the destination"),
                 );
                 return;
             }

@@ -159,8 +159,10 @@ fn is_throttling(code: &str) -> bool {
     )
 }
 
+/// A host command as PollHostCommand returns it (the wire record; the
+/// command itself is parsed into `command::HostCommand`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HostCommand {
+pub struct PolledCommand {
     pub host_command_identifier: String,
     pub host_identifier: String,
     pub deployment_execution_id: String,
@@ -292,7 +294,7 @@ impl CommandsClient {
         Ok(())
     }
 
-    pub async fn poll(&self, host_identifier: &str) -> Result<Option<HostCommand>, ControlError> {
+    pub async fn poll(&self, host_identifier: &str) -> Result<Option<PolledCommand>, ControlError> {
         const OP: &str = "PollHostCommand";
         let out = self
             .call(OP, json!({ "HostIdentifier": host_identifier }))
@@ -309,7 +311,7 @@ impl CommandsClient {
                     message: format!("HostCommand.{k} is missing"),
                 })
         };
-        Ok(Some(HostCommand {
+        Ok(Some(PolledCommand {
             host_command_identifier: field("HostCommandIdentifier")?,
             host_identifier: field("HostIdentifier")?,
             deployment_execution_id: field("DeploymentExecutionId")?,

@@ -1,8 +1,7 @@
-//! Talking to AWS: one HTTP client (TLS, proxy, timeouts), SigV4 signing,
+//! The agent's own HTTP: one client (TLS, proxy, timeouts), SigV4 signing,
 //! endpoint rules, the instance metadata service and the commands API.
 
 pub mod control;
 pub mod endpoint;
 pub mod http;
-pub mod identity;
 pub mod imds;

@@ -7,6 +7,7 @@
 
 pub mod fetch;
 mod formats;
+pub mod remote;
 pub mod safe_writer;
 mod tar_guard;
 
@@ -90,7 +91,7 @@ pub fn unpack(
 pub fn install_archive(
     staging: &Path,
     archive: &Path,
-    appspec_names: &[String],
+    appspec_names: &[&str],
 ) -> Result<PathBuf, RevisionError> {
     let has_appspec = |dir: &Path| appspec_names.iter().any(|n| dir.join(n).is_file());
     let root = if has_appspec(staging) {

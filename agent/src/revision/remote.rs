@@ -1,47 +1,19 @@
 //! The executor's `Fetcher` for S3 and GitHub revisions: drives the async
-//! clients from the executor's worker thread.
+//! clients from the executor's worker thread. The S3 client comes from the
+//! agent's AWS context (`aws`).
 
 use std::path::Path;
 
-use aws_config::BehaviorVersion;
-use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_smithy_http_client::proxy::ProxyConfig;
-use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-use aws_smithy_http_client::Connector;
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use tokio::runtime::Handle;
 
+use crate::aws::Context;
+use crate::command::Fetcher;
 use crate::config::Config;
-use crate::executor::Fetcher;
 use crate::net::http::HttpClient;
 use crate::revision::fetch::{self, S3Fetch};
 use crate::spec::RevisionSource;
 
-/// The HTTP client the AWS SDK clients use: rustls on ring (no C crypto to
-/// build), the system's roots, and `:proxy_uri:`.
-pub fn sdk_http_client(proxy: Option<&str>) -> Result<SharedHttpClient, String> {
-    let proxy = proxy
-        .map(|p| ProxyConfig::all(p).map_err(|e| format!("invalid proxy_uri {p:?}: {e}")))
-        .transpose()?;
-    Ok(
-        aws_smithy_http_client::Builder::new().build_with_connector_fn(
-            move |settings, components| {
-                let mut b = Connector::builder();
-                if let Some(s) = settings {
-                    b = b.connector_settings(s.clone());
-                }
-                if let Some(sleep) = components.and_then(|c| c.sleep_impl()) {
-                    b = b.sleep_impl(sleep);
-                }
-                if let Some(p) = &proxy {
-                    b = b.proxy_config(p.clone());
-                }
-                b.tls_provider(Provider::Rustls(CryptoMode::Ring)).build()
-            },
-        ),
-    )
-}
-
+/// Downloads S3 (through the SDK) and GitHub (through `net::http`) bundles.
 pub struct RemoteFetcher {
     pub handle: Handle,
     /// Built at the first S3 download: an idle agent (or one deploying
@@ -54,30 +26,12 @@ pub struct RemoteFetcher {
 }
 
 impl RemoteFetcher {
-    pub fn new(
-        config: &Config,
-        region: &str,
-        credentials: SharedCredentialsProvider,
-        sdk_http: SharedHttpClient,
-        http: HttpClient,
-        handle: Handle,
-    ) -> RemoteFetcher {
-        let mut b = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_string()))
-            .credentials_provider(credentials)
-            .http_client(sdk_http)
-            .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
-            .use_fips(config.use_fips_mode);
-        if let Some(ep) = &config.s3_endpoint_override {
-            // A custom endpoint (S3-compatible store, VPC endpoint URL) is
-            // addressed path-style: bucket names need not be DNS labels there.
-            b = b.endpoint_url(ep).force_path_style(true);
-        }
+    /// The fetcher of one agent: its AWS context, its HTTP client.
+    pub fn new(config: &Config, aws: &Context, http: HttpClient, handle: Handle) -> RemoteFetcher {
         RemoteFetcher {
             handle,
             s3: std::sync::OnceLock::new(),
-            s3_config: b.build(),
+            s3_config: aws.s3_config(config),
             parts: config.s3_download_parts,
             http,
             github_endpoint: config.github_endpoint.clone(),
@@ -156,35 +110,17 @@ pub struct LocalRemote {
     _runtime: tokio::runtime::Runtime,
 }
 
+/// The fetcher of `codedeploy-agent local`, on a runtime of its own.
 pub fn local_remote(config: &Config) -> Result<LocalRemote, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let sdk_http = sdk_http_client(config.proxy_uri.as_deref())?;
-    let shared = rt.block_on(
-        aws_config::defaults(BehaviorVersion::latest())
-            .http_client(sdk_http.clone())
-            .load(),
-    );
-    let region = shared
-        .region()
-        .map(|r| r.to_string())
-        .ok_or("no AWS region: set AWS_REGION (or a profile's region) to read a bundle from S3")?;
-    let credentials = shared
-        .credentials_provider()
-        .ok_or("no AWS credentials provider is available")?;
+    let aws = rt.block_on(Context::from_default_chain(config))?;
     let http = HttpClient::new(config.proxy_uri.as_deref(), config.http_read_timeout)
         .map_err(|e| e.to_string())?;
-    let fetcher = RemoteFetcher::new(
-        config,
-        &region,
-        credentials,
-        sdk_http,
-        http,
-        rt.handle().clone(),
-    );
+    let fetcher = RemoteFetcher::new(config, &aws, http, rt.handle().clone());
     Ok(LocalRemote {
         fetcher,
         _runtime: rt,

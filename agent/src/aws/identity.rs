@@ -12,9 +12,9 @@ use aws_credential_types::provider::{self, future, ProvideCredentials, SharedCre
 use aws_credential_types::Credentials;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
-use super::endpoint;
-use super::imds::{Imds, ImdsError};
 use crate::config::Config;
+use crate::net::endpoint;
+use crate::net::imds::{Imds, ImdsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -183,7 +183,7 @@ pub async fn resolve(
     let imds_endpoint = config
         .imds_endpoint
         .clone()
-        .unwrap_or_else(|| super::imds::DEFAULT_ENDPOINT.into());
+        .unwrap_or_else(|| crate::net::imds::DEFAULT_ENDPOINT.into());
     let imds = Imds::new(&imds_endpoint, !config.disable_imds_v1)
         .map_err(|e| IdentityError::Other(e.to_string()))?;
     let id = imds.identity().await?;
