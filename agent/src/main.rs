@@ -278,25 +278,31 @@ fn run_validate(path: &Path, appspec_filename: &str) -> ExitCode {
             ExitCode::FAILURE
         }
         Ok(f) => {
-            for w in &f.warnings {
-                eprintln!("{w}");
+            // Every line says its severity, after its place, as compilers do.
+            for d in &f.diagnostics {
+                eprintln!("{d}");
             }
-            if f.errors.is_empty() {
-                if let Some(spec) = &f.spec {
+            for p in &f.problems {
+                let p = p.strip_prefix(&format!("{}: ", f.name)).unwrap_or(p);
+                eprintln!("{}: error: {p}", f.name);
+            }
+            let (errors, warnings) = (f.errors(), f.warnings());
+            let count =
+                |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+            match &f.spec {
+                Some(spec) if errors == 0 => {
                     println!("{}", validate::summary(&f.name, spec));
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
-            } else {
-                for e in &f.errors {
-                    eprintln!("{e}");
+                _ => {
+                    eprintln!(
+                        "{}: error: {}, {}",
+                        f.name,
+                        count(errors.max(1), "error"),
+                        count(warnings, "warning")
+                    );
+                    ExitCode::FAILURE
                 }
-                eprintln!(
-                    "{}: {} error{}",
-                    f.name,
-                    f.errors.len(),
-                    if f.errors.len() == 1 { "" } else { "s" }
-                );
-                ExitCode::FAILURE
             }
         }
     }

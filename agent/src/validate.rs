@@ -13,11 +13,35 @@ use std::os::unix::fs::DirBuilderExt;
 use crate::revision::{self, sniff, Sniffed};
 use crate::spec::BundleType;
 
+/// Everything `validate` found, in one pass.
 pub struct Findings {
+    /// The file, as the user knows it.
     pub name: String,
-    pub warnings: Vec<Diagnostic>,
-    pub errors: Vec<String>,
+    /// The appspec's errors and warnings, and the bundle's missing scripts
+    /// and sources, in document order.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Errors with no place in the appspec (no appspec, unreadable, an
+    /// archive refused).
+    pub problems: Vec<String>,
+    /// The appspec, when it is valid.
     pub spec: Option<AppSpec>,
+}
+
+impl Findings {
+    /// How many errors, of both kinds.
+    pub fn errors(&self) -> usize {
+        self.problems.len()
+            + self
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count()
+    }
+
+    /// How many warnings.
+    pub fn warnings(&self) -> usize {
+        self.diagnostics.len() + self.problems.len() - self.errors()
+    }
 }
 
 /// What a bundle contains, as relative paths (`a/b/c`), plus its appspec
@@ -153,10 +177,10 @@ fn read_dir_bundle(dir: &Path, names: &[&str]) -> io::Result<Bundle> {
 pub fn validate(path: &Path, appspec_filename: &str) -> io::Result<Findings> {
     let names = appspec::candidates(appspec_filename);
     let shown = path.display().to_string();
-    let fail = |name: String, errors: Vec<String>| Findings {
+    let fail = |name: String, problems: Vec<String>| Findings {
         name,
-        warnings: Vec::new(),
-        errors,
+        diagnostics: Vec::new(),
+        problems,
         spec: None,
     };
     let scratch;
@@ -197,70 +221,85 @@ pub fn validate(path: &Path, appspec_filename: &str) -> io::Result<Findings> {
     })
 }
 
-/// Parse and check an appspec; with its bundle, that what it names is there.
+/// Check an appspec and, with its bundle, that what it names is there:
+/// every problem at once, the bundle's even when the appspec has errors.
 fn lint(text: &str, file: &str, bundle: Option<&Bundle>) -> Findings {
-    let file = file.to_string();
-    let parsed = match appspec::parse(text, &file, Os::Linux) {
-        Ok(p) => p,
-        Err(e) => {
-            return Findings {
-                name: file,
-                warnings: Vec::new(),
-                errors: e.0.iter().map(|d| d.to_string()).collect(),
-                spec: None,
-            }
-        }
-    };
-    let mut warnings = parsed.warnings;
-    for p in &parsed.spec.permissions {
-        if p.pattern.is_none() && !p.except.is_empty() {
-            warnings.push(Diagnostic {
-                severity: Severity::Warning,
-                file: file.clone(),
-                pos: p.pos,
-                field: format!("permissions[{}].except", p.index),
-                message: "except applies only to names directly inside the object, not deeper (as in the official agent)".into(),
-            });
+    let checked = appspec::check(text, file, Os::Linux);
+    let valid = !checked.has_errors();
+    let mut diagnostics = checked.diagnostics;
+    if let Some(spec) = &checked.spec {
+        diagnostics.extend(except_warnings(spec, file));
+        if let Some(b) = bundle {
+            diagnostics.extend(missing_from_bundle(spec, file, b));
         }
     }
-    let mut errors = Vec::new();
-    if let Some(b) = bundle {
-        let root = b
-            .appspec
-            .as_ref()
-            .and_then(|(p, _)| Path::new(p).parent().map(Path::to_path_buf))
-            .unwrap_or_default();
-        let has = |rel: &str| {
-            let r = clean(rel.as_bytes())
-                .map(|r| root.join(r))
-                .unwrap_or_else(|| root.clone());
-            r.as_os_str().is_empty() || b.entries.contains(&r)
-        };
-        for h in &parsed.spec.hooks {
-            for (i, s) in h.scripts.iter().enumerate() {
-                if !has(&s.location) {
-                    errors.push(format!(
-                        "{file}:{}:{}: hooks.{}[{i}].location: script {} is not in the bundle",
-                        s.pos.line, s.pos.column, h.event, s.location
-                    ));
-                }
-            }
-        }
-        for (i, m) in parsed.spec.files.iter().enumerate() {
-            if !has(&m.source) {
-                errors.push(format!(
-                    "{file}:{}:{}: files[{i}].source: {} is not in the bundle",
-                    m.pos.line, m.pos.column, m.source
+    diagnostics.sort_by_key(|d| d.pos);
+    Findings {
+        name: file.to_string(),
+        diagnostics,
+        problems: Vec::new(),
+        spec: checked.spec.filter(|_| valid),
+    }
+}
+
+fn except_warnings(spec: &AppSpec, file: &str) -> Vec<Diagnostic> {
+    spec.permissions
+        .iter()
+        .filter(|p| p.pattern.is_none() && !p.except.is_empty())
+        .map(|p| Diagnostic {
+            severity: Severity::Warning,
+            file: file.to_string(),
+            pos: p.pos,
+            field: format!("permissions[{}].except", p.index),
+            message: "except applies only to names directly inside the object, not deeper (as in the official agent)".into(),
+        })
+        .collect()
+}
+
+/// The scripts and file sources the appspec names that the bundle lacks.
+fn missing_from_bundle(spec: &AppSpec, file: &str, b: &Bundle) -> Vec<Diagnostic> {
+    let root = b
+        .appspec
+        .as_ref()
+        .and_then(|(p, _)| Path::new(p).parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let has = |rel: &str| {
+        let r = clean(rel.as_bytes())
+            .map(|r| root.join(r))
+            .unwrap_or_else(|| root.clone());
+        r.as_os_str().is_empty() || b.entries.contains(&r)
+    };
+    let error = |pos, field: String, message: String| Diagnostic {
+        severity: Severity::Error,
+        file: file.to_string(),
+        pos,
+        field,
+        message,
+    };
+    let mut out = Vec::new();
+    for h in &spec.hooks {
+        for (i, s) in h.scripts.iter().enumerate() {
+            if !has(&s.location) {
+                let field = format!("hooks.{}[{i}].location", h.event);
+                out.push(error(
+                    s.pos,
+                    field,
+                    format!("script {} is not in the bundle", s.location),
                 ));
             }
         }
     }
-    Findings {
-        name: file,
-        warnings,
-        errors,
-        spec: Some(parsed.spec),
+    for (i, m) in spec.files.iter().enumerate() {
+        if !has(&m.source) {
+            let field = format!("files[{i}].source");
+            out.push(error(
+                m.pos,
+                field,
+                format!("{} is not in the bundle", m.source),
+            ));
+        }
     }
+    out
 }
 
 /// The one-line summary of a valid appspec.

@@ -94,8 +94,4 @@ impl Sink {
             message,
         });
     }
-
-    pub fn has_errors(&self) -> bool {
-        self.items.iter().any(|d| d.severity == Severity::Error)
-    }
 }

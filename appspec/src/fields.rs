@@ -34,7 +34,8 @@ pub(crate) fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn suggest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+/// The name of `known` nearest to `key`, when it is near enough to be a typo.
+pub(crate) fn suggest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
     let lower = key.to_ascii_lowercase();
     known
         .iter()

@@ -51,7 +51,7 @@ pub mod yaml;
 pub use diag::{Diagnostic, Errors, Severity};
 pub use load_balancer::LoadBalancer;
 pub use model::*;
-pub use parse::{parse, Parsed};
+pub use parse::{check, parse, Checked, Parsed};
 
 /// The names the official agent looks for, in order, when a deployment does
 /// not name its appspec file.

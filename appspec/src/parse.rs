@@ -1,9 +1,9 @@
 //! From YAML nodes to the typed [`AppSpec`], accepting and rejecting documents
 //! as the official agent does, with every problem reported at once.
 
-use crate::diag::{Diagnostic, Errors, Sink};
+use crate::diag::{Diagnostic, Errors, Severity, Sink};
 use crate::events;
-use crate::fields::{check_keys, join, list, required_text, text};
+use crate::fields::{check_keys, join, list, required_text, suggest, text};
 use crate::load_balancer::{self, Timeout, COMMAND_BUDGET_SECONDS};
 use crate::model::*;
 use crate::permissions::{Acl, AclEntry, Glob, MlsRange, Mode, SeContext};
@@ -31,16 +31,61 @@ const TOP_KEYS: &[&str] = &[
 /// Parse and validate an appspec. `file` names the document in diagnostics;
 /// `host_os` is the operating system of the host that will run it.
 pub fn parse(src: &str, file: &str, host_os: Os) -> Result<Parsed, Errors> {
+    let (spec, items) = read(src, file, host_os);
+    match spec {
+        Some(spec) if !items.iter().any(|d| d.severity == Severity::Error) => Ok(Parsed {
+            spec,
+            warnings: items,
+        }),
+        _ => {
+            let mut errors = items;
+            errors.retain(|d| d.severity == Severity::Error);
+            errors.sort_by_key(|d| d.pos);
+            Err(Errors(errors))
+        }
+    }
+}
+
+/// Everything a check of a document finds, in one pass.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// The appspec as far as it could be read (`None` when the document is
+    /// not a YAML mapping): what is valid of it, errors or not, for the
+    /// checks that look further (a bundle's files).
+    pub spec: Option<AppSpec>,
+    /// Errors and warnings together, in document order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Checked {
+    /// Does any diagnostic refuse the document?
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
+    }
+}
+
+/// Check a document and report every problem at once, errors and warnings,
+/// with the appspec as far as it goes (`validate` uses it; `parse` is the
+/// same check, refusing on any error).
+pub fn check(src: &str, file: &str, host_os: Os) -> Checked {
+    let (spec, mut diagnostics) = read(src, file, host_os);
+    diagnostics.sort_by_key(|d| d.pos);
+    Checked { spec, diagnostics }
+}
+
+fn read(src: &str, file: &str, host_os: Os) -> (Option<AppSpec>, Vec<Diagnostic>) {
     let mut sink = Sink::new(file);
     let root = match yaml::parse(src) {
         Ok(Some(root)) => root,
         Ok(None) => {
             sink.error(Pos { line: 1, column: 1 }, "", "the appspec file is empty");
-            return Err(Errors(sink.items));
+            return (None, sink.items);
         }
         Err(e) => {
             sink.error(e.pos, "", format!("not valid YAML: {}", e.message));
-            return Err(Errors(sink.items));
+            return (None, sink.items);
         }
     };
     if root.as_map().is_none() {
@@ -52,7 +97,7 @@ pub fn parse(src: &str, file: &str, host_os: Os) -> Result<Parsed, Errors> {
                 root.describe()
             ),
         );
-        return Err(Errors(sink.items));
+        return (None, sink.items);
     }
     for (k, _) in root.as_map().unwrap_or(&[]) {
         if let Some(key) = k.key_text() {
@@ -123,17 +168,7 @@ pub fn parse(src: &str, file: &str, host_os: Os) -> Result<Parsed, Errors> {
         load_balancer,
     };
     check_restore_budget(&spec, &mut sink);
-
-    if sink.has_errors() {
-        let mut items = sink.items;
-        items.retain(|d| d.severity == crate::diag::Severity::Error);
-        items.sort_by_key(|d| d.pos);
-        return Err(Errors(items));
-    }
-    Ok(Parsed {
-        spec,
-        warnings: sink.items,
-    })
+    (Some(spec), sink.items)
 }
 
 fn check_version(root: &Node, sink: &mut Sink) {
@@ -259,11 +294,20 @@ fn parse_hooks(node: &Node, sink: &mut Sink) -> Vec<Hook> {
                 &p,
                 format!("{event} is done by the CodeDeploy service; scripts listed under it never run"),
             ),
-            events::EventKind::Custom => sink.warn(
-                k.pos,
-                &p,
-                format!("{event} is not a standard lifecycle event; it runs only when a deployment lists it (for example codedeploy-local --events)"),
-            ),
+            events::EventKind::Custom => {
+                let standard: Vec<&str> = events::LifecycleEvent::STANDARD
+                    .iter()
+                    .map(|e| e.as_str())
+                    .collect();
+                let hint = suggest(&event, &standard)
+                    .map(|s| format!(" (did you mean {s:?}?)"))
+                    .unwrap_or_default();
+                sink.warn(
+                    k.pos,
+                    &p,
+                    format!("{event} is not a standard lifecycle event{hint}; it runs only when a deployment lists it (for example codedeploy-local --events)"),
+                )
+            }
         }
         let mut scripts = Vec::new();
         for (i, s) in list(v, &p, sink).unwrap_or(&[]).iter().enumerate() {
@@ -638,8 +682,11 @@ fn context(n: &Node, field: &str, sink: &mut Sink) -> Option<SeContext> {
     })
 }
 
-/// The restore runs inside ValidateService, after its scripts: all of it must
-/// fit the one-hour command budget.
+/// The restore runs inside ValidateService, after its scripts, and the
+/// command has an hour. A declared worst case beyond it is only a warning
+/// (scripts rarely take their whole timeout, and the default timeout is the
+/// whole hour): the restore gets what is left of the hour, and the warning
+/// names the fix.
 fn check_restore_budget(spec: &AppSpec, sink: &mut Sink) {
     let Some(lb) = &spec.load_balancer else {
         return;
@@ -659,11 +706,12 @@ fn check_restore_budget(spec: &AppSpec, sink: &mut Sink) {
     };
     let total = scripts + gate + health;
     if total > u64::from(COMMAND_BUDGET_SECONDS) {
-        sink.error(
+        let room = u64::from(COMMAND_BUDGET_SECONDS).saturating_sub(gate + health + 60);
+        sink.warn(
             lb.pos,
             "loadBalancer",
             format!(
-                "ValidateService scripts ({scripts} s) plus healthGate.timeout ({gate} s) plus healthTimeout ({health} s) come to {total} s, more than the {COMMAND_BUDGET_SECONDS} s a lifecycle event may take"
+                "ValidateService scripts ({scripts} s) plus healthGate.timeout ({gate} s) plus healthTimeout ({health} s) come to {total} s, more than the {COMMAND_BUDGET_SECONDS} s a lifecycle event may take; the restore gets what is left of the hour after the scripts. Give the ValidateService scripts a timeout (at most {room} s in all) so that it always fits"
             ),
         );
     }

@@ -445,13 +445,21 @@ fn load_balancer_errors_name_line_and_field() {
 }
 
 #[test]
-fn restore_must_fit_the_command_budget() {
+fn a_restore_beyond_the_command_budget_is_a_warning_that_names_the_fix() {
+    // The default script timeout is the whole hour: such an appspec must
+    // still deploy, its restore bounded by what is left of the hour.
     let src = "version: 0.0\nos: linux\nhooks:\n  ValidateService:\n    - location: v.sh\n      timeout: 3500\nloadBalancer:\n  healthGate:\n    timeout: 180\n";
-    let e = one_err(src);
-    assert_eq!((e.pos.line, e.field.as_str()), (8, "loadBalancer"));
-    assert!(e.message.contains("3680 s"), "{}", e.message);
+    let p = ok(src);
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    let w = &p.warnings[0];
+    assert_eq!(w.severity, Severity::Warning);
+    assert_eq!((w.pos.line, w.field.as_str()), (8, "loadBalancer"));
+    assert!(w.message.contains("3680 s"), "{}", w.message);
+    assert!(w.message.contains("at most 3360 s"), "{}", w.message);
+    let default = ok("version: 0.0\nos: linux\nhooks:\n  ValidateService:\n    - location: v.sh\nloadBalancer:\n  mode: drain\n");
+    assert_eq!(default.warnings.len(), 1, "{:?}", default.warnings);
     // Turned off, the section costs nothing.
-    assert!(parse(&format!("{src}  mode: off\n"), "a", Os::Linux).is_ok());
+    assert!(ok(&format!("{src}  mode: off\n")).warnings.is_empty());
 }
 
 #[test]
@@ -478,4 +486,32 @@ fn appspec_candidates_follow_the_official_order() {
         crate::candidates("appspec.yaml"),
         ["appspec.yaml", "appspec.yml"]
     );
+}
+
+#[test]
+fn check_reports_errors_and_warnings_together_with_what_could_be_read() {
+    let src = "version: 0.0\nos: linux\nfiles:\n  - source: /\n    destinaton: /srv\n  - source: /web\n    destination: /var/www\nhooks:\n  AfterInstal:\n    - location: a.sh\n";
+    let c = crate::check(src, "appspec.yml", Os::Linux);
+    assert!(c.has_errors());
+    let shown: Vec<String> = c.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(shown.len(), 3, "{shown:#?}");
+    assert!(shown[0].contains(":4:5: error: files[0].destination: destination is required"));
+    assert!(
+        shown[1].contains("(did you mean \"destination\"?)"),
+        "{}",
+        shown[1]
+    );
+    assert!(
+        shown[2].contains("(did you mean \"AfterInstall\"?)"),
+        "{}",
+        shown[2]
+    );
+    let spec = c.spec.expect("what is valid of it");
+    assert_eq!(spec.files.len(), 1, "the valid mapping is kept");
+    assert_eq!(spec.scripts("AfterInstal").len(), 1);
+    // parse refuses the same document, with its errors alone.
+    assert_eq!(parse(src, "appspec.yml", Os::Linux).unwrap_err().0.len(), 1);
+    assert!(crate::check("- a\n", "appspec.yml", Os::Linux)
+        .spec
+        .is_none());
 }

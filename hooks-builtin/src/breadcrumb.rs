@@ -7,6 +7,24 @@
 /// The tag key's prefix; the instance id follows.
 pub const PREFIX: &str = "codedeploy-agent:min-lowered:";
 
+/// The group tag that records the minimum the operator had, while any host
+/// holds it lowered: a host that never lowered it itself (its Standby was
+/// room another host's lowering made) gives it back from this.
+pub const MIN_KEY: &str = "codedeploy-agent:min-size";
+
+/// The record's value: `min=N`.
+pub fn min_value(min: i32) -> String {
+    format!("min={min}")
+}
+
+/// The operator's minimum, if the group's tags record it.
+pub fn recorded_min(tags: &[(String, String)]) -> Option<i32> {
+    tags.iter()
+        .find(|(k, _)| k == MIN_KEY)
+        .and_then(|(_, v)| v.strip_prefix("min=")?.parse().ok())
+        .filter(|m| *m >= 0)
+}
+
 /// A breadcrumb read back from a group tag.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Crumb {
@@ -76,6 +94,19 @@ mod tests {
 
     fn tag(instance: &str, delta: i32, until: u64) -> (String, String) {
         (key(instance), value(delta, until, "d-1"))
+    }
+
+    #[test]
+    fn the_operators_minimum_is_recorded_apart_from_the_breadcrumbs() {
+        let tags = vec![
+            (MIN_KEY.to_string(), min_value(4)),
+            tag("i-1", 1, 10),
+            ("team".to_string(), "web".to_string()),
+        ];
+        assert_eq!(recorded_min(&tags), Some(4));
+        assert_eq!(recorded_min(&tags[1..]), None);
+        assert_eq!(recorded_min(&[(MIN_KEY.into(), "min=x".into())]), None);
+        assert!(parse(MIN_KEY, &min_value(4)).is_none(), "not a breadcrumb");
     }
 
     #[test]

@@ -108,8 +108,13 @@ impl Drainer {
                 }
                 let grp = j.group.as_mut().expect("group");
                 grp.min_delta += g.min - new_min;
+                let original = *grp
+                    .min_original
+                    .get_or_insert(breadcrumb::recorded_min(&g.tags).unwrap_or(g.min));
                 if asg.breadcrumbs != Breadcrumbs::Off {
                     self.leave_breadcrumb(j, name, asg.breadcrumbs, tl).await?;
+                    self.record_minimum(j, name, original, asg.breadcrumbs, tl)
+                        .await?;
                 }
                 j.intent = Some(format!("UpdateAutoScalingGroup {name} MinSize={new_min}"));
                 self.save(j)?;
@@ -193,6 +198,43 @@ impl Drainer {
         }
     }
 
+    /// Record on the group the minimum the operator had (again, if another
+    /// host's restore removed it meanwhile), for the hosts whose Standby
+    /// this lowering makes room for: they give it back from the record.
+    async fn record_minimum(
+        &self,
+        j: &mut Journal,
+        name: &str,
+        original: i32,
+        mode: Breadcrumbs,
+        tl: &mut Timeline,
+    ) -> Result<(), Failure> {
+        let value = breadcrumb::min_value(original);
+        j.intent = Some(format!("CreateOrUpdateTags {name} {}", breadcrumb::MIN_KEY));
+        self.save(j)?;
+        match self
+            .clients
+            .put_group_tag(name, breadcrumb::MIN_KEY, &value)
+            .await
+        {
+            Ok(()) => {
+                tl.note(
+                    "breadcrumb",
+                    format!("{name}: {} = {value}", breadcrumb::MIN_KEY),
+                );
+                Ok(())
+            }
+            Err(e) if mode == Breadcrumbs::Auto && aws::denied(&e) => {
+                tl.note(
+                    "breadcrumb",
+                    format!("{e}; the operator's minimum is not recorded on the group"),
+                );
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Give back minimums that hosts lost for good left lowered (their
     /// breadcrumbs say by how much). Best effort: this host's own drain
     /// does not depend on it.
@@ -215,8 +257,17 @@ impl Drainer {
             };
             // Never above desired (that would launch an instance); raised
             // before the tag goes, so a crash between repeats a clamped
-            // raise rather than losing the record.
-            let target = (g.min + c.delta).min(g.desired);
+            // raise rather than losing the record. Toward the group's record
+            // of the operator's minimum when there is one (an absolute
+            // target: no host adds to it twice).
+            let plan = select::restore_min(
+                None,
+                breadcrumb::recorded_min(&g.tags),
+                c.delta,
+                g.min,
+                g.desired,
+            );
+            let target = plan.set.unwrap_or(g.min);
             if target > g.min {
                 if let Err(e) = self.clients.set_min(name, target).await {
                     tl.note("breadcrumb", format!("{e}; repair stopped"));
@@ -380,7 +431,10 @@ impl Drainer {
             format!("drain failed ({}); putting back", f.message),
         );
         let group_id = j.group_id.clone();
-        match self.put_back(j, false, &mut tl).await {
+        match self
+            .put_back(j, false, crate::restore::Until(None), &mut tl)
+            .await
+        {
             Ok(()) => tl.note("undo", "back in service as found"),
             Err(e) => tl.note("undo", format!("could not put back: {}", e.message)),
         }

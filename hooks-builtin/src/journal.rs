@@ -82,6 +82,12 @@ pub struct Group {
     /// The group tag saying the minimum is lowered (breadcrumbs).
     #[serde(default)]
     pub breadcrumb: Option<String>,
+    /// The minimum the operator had, when this host lowered it: as the
+    /// group's record (`breadcrumb::MIN_KEY`) says, else as found. The
+    /// restore gives the minimum back to it (capped at desired), not by a
+    /// delta, so hosts restoring in any order never lose or add to it.
+    #[serde(default)]
+    pub min_original: Option<i32>,
 }
 
 /// A load balancer's health check, as the gate and the waits use it.

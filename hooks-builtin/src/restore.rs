@@ -3,8 +3,9 @@
 //! instance healthy, then give back the minimum size and the processes.
 //! Exit Standby before restoring the minimum, never the other way round.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::breadcrumb;
 use crate::gate;
 use crate::journal::{self, Journal, Phase};
 use crate::lifecycle::{restore_plan, RestorePlan, Unhealthy, Why};
@@ -20,6 +21,18 @@ impl Drainer {
         group_id: &str,
         why: Why,
     ) -> Result<Option<Outcome>, (Failure, String)> {
+        self.restore_by(group_id, why, None).await
+    }
+
+    /// `restore`, its waits (the health gate, the load balancers' health)
+    /// cut to end by `deadline`: inside a command, the end of its hour.
+    pub async fn restore_by(
+        &self,
+        group_id: &str,
+        why: Why,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Outcome>, (Failure, String)> {
+        let until = Until(deadline);
         let mut tl = Timeline::default();
         let j = match self.store.load(group_id) {
             Ok(Some(j)) => j,
@@ -56,7 +69,7 @@ impl Drainer {
             RestorePlan::PutBack { gate, if_unhealthy } => (gate, if_unhealthy),
         };
         if gate {
-            if let Err(msg) = self.gate(&j, &mut tl).await {
+            if let Err(msg) = self.gate(&j, until, &mut tl).await {
                 if if_unhealthy == Unhealthy::StayOut {
                     tl.note(
                         "gate",
@@ -67,7 +80,7 @@ impl Drainer {
                 // `restore`: LB health checks keep traffic off a broken
                 // application; the gate failure is still reported.
                 let group_id = j.group_id.clone();
-                return match self.put_back(j, false, &mut tl).await {
+                return match self.put_back(j, false, until, &mut tl).await {
                     Ok(()) => {
                         self.store
                             .audit(&group_id, "restored after a failed health gate");
@@ -82,7 +95,7 @@ impl Drainer {
         }
         let group_id = j.group_id.clone();
         let deployment = j.deployment_id.clone();
-        match self.put_back(j, true, &mut tl).await {
+        match self.put_back(j, true, until, &mut tl).await {
             Ok(()) => {
                 self.store
                     .audit(&group_id, &format!("restored {deployment} ({why:?})"));
@@ -95,12 +108,13 @@ impl Drainer {
         }
     }
 
-    async fn gate(&self, j: &Journal, tl: &mut Timeline) -> Result<(), String> {
+    async fn gate(&self, j: &Journal, until: Until, tl: &mut Timeline) -> Result<(), String> {
         let Some(probe) = select::probe(j, &self.host.address) else {
             tl.note("gate", "no health gate");
             return Ok(());
         };
-        let s = select::gate_settings(j);
+        let mut s = select::gate_settings(j);
+        s.timeout = until.cap(s.timeout);
         let successes = s.successes;
         let (probes, took) = gate::wait_healthy(&probe, &s).await?;
         tl.note(
@@ -120,6 +134,7 @@ impl Drainer {
         &self,
         mut j: Journal,
         wait_health: bool,
+        until: Until,
         tl: &mut Timeline,
     ) -> Result<(), Failure> {
         let id = self.host.instance_id.clone();
@@ -154,34 +169,12 @@ impl Drainer {
         j.intent = None;
         self.save(&j)?;
         let health = if wait_health {
-            self.wait_healthy(&j, tl).await
+            self.wait_healthy(&j, until, tl).await
         } else {
             Ok(())
         };
         if let Some(g) = j.group.clone() {
-            if g.min_delta > 0 {
-                let now = self.clients.asg_group(&g.name).await?;
-                let (target, left) = select::give_back(g.min_delta, now.min, now.desired);
-                if target > now.min {
-                    j.intent = Some(format!(
-                        "UpdateAutoScalingGroup {} MinSize={target}",
-                        g.name
-                    ));
-                    self.save(&j)?;
-                    self.clients.set_min(&g.name, target).await?;
-                }
-                tl.note("min-size", format!("{}: {} -> {target}", g.name, now.min));
-                if left > 0 {
-                    tl.note(
-                        "min-size",
-                        format!(
-                            "{}: {left} not given back: desired capacity is {} now",
-                            g.name, now.desired
-                        ),
-                    );
-                }
-                j.group.as_mut().expect("group").min_delta = 0;
-            }
+            self.give_back_minimum(&mut j, &g, tl).await?;
             if let Some(key) = &g.breadcrumb {
                 // The minimum is back: the record for other hosts goes. A
                 // tag left behind is cleared by the next host that drains,
@@ -200,6 +193,59 @@ impl Drainer {
         }
         self.store.clear(&j.group_id)?;
         health
+    }
+
+    /// Out of Standby: the group's minimum back to what the operator had,
+    /// as far as the group's desired capacity allows now (`select::restore_min`).
+    /// Every host that stood by does this, so the last one back finishes
+    /// what another host's lowering started.
+    async fn give_back_minimum(
+        &self,
+        j: &mut Journal,
+        g: &journal::Group,
+        tl: &mut Timeline,
+    ) -> Result<(), Failure> {
+        let now = self.clients.asg_group(&g.name).await?;
+        let recorded = breadcrumb::recorded_min(&now.tags);
+        if g.min_delta == 0 && g.min_original.is_none() && recorded.is_none() {
+            return Ok(());
+        }
+        let plan = select::restore_min(g.min_original, recorded, g.min_delta, now.min, now.desired);
+        if let Some(target) = plan.set {
+            j.intent = Some(format!(
+                "UpdateAutoScalingGroup {} MinSize={target}",
+                g.name
+            ));
+            self.save(j)?;
+            self.clients.set_min(&g.name, target).await?;
+            tl.note("min-size", format!("{}: {} -> {target}", g.name, now.min));
+        }
+        if plan.short > 0 {
+            tl.note(
+                "min-size",
+                format!(
+                    "{}: {} below the operator's minimum while desired capacity is {}; the last host back from Standby gives it back",
+                    g.name, plan.short, now.desired
+                ),
+            );
+        }
+        if plan.clear_record {
+            match self
+                .clients
+                .delete_group_tag(&g.name, breadcrumb::MIN_KEY)
+                .await
+            {
+                Ok(()) => tl.note(
+                    "breadcrumb",
+                    format!("{}: {} removed", g.name, breadcrumb::MIN_KEY),
+                ),
+                Err(e) => tl.note("breadcrumb", format!("{e}; record left")),
+            }
+        }
+        let grp = j.group.as_mut().expect("group");
+        grp.min_delta = 0;
+        grp.min_original = None;
+        Ok(())
     }
 
     async fn exit_standby(
@@ -263,11 +309,18 @@ impl Drainer {
         Ok(())
     }
 
-    async fn wait_healthy(&self, j: &Journal, tl: &mut Timeline) -> Result<(), Failure> {
+    async fn wait_healthy(
+        &self,
+        j: &Journal,
+        until: Until,
+        tl: &mut Timeline,
+    ) -> Result<(), Failure> {
         let id = &self.host.instance_id;
         let budget_for = |h: &journal::HealthCheck| {
-            j.health_timeout
-                .unwrap_or(h.healthy_threshold * (h.interval + h.timeout) + h.interval + 30)
+            let own = j
+                .health_timeout
+                .unwrap_or(h.healthy_threshold * (h.interval + h.timeout) + h.interval + 30);
+            until.cap(Duration::from_secs(u64::from(own))).as_secs() as u32
         };
         for c in &j.classic {
             let budget = budget_for(&c.health);
@@ -318,5 +371,19 @@ impl Drainer {
             );
         }
         Ok(())
+    }
+}
+
+/// When the restore's waits must end, if they must.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Until(pub(crate) Option<Instant>);
+
+impl Until {
+    /// `d`, or less: what is left before the deadline.
+    fn cap(self, d: Duration) -> Duration {
+        match self.0 {
+            Some(t) => d.min(t.saturating_duration_since(Instant::now())),
+            None => d,
+        }
     }
 }

@@ -241,6 +241,48 @@ pub fn give_back(delta: i32, min: i32, desired: i32) -> (i32, i32) {
     (target, delta - (target - min))
 }
 
+/// How a restore gives an Auto Scaling group's minimum back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinPlan {
+    /// The MinSize to set, when it goes up.
+    pub set: Option<i32>,
+    /// The group's record of the operator's minimum has served: remove it.
+    pub clear_record: bool,
+    /// How far below the operator's minimum it stays for now (desired is
+    /// lower while other hosts are in Standby; the last of them gives it
+    /// back).
+    pub short: i32,
+}
+
+/// The minimum after a host left Standby: back to the operator's minimum
+/// (`own`, from this host's journal, else `recorded`, the group's record),
+/// never above desired (that would launch an instance), never down. An
+/// absolute target, not a delta: hosts that restore in any order, or twice
+/// after a crash, end at the same minimum. A journal from before the
+/// record (`own` and `recorded` both unknown) gives back its `delta`.
+pub fn restore_min(
+    own: Option<i32>,
+    recorded: Option<i32>,
+    delta: i32,
+    min: i32,
+    desired: i32,
+) -> MinPlan {
+    let Some(original) = own.or(recorded) else {
+        let (target, short) = give_back(delta, min, desired);
+        return MinPlan {
+            set: (target > min).then_some(target),
+            clear_record: false,
+            short,
+        };
+    };
+    let target = original.min(desired).max(min);
+    MinPlan {
+        set: (target > min).then_some(target),
+        clear_record: recorded.is_some_and(|r| target >= r),
+        short: (original - target).max(0),
+    }
+}
+
 /// What a put-back registers again.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Registrations {

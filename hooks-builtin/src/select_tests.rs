@@ -427,3 +427,68 @@ fn the_plan_records_what_the_restore_needs_after_a_restart() {
         None
     );
 }
+
+#[test]
+fn the_minimum_goes_back_to_the_operators_not_by_a_delta() {
+    // Another host is still in Standby: desired is one short, and so is
+    // the minimum until that host is back.
+    assert_eq!(
+        restore_min(Some(4), Some(4), 1, 3, 3),
+        MinPlan {
+            set: None,
+            clear_record: false,
+            short: 1
+        }
+    );
+    // The last host back: the operator's minimum, and the record goes.
+    assert_eq!(
+        restore_min(Some(4), Some(4), 1, 3, 4),
+        MinPlan {
+            set: Some(4),
+            clear_record: true,
+            short: 0
+        }
+    );
+    // Restoring twice (a crash after the raise) changes nothing.
+    assert_eq!(restore_min(Some(4), None, 1, 4, 4).set, None);
+}
+
+#[test]
+fn a_host_that_never_lowered_the_minimum_gives_it_back_from_the_record() {
+    // Its Standby used the room another host's lowering made; that host
+    // restored first, while this one's Standby held desired down.
+    assert_eq!(
+        restore_min(None, Some(4), 0, 3, 4),
+        MinPlan {
+            set: Some(4),
+            clear_record: true,
+            short: 0
+        }
+    );
+    assert_eq!(
+        restore_min(None, None, 0, 3, 4).set,
+        None,
+        "nothing recorded"
+    );
+}
+
+#[test]
+fn the_minimum_is_never_raised_above_desired_nor_lowered() {
+    let p = restore_min(Some(6), Some(6), 2, 2, 4);
+    assert_eq!((p.set, p.clear_record, p.short), (Some(4), false, 2));
+    let raised_by_operator = restore_min(Some(4), Some(4), 1, 5, 6);
+    assert_eq!(raised_by_operator.set, None);
+    assert!(raised_by_operator.clear_record);
+}
+
+#[test]
+fn a_journal_from_before_the_record_gives_back_its_delta() {
+    assert_eq!(
+        restore_min(None, None, 1, 3, 4),
+        MinPlan {
+            set: Some(4),
+            clear_record: false,
+            short: 0
+        }
+    );
+}

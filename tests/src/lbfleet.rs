@@ -52,16 +52,28 @@ fn addresses(n: usize) -> Vec<String> {
 
 impl LbFleet {
     pub fn start(front: Front, n: usize) -> LbFleet {
-        LbFleet::start_group(front, n, false)
+        LbFleet::start_group(front, n, false, n as i32, "CodeDeployDefault.OneAtATime")
     }
 
     /// A deployment group that uses CodeDeploy's own traffic control
     /// (BlockTraffic/AllowTraffic on the target group `web`).
     pub fn start_traffic_controlled(front: Front, n: usize) -> LbFleet {
-        LbFleet::start_group(front, n, true)
+        LbFleet::start_group(front, n, true, n as i32, "CodeDeployDefault.OneAtATime")
     }
 
-    fn start_group(front: Front, n: usize, traffic_control: bool) -> LbFleet {
+    /// `n` instances in the Auto Scaling group `web-asg` (desired `n`,
+    /// MinSize `min`), deployed with the deployment configuration `config`.
+    pub fn start_asg(n: usize, min: i32, config: &str) -> LbFleet {
+        LbFleet::start_group(Front::AutoScaling, n, false, min, config)
+    }
+
+    fn start_group(
+        front: Front,
+        n: usize,
+        traffic_control: bool,
+        asg_min: i32,
+        config: &str,
+    ) -> LbFleet {
         let bed = Testbed::new();
         let ips = addresses(n);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -95,7 +107,7 @@ impl LbFleet {
                 if front == Front::AutoScaling {
                     vec![GroupSpec {
                         name: "web-asg".into(),
-                        min: n as i32,
+                        min: asg_min,
                         max: n as i32 + 2,
                         instances: ids.clone(),
                         load_balancers: Vec::new(),
@@ -166,7 +178,7 @@ impl LbFleet {
                 ],
             );
         } else {
-            setup_group(&bed, "CodeDeployDefault.OneAtATime");
+            setup_group(&bed, &deployment_config(&bed, config));
         }
         LbFleet {
             bed,
@@ -196,6 +208,12 @@ impl LbFleet {
     /// the deployment id.
     pub fn deploy(&self, revision: &str, section: &str, validate_exit: i32) -> String {
         self.deploy_with(revision, HOOKS, section, validate_exit, &[])
+    }
+
+    /// Deploy `revision` with the appspec `hooks` (the bundle's scripts:
+    /// scripts/start.sh, stop.sh, validate.sh) and `section`.
+    pub fn deploy_hooks(&self, revision: &str, hooks: &str, section: &str) -> String {
+        self.deploy_with(revision, hooks, section, 0, &[])
     }
 
     /// The same, with ApplicationStop failures ignored by the service.
@@ -281,6 +299,23 @@ impl LbFleet {
         })
     }
 
+    /// A request to the slow endpoint through the load balancer, held for
+    /// `ms` in a thread of its own: a drain that begins meanwhile has
+    /// something in flight, so it lasts its delay (the load balancers end
+    /// an idle drain at once).
+    pub fn hold_request(&self, ms: u64) -> std::thread::JoinHandle<()> {
+        let addr = self.frontend();
+        std::thread::spawn(move || {
+            let rt = crate::server::runtime();
+            rt.block_on(async move {
+                if let Ok(conn) = TcpStream::connect(addr).await {
+                    let path = format!("/slow?ms={ms}");
+                    let _ = request(&mut BufReader::new(conn), &path, true).await;
+                }
+            });
+        })
+    }
+
     pub fn logs(&self) -> String {
         crate::scenario::logs(&self.agents)
     }
@@ -354,6 +389,24 @@ impl Drop for LbFleet {
             }
         }
     }
+}
+
+/// A built-in configuration's name, or `HOST_COUNT=N` / `FLEET_PERCENT=N`:
+/// a custom minimum-healthy-hosts configuration, created here.
+fn deployment_config(bed: &Testbed, config: &str) -> String {
+    let Some((kind, value)) = config.split_once('=') else {
+        return config.to_string();
+    };
+    let name = format!("fleet-{}-{value}", kind.to_lowercase());
+    bed.aws_ok(&[
+        "deploy",
+        "create-deployment-config",
+        "--deployment-config-name",
+        &name,
+        "--minimum-healthy-hosts",
+        &format!("type={kind},value={value}"),
+    ]);
+    name
 }
 
 fn start_agent(a: &mut Agent, id: &str, ip: &str, port: u16) {

@@ -243,3 +243,33 @@ fn with_service_traffic_control_skip_or_both() {
     assert!(members.iter().all(|(_, s)| s == "InService"), "{members:?}");
     assert_eq!(f.journals(), 0);
 }
+
+#[test]
+fn an_appspec_whose_validate_service_has_the_default_timeout_deploys_with_the_section() {
+    // The seeds' appspecs give ValidateService no timeout (the default
+    // 3600 s): with a section added, the declared worst case passes the
+    // command's hour. That is a warning naming the fix, not a failure, and
+    // the restore runs within what is left of the hour.
+    require_root();
+    let f = LbFleet::start(Front::TargetGroup, 1);
+    let hooks = "  ApplicationStop:\n    - location: scripts/stop.sh\n  ApplicationStart:\n    - location: scripts/start.sh\n  ValidateService:\n    - location: scripts/validate.sh\n";
+    for rev in ["v1", "v2"] {
+        let d = f.deploy_hooks(rev, hooks, &f.section());
+        assert_eq!(
+            f.bed.wait_deployment(&d, LIMIT),
+            "Succeeded",
+            "{}",
+            f.logs()
+        );
+    }
+    wait_until(Duration::from_secs(30), "v2 serving", || {
+        f.served_revision().as_deref() == Some("v2")
+    });
+    let log = f.agents[0].log();
+    assert!(
+        log.contains("the restore gets what is left of the hour"),
+        "{}",
+        f.logs()
+    );
+    assert_eq!(f.journals(), 0);
+}

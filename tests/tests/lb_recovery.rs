@@ -68,6 +68,11 @@ fn crash_in(f: &mut LbFleet, phase: &str) {
 #[test]
 fn sigkill_during_drain_puts_the_instance_back() {
     let mut f = serving_v1();
+    // In flight when the drain begins: it lasts its delay.
+    let held = f.hold_request(20_000);
+    wait_until(Duration::from_secs(10), "the request in flight", || {
+        f.plane.sessions("web") > 0
+    });
     let d2 = f.deploy("v2", &section("restore"), 0);
     crash_in(&mut f, "draining");
     assert_eq!(f.bed.wait_deployment(&d2, LIMIT), "Failed", "{}", f.logs());
@@ -77,6 +82,7 @@ fn sigkill_during_drain_puts_the_instance_back() {
         f.served_revision().as_deref() == Some("v1")
     });
     assert!(f.agents[0].log().contains("why=Recovery"), "{}", f.logs());
+    let _ = held.join();
 }
 
 #[test]

@@ -187,3 +187,34 @@ fn an_appspec_larger_than_its_bound_is_refused_unread() {
         "{out}"
     );
 }
+
+#[test]
+fn every_problem_is_reported_in_one_pass_each_line_with_its_severity() {
+    // A hook name typo, a misspelt key, a script missing from the bundle,
+    // a warning about `except` and an unknown key of our section: one run
+    // names them all, not one round at a time.
+    let d = tempfile::tempdir().unwrap();
+    let b = Bundle::new(d.path().join("app"));
+    b.appspec("version: 0.0\nos: linux\nfiles:\n  - source: /\n    destinaton: /srv/app\nhooks:\n  AplicationStart:\n    - location: scripts/start.sh\n  ValidateService:\n    - location: scripts/missing.sh\n      timeout: 60\npermissions:\n  - object: /srv/app\n    except: [a]\nloadBalancer:\n  modee: drain\n")
+        .script("scripts/start.sh", "true");
+    let run = validate(&[&b.dir.display().to_string()]);
+    run.assert_failed();
+    let err = &run.stderr;
+    for want in [
+        ":4:5: error: files[0].destination: destination is required",
+        ":5:5: warning: files[0].destinaton: unknown key \"destinaton\" (did you mean \"destination\"?)",
+        ":7:3: warning: hooks.AplicationStart: AplicationStart is not a standard lifecycle event (did you mean \"ApplicationStart\"?)",
+        ":10:7: error: hooks.ValidateService[0].location: script scripts/missing.sh is not in the bundle",
+        ":13:5: warning: permissions[0].except:",
+        ":16:3: error: loadBalancer.modee: unknown key \"modee\" (did you mean \"mode\"?)",
+        "appspec.yml: error: 3 errors, 3 warnings",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    for line in err.lines() {
+        assert!(
+            line.contains(": error: ") || line.contains(": warning: "),
+            "a line without its severity: {line}"
+        );
+    }
+}

@@ -92,7 +92,7 @@ fn drain(
     };
     let mut summary = None;
     for step in lifecycle::drain_steps(&placement, lb) {
-        summary = summary.or(t.step(&d.spec, step)?);
+        summary = summary.or(t.step(d, step)?);
     }
     Ok(summary)
 }
@@ -123,7 +123,7 @@ fn apply(
 ) -> Result<Report, Diagnostics> {
     match (step, result) {
         (Step::Restore(Why::Failed), Err(mut e)) => {
-            match t.step(&d.spec, step) {
+            match t.step(d, step) {
                 Ok(Some(s)) => e.log.push_str(&format!("\nloadBalancer: {s}")),
                 Ok(None) => {}
                 Err(r) => e.log.push_str(&format!(
@@ -134,7 +134,7 @@ fn apply(
             Err(e)
         }
         (Step::Restore(_), Ok(mut report)) => {
-            if let Some(s) = t.step(&d.spec, step)? {
+            if let Some(s) = t.step(d, step)? {
                 report.summary.push_str(&format!("; loadBalancer: {s}"));
                 report.skipped = false;
             }
@@ -142,7 +142,7 @@ fn apply(
         }
         (Step::Touch, r) => {
             // Touch reports nothing; it logs its own failure.
-            let _ = t.step(&d.spec, step);
+            let _ = t.step(d, step);
             r
         }
         (_, r) => r,

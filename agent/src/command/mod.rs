@@ -11,6 +11,7 @@ mod load_balancer;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 pub use appspec::events::{HostCommand, LifecycleEvent};
 use hooks_builtin::journal::Phase;
@@ -44,8 +45,9 @@ pub trait Traffic: Sync {
     /// The phase of the group's drain journal, when it belongs to this
     /// deployment.
     fn journal(&self, spec: &DeploymentSpec) -> Option<Phase>;
-    /// Carry out one step; a summary for the report when it did something.
-    fn step(&self, spec: &DeploymentSpec, step: Step<'_>) -> Result<Option<String>, Diagnostics>;
+    /// Carry out one step for `d`'s command; a summary for the report when
+    /// it did something.
+    fn step(&self, d: &Deployment, step: Step<'_>) -> Result<Option<String>, Diagnostics>;
 }
 
 /// Brings a remote bundle to a file. Blocking: the executor runs on a
@@ -87,7 +89,21 @@ pub struct Deployment {
     pub dir: PathBuf,
     /// The appspecs read for this command, by revision directory.
     pub appspecs: Cache,
+    /// When the command arrived: the service gives it an hour from about
+    /// then (`appspec::load_balancer::COMMAND_BUDGET_SECONDS`).
+    pub started: Instant,
 }
+
+impl Deployment {
+    /// When the command's hour ends, less a margin to report it.
+    pub fn deadline(&self) -> Instant {
+        let hour = u64::from(appspec::load_balancer::COMMAND_BUDGET_SECONDS);
+        self.started + Duration::from_secs(hour.saturating_sub(REPORT_MARGIN_SECONDS))
+    }
+}
+
+/// Kept from a command's hour to report its completion.
+const REPORT_MARGIN_SECONDS: u64 = 30;
 
 impl<'a> Executor<'a> {
     /// An executor with no fetcher and no traffic control.
@@ -108,6 +124,7 @@ impl<'a> Executor<'a> {
             spec,
             dir,
             appspecs: Cache::default(),
+            started: Instant::now(),
         }
     }
 

@@ -12,7 +12,7 @@ use hooks_builtin::lifecycle::{Action, Step, Why};
 use hooks_builtin::{Drainer, Failure, HostId};
 use tokio::runtime::Handle;
 
-use crate::command::Traffic;
+use crate::command::{Deployment, Traffic};
 use crate::config::Config;
 use crate::diagnostics::{Diagnostics, ErrorCode};
 use crate::fsutil::{self, Durability};
@@ -83,8 +83,8 @@ impl Traffic for LbTraffic {
         }
     }
 
-    fn step(&self, spec: &DeploymentSpec, step: Step<'_>) -> Result<Option<String>, Diagnostics> {
-        let (deployment, group) = (&spec.deployment_id, &spec.deployment_group_id);
+    fn step(&self, d: &Deployment, step: Step<'_>) -> Result<Option<String>, Diagnostics> {
+        let (deployment, group) = (&d.spec.deployment_id, &d.spec.deployment_group_id);
         match step {
             Step::Drain(lb) => {
                 match self
@@ -110,14 +110,20 @@ impl Traffic for LbTraffic {
                 }
                 Ok(None)
             }
-            Step::Restore(why) => match self.handle.block_on(self.drainer.restore(group, why)) {
-                Ok(Some(o)) => {
-                    tracing::info!(deployment = %deployment, ?why, summary = %o.summary, timeline = %o.log, "loadBalancer restore");
-                    Ok(Some(o.summary))
+            // Inside a command: its waits end with the command's hour.
+            Step::Restore(why) => {
+                match self
+                    .handle
+                    .block_on(self.drainer.restore_by(group, why, Some(d.deadline())))
+                {
+                    Ok(Some(o)) => {
+                        tracing::info!(deployment = %deployment, ?why, summary = %o.summary, timeline = %o.log, "loadBalancer restore");
+                        Ok(Some(o.summary))
+                    }
+                    Ok(None) => Ok(None),
+                    Err((f, log)) => Err(diagnostics(Action::Restore, f, log)),
                 }
-                Ok(None) => Ok(None),
-                Err((f, log)) => Err(diagnostics(Action::Restore, f, log)),
-            },
+            }
         }
     }
 }

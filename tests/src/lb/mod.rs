@@ -305,6 +305,18 @@ impl LbPlane {
     }
 
     /// Backends serving now (HAProxy `ready`), per load balancer.
+    /// Requests in flight through load balancer `lb` now, as HAProxy counts
+    /// its sessions.
+    pub fn sessions(&self, lb: &str) -> u64 {
+        self.inner
+            .hap
+            .sessions()
+            .into_iter()
+            .filter(|(b, _, _)| b == lb)
+            .map(|(_, _, n)| n)
+            .sum()
+    }
+
     pub fn serving(&self, lb: &str) -> usize {
         let w = self.inner.world.lock().unwrap();
         let b = w.backend(lb).expect("lb");

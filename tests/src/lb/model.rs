@@ -257,12 +257,14 @@ impl World {
                     continue;
                 }
                 let expired = r.until.is_some_and(|u| now >= u);
-                // A Classic LB finishes as soon as no request is in flight;
-                // a target group always waits out its delay.
-                let idle = be.kind == Kind::Classic
-                    && !sessions
-                        .iter()
-                        .any(|(b, s, n)| *b == be.name && *s == r.slot && *n > 0);
+                // Both finish as soon as nothing is in flight, before the
+                // delay ends (docs/testbed.md, the drain rules): an
+                // Application LB target "with no in-flight requests and no
+                // active connections" at once, a Classic LB instance when
+                // its in-flight requests are done.
+                let idle = !sessions
+                    .iter()
+                    .any(|(b, s, n)| *b == be.name && *s == r.slot && *n > 0);
                 if expired || idle {
                     gone.push(i);
                 }
