@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use testbed::lbfleet::{Front, DRAIN_SECONDS};
-use testbed::rollout::{run, table, Mode, Report};
+use testbed::rollout::{run, table, Mode, Report, Setup};
 
 fn mean_out(r: &Report) -> f64 {
     let v: Vec<f64> = r
@@ -35,7 +35,12 @@ fn mean_out(r: &Report) -> f64 {
 
 fn one(name: &str, mode: Mode) -> Report {
     eprintln!("== {name}: {mode:?}");
-    let r = run(Front::TargetGroup, 3, mode, &mut |line| eprintln!("{line}"));
+    let setup = Setup {
+        front: Front::TargetGroup,
+        instances: 3,
+        config: "CodeDeployDefault.OneAtATime".into(),
+    };
+    let r = run(&setup, mode, &mut |line| eprintln!("{line}"));
     println!("\n{name}\n{}", table(&r));
     println!("requests: {}, failed: {}", r.requests, r.failed);
     r

@@ -27,6 +27,10 @@ pub enum Front {
 
 pub const DRAIN_SECONDS: u32 = 3;
 
+/// What an operator set on an Auto Scaling group: MinSize, desired
+/// capacity, suspended processes, tags.
+pub type GroupState = (i32, i32, Vec<String>, Vec<(String, String)>);
+
 const HOOKS: &str = "  ApplicationStop:\n    - location: scripts/stop.sh\n      timeout: 60\n  ApplicationStart:\n    - location: scripts/start.sh\n  ValidateService:\n    - location: scripts/validate.sh\n      timeout: 60\n";
 pub const SLOW_MS: u64 = 2000;
 
@@ -59,6 +63,26 @@ impl LbFleet {
     /// (BlockTraffic/AllowTraffic on the target group `web`).
     pub fn start_traffic_controlled(front: Front, n: usize) -> LbFleet {
         LbFleet::start_group(front, n, true, n as i32, "CodeDeployDefault.OneAtATime")
+    }
+
+    /// `n` instances behind `front`, deployed with the deployment
+    /// configuration `config` (a built-in name, or `HOST_COUNT=N` /
+    /// `FLEET_PERCENT=N`); with Auto Scaling, min = desired = `n`.
+    pub fn start_with(front: Front, n: usize, config: &str) -> LbFleet {
+        LbFleet::start_group(front, n, false, n as i32, config)
+    }
+
+    /// The Auto Scaling group's MinSize, desired capacity, suspended
+    /// processes and tags (sorted), when the fleet has one.
+    pub fn group_state(&self) -> Option<GroupState> {
+        if self.front != Front::AutoScaling {
+            return None;
+        }
+        let (min, desired, mut suspended, _) = self.plane.group("web-asg");
+        suspended.sort();
+        let mut tags = self.plane.tags("web-asg");
+        tags.sort();
+        Some((min, desired, suspended, tags))
     }
 
     /// `n` instances in the Auto Scaling group `web-asg` (desired `n`,

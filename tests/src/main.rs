@@ -6,26 +6,48 @@ use std::process::ExitCode;
 use testbed::lbfleet::Front;
 use testbed::rollout::{self, Mode};
 
-const USAGE: &str =
-    "usage: testbed demo [--front target-group|classic|auto-scaling] [--instances N]";
+const USAGE: &str = "\
+usage: testbed demo [options]
+
+A rolling deployment under load with the native loadBalancer section, on this
+machine: agents, applications, HAProxy and the load balancer API on loopback.
+Exits 0 only when no request failed, the deployment succeeded and, with Auto
+Scaling, the group ends as it began.
+
+options:
+  --front target-group|classic|auto-scaling   what the instances are behind (target-group)
+  --instances N                               2 to 6 (3)
+  --config OneAtATime|HalfAtATime|AllAtOnce   the deployment configuration (OneAtATime),
+           or HOST_COUNT=N | FLEET_PERCENT=N  a minimum-healthy-hosts one
+  --help                                      this text
+
+needs: root, haproxy, python3 with awscli and moto[server]:
+  apt-get install haproxy          (Debian, Ubuntu)
+  dnf install haproxy              (Amazon Linux 2023, RHEL)
+  python3 -m pip install awscli 'moto[server]'";
 
 struct Options {
     front: Front,
     instances: usize,
+    config: String,
 }
 
-fn parse(args: &[String]) -> Result<Options, String> {
+fn parse(args: &[String]) -> Result<Option<Options>, String> {
     let mut it = args.iter();
-    if it.next().map(String::as_str) != Some("demo") {
-        return Err("the one command is `demo`".into());
+    match it.next().map(String::as_str) {
+        Some("demo") => {}
+        Some("--help" | "-h") | None => return Ok(None),
+        Some(_) => return Err("the one command is `demo`".into()),
     }
     let mut o = Options {
         front: Front::TargetGroup,
         instances: 3,
+        config: "CodeDeployDefault.OneAtATime".into(),
     };
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or(format!("{a} needs a value"));
         match a.as_str() {
+            "--help" | "-h" => return Ok(None),
             "--front" => {
                 o.front = match value()?.as_str() {
                     "target-group" => Front::TargetGroup,
@@ -41,21 +63,49 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .filter(|n| (2..=6).contains(n))
                     .ok_or("--instances takes a number from 2 to 6")?
             }
+            "--config" => {
+                o.config = match value()?.as_str() {
+                    c @ ("OneAtATime" | "HalfAtATime" | "AllAtOnce") => {
+                        format!("CodeDeployDefault.{c}")
+                    }
+                    c if c.starts_with("HOST_COUNT=") || c.starts_with("FLEET_PERCENT=") => {
+                        c.to_string()
+                    }
+                    c => return Err(format!("--config {c}: not a configuration this demo knows")),
+                }
+            }
             _ => return Err(format!("unknown argument {a}")),
         }
     }
-    Ok(o)
+    Ok(Some(o))
+}
+
+/// HAProxy is the data plane; without it, say how to get it.
+fn haproxy_installed() -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", "command -v haproxy"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let o = match parse(&args) {
-        Ok(o) => o,
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            eprintln!("{e}\n{USAGE}");
+            eprintln!("{e}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };
+    if !haproxy_installed() {
+        eprintln!("the demo's load balancer is HAProxy, which is not installed here:\n  apt-get install haproxy    (Debian, Ubuntu)\n  dnf install haproxy        (Amazon Linux 2023, RHEL)");
+        return ExitCode::from(2);
+    }
     if !nix::unistd::geteuid().is_root() {
         eprintln!(
             "the demo runs agents as a host would: run it as root (sudo), as the test suite does"
@@ -63,18 +113,29 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     println!(
-        "rolling deployment, OneAtATime, {} instances, native loadBalancer section",
-        o.instances
+        "rolling deployment, {}, {} instances, native loadBalancer section",
+        o.config, o.instances
     );
-    let r = rollout::run(o.front, o.instances, Mode::Native, &mut |line| {
-        println!("{line}")
-    });
+    let setup = rollout::Setup {
+        front: o.front,
+        instances: o.instances,
+        config: o.config.clone(),
+    };
+    let r = rollout::run(&setup, Mode::Native, &mut |line| println!("{line}"));
     println!("\n{}", rollout::table(&r));
     for e in &r.examples {
         println!("failed request: {e}");
     }
     println!("requests: {}, failed: {}", r.requests, r.failed);
-    if r.failed == 0 && r.status == "Succeeded" {
+    let group_kept = r.group_before == r.group_after;
+    if let (Some(b), Some(a)) = (&r.group_before, &r.group_after) {
+        println!("Auto Scaling group (MinSize, desired, suspended, tags) before: {b:?}");
+        println!("Auto Scaling group (MinSize, desired, suspended, tags) after:  {a:?}");
+        if !group_kept {
+            println!("the group does not end as it began");
+        }
+    }
+    if r.failed == 0 && r.status == "Succeeded" && group_kept {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

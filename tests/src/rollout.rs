@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::lb::haproxy::Slot;
 use crate::lb::{Seen, Transition};
-use crate::lbfleet::{failures, Front, LbFleet, Load};
+use crate::lbfleet::{failures, Front, GroupState, LbFleet, Load};
 use crate::scenario::LIMIT;
 use crate::wait_until;
 
@@ -35,6 +35,9 @@ pub struct Window {
 }
 
 pub struct Report {
+    /// The Auto Scaling group before the rollout and after it, if any.
+    pub group_before: Option<GroupState>,
+    pub group_after: Option<GroupState>,
     pub status: String,
     /// Deployment created → its final status.
     pub total: Duration,
@@ -80,12 +83,26 @@ pub fn window(t: &[Transition], instance: &str, since: Instant) -> Window {
 
 /// Deploy v1 (which registers the fleet), then v2 under load in `mode`,
 /// telling `live` what happens as it happens.
-pub fn run(front: Front, n: usize, mode: Mode, live: &mut dyn FnMut(String)) -> Report {
-    let f = LbFleet::start(front, n);
+/// The fleet a rollout runs on.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// What the instances are behind.
+    pub front: Front,
+    /// How many.
+    pub instances: usize,
+    /// The deployment configuration (`CodeDeployDefault.OneAtATime` ...).
+    pub config: String,
+}
+
+pub fn run(setup: &Setup, mode: Mode, live: &mut dyn FnMut(String)) -> Report {
+    let (front, n) = (setup.front, setup.instances);
+    let f = LbFleet::start_with(front, n, &setup.config);
     live(format!(
-        "fleet: {n} instances behind HAProxy ({front:?}), LB API at {}",
+        "fleet: {n} instances behind HAProxy ({front:?}), {}, LB API at {}",
+        setup.config,
         f.plane.endpoint()
     ));
+    let group_before = f.group_state();
     let deploy = |rev: &str| match mode {
         Mode::Native => f.deploy(rev, &f.section(), 0),
         Mode::Scripts { drain, warm_up } => f.deploy_scripts(rev, drain, warm_up),
@@ -116,6 +133,8 @@ pub fn run(front: Front, n: usize, mode: Mode, live: &mut dyn FnMut(String)) -> 
     let bad = failures(&samples);
     let t = f.plane.transitions();
     Report {
+        group_before,
+        group_after: f.group_state(),
         status,
         total,
         all_serving,
