@@ -1,7 +1,7 @@
 //! Drain benchmark (not a test): the same three-instance OneAtATime rolling
 //! deployment under load, behind the same target group (deregistration
-//! delay 3 s, health checks every 1 s, 2 to be healthy), done twice in one
-//! run:
+//! delay 3 s unless `--delay` says otherwise, health checks every 1 s, 2 to
+//! be healthy), done twice in one run:
 //! - native: the `loadBalancer` section;
 //! - scripts: users' copied scripts (docs/loadbalancer.md 1) through the AWS CLI:
 //!   deregister, `sleep` the drain, stop; start, `sleep` a warm-up, register.
@@ -10,7 +10,7 @@
 //! until every instance serves again, and each instance's out-of-service
 //! window (from the data plane) for both, and native / scripts ratios.
 //!
-//!   cargo run --release -p testbed --example lb_bench -- [drain_sleep] [warm_up_sleep]
+//!   cargo run --release -p testbed --example lb_bench -- [--delay S] [drain_sleep] [warm_up_sleep]
 //!
 //! Defaults: the scripts sleep the deregistration delay (3 s) and 5 s of
 //! warm-up (the app answers health checks 1.5 s after it starts; a script
@@ -33,32 +33,42 @@ fn mean_out(r: &Report) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 
-fn one(name: &str, mode: Mode) -> Report {
+fn one(name: &str, mode: Mode, delay: u32) -> Report {
     eprintln!("== {name}: {mode:?}");
     let setup = Setup {
-        front: Front::TargetGroup,
-        instances: 3,
-        config: "CodeDeployDefault.OneAtATime".into(),
+        delay,
+        ..Setup::new(Front::TargetGroup)
     };
     let r = run(&setup, mode, &mut |line| eprintln!("{line}"));
-    println!("\n{name}\n{}", table(&r));
+    println!("\n{name} (deregistration delay {delay} s)\n{}", table(&r));
     println!("requests: {}, failed: {}", r.requests, r.failed);
     r
 }
 
 fn main() {
+    // `--delay S` sets the target group's deregistration delay (and the
+    // scripts' default drain sleep); then [drain_sleep] [warm_up_sleep].
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut delay = DRAIN_SECONDS;
+    if let Some(i) = args.iter().position(|a| a == "--delay") {
+        delay = args
+            .get(i + 1)
+            .and_then(|d| d.parse().ok())
+            .expect("--delay seconds");
+        args.drain(i..i + 2);
+    }
     let arg = |i: usize, d: f64| {
-        std::env::args()
-            .nth(i)
+        args.get(i)
             .map(|a| a.parse().expect("seconds"))
             .unwrap_or(d)
     };
-    let drain = arg(1, f64::from(DRAIN_SECONDS));
-    let warm_up = arg(2, 5.0);
-    let native = one("native loadBalancer section", Mode::Native);
+    let drain = arg(0, f64::from(delay));
+    let warm_up = arg(1, 5.0);
+    let native = one("native loadBalancer section", Mode::Native, delay);
     let scripts = one(
         "scripts (deregister, sleep, stop, start, sleep, register)",
         Mode::Scripts { drain, warm_up },
+        delay,
     );
     let secs = |d: Duration| d.as_secs_f64();
     println!("\nnative / scripts");

@@ -56,20 +56,36 @@ fn addresses(n: usize) -> Vec<String> {
 
 impl LbFleet {
     pub fn start(front: Front, n: usize) -> LbFleet {
-        LbFleet::start_group(front, n, false, n as i32, "CodeDeployDefault.OneAtATime")
+        LbFleet::start_group(
+            front,
+            n,
+            false,
+            n as i32,
+            "CodeDeployDefault.OneAtATime",
+            DRAIN_SECONDS,
+        )
     }
 
     /// A deployment group that uses CodeDeploy's own traffic control
     /// (BlockTraffic/AllowTraffic on the target group `web`).
     pub fn start_traffic_controlled(front: Front, n: usize) -> LbFleet {
-        LbFleet::start_group(front, n, true, n as i32, "CodeDeployDefault.OneAtATime")
+        LbFleet::start_group(
+            front,
+            n,
+            true,
+            n as i32,
+            "CodeDeployDefault.OneAtATime",
+            DRAIN_SECONDS,
+        )
     }
 
     /// `n` instances behind `front`, deployed with the deployment
     /// configuration `config` (a built-in name, or `HOST_COUNT=N` /
-    /// `FLEET_PERCENT=N`); with Auto Scaling, min = desired = `n`.
-    pub fn start_with(front: Front, n: usize, config: &str) -> LbFleet {
-        LbFleet::start_group(front, n, false, n as i32, config)
+    /// `FLEET_PERCENT=N`), the load balancer's deregistration delay (Classic:
+    /// connection draining timeout) `delay` seconds; with Auto Scaling,
+    /// min = desired = `n`.
+    pub fn start_with(front: Front, n: usize, config: &str, delay: u32) -> LbFleet {
+        LbFleet::start_group(front, n, false, n as i32, config, delay)
     }
 
     /// The Auto Scaling group's MinSize, desired capacity, suspended
@@ -88,7 +104,7 @@ impl LbFleet {
     /// `n` instances in the Auto Scaling group `web-asg` (desired `n`,
     /// MinSize `min`), deployed with the deployment configuration `config`.
     pub fn start_asg(n: usize, min: i32, config: &str) -> LbFleet {
-        LbFleet::start_group(Front::AutoScaling, n, false, min, config)
+        LbFleet::start_group(Front::AutoScaling, n, false, min, config, DRAIN_SECONDS)
     }
 
     fn start_group(
@@ -97,6 +113,7 @@ impl LbFleet {
         traffic_control: bool,
         asg_min: i32,
         config: &str,
+        delay: u32,
     ) -> LbFleet {
         let bed = Testbed::new();
         let ips = addresses(n);
@@ -124,7 +141,7 @@ impl LbFleet {
                     name: "web".into(),
                     port,
                     health: quick_check("/health"),
-                    delay: DRAIN_SECONDS,
+                    delay,
                     draining_enabled: true,
                     registered: Vec::new(),
                 }],
@@ -147,7 +164,7 @@ impl LbFleet {
                     name: "web".into(),
                     port,
                     health: quick_check("/health"),
-                    delay: DRAIN_SECONDS + 5,
+                    delay: delay + 5,
                     draining_enabled: true,
                     registered: Vec::new(),
                 }],

@@ -19,6 +19,11 @@ options:
   --instances N                               2 to 6 (3)
   --config OneAtATime|HalfAtATime|AllAtOnce   the deployment configuration (OneAtATime),
            or HOST_COUNT=N | FLEET_PERCENT=N  a minimum-healthy-hosts one
+  --delay S                                   deregistration delay, 0 to 3600 seconds (3)
+  --clients K,F,S                             keep-alive, new-connection and slow (2 s)
+                                              clients of the load (4,2,9)
+  --no-section                                the control: v2 without the section (fails
+                                              requests; the demo then exits non-zero)
   --help                                      this text
 
 needs: root, haproxy, python3 with awscli and moto[server]:
@@ -30,6 +35,20 @@ struct Options {
     front: Front,
     instances: usize,
     config: String,
+    delay: u32,
+    clients: (usize, usize, usize),
+    control: bool,
+}
+
+fn clients(v: &str) -> Option<(usize, usize, usize)> {
+    let n: Vec<usize> = v
+        .split(',')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    match n[..] {
+        [k, f, s] if k + f + s > 0 && k + f + s <= 64 => Some((k, f, s)),
+        _ => None,
+    }
 }
 
 fn parse(args: &[String]) -> Result<Option<Options>, String> {
@@ -43,6 +62,9 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         front: Front::TargetGroup,
         instances: 3,
         config: "CodeDeployDefault.OneAtATime".into(),
+        delay: testbed::lbfleet::DRAIN_SECONDS,
+        clients: (4, 2, 9),
+        control: false,
     };
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or(format!("{a} needs a value"));
@@ -74,6 +96,18 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
                     c => return Err(format!("--config {c}: not a configuration this demo knows")),
                 }
             }
+            "--delay" => {
+                o.delay = value()?
+                    .parse()
+                    .ok()
+                    .filter(|d| *d <= 3600)
+                    .ok_or("--delay takes seconds from 0 to 3600")?
+            }
+            "--clients" => {
+                o.clients = clients(value()?)
+                    .ok_or("--clients takes three counts, K,F,S, 64 in all at most")?
+            }
+            "--no-section" => o.control = true,
             _ => return Err(format!("unknown argument {a}")),
         }
     }
@@ -113,13 +147,23 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     println!(
-        "rolling deployment, {}, {} instances, native loadBalancer section",
-        o.config, o.instances
+        "rolling deployment, {}, {} instances, deregistration delay {} s, {}",
+        o.config,
+        o.instances,
+        o.delay,
+        if o.control {
+            "v2 without the section (the control)"
+        } else {
+            "native loadBalancer section"
+        }
     );
     let setup = rollout::Setup {
-        front: o.front,
         instances: o.instances,
         config: o.config.clone(),
+        delay: o.delay,
+        clients: o.clients,
+        control: o.control,
+        ..rollout::Setup::new(o.front)
     };
     let r = rollout::run(&setup, Mode::Native, &mut |line| println!("{line}"));
     println!("\n{}", rollout::table(&r));

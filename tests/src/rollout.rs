@@ -92,11 +92,31 @@ pub struct Setup {
     pub instances: usize,
     /// The deployment configuration (`CodeDeployDefault.OneAtATime` ...).
     pub config: String,
+    /// The load balancer's deregistration delay, seconds.
+    pub delay: u32,
+    /// Keep-alive, new-connection and slow (2 s) clients of the load.
+    pub clients: (usize, usize, usize),
+    /// Deploy v2 without the section: the control, which fails requests.
+    pub control: bool,
+}
+
+impl Setup {
+    /// Three instances in a target group, OneAtATime, the tests' delay and load.
+    pub fn new(front: Front) -> Setup {
+        Setup {
+            front,
+            instances: 3,
+            config: "CodeDeployDefault.OneAtATime".into(),
+            delay: crate::lbfleet::DRAIN_SECONDS,
+            clients: (4, 2, 9),
+            control: false,
+        }
+    }
 }
 
 pub fn run(setup: &Setup, mode: Mode, live: &mut dyn FnMut(String)) -> Report {
     let (front, n) = (setup.front, setup.instances);
-    let f = LbFleet::start_with(front, n, &setup.config);
+    let f = LbFleet::start_with(front, n, &setup.config, setup.delay);
     live(format!(
         "fleet: {n} instances behind HAProxy ({front:?}), {}, LB API at {}",
         setup.config,
@@ -104,6 +124,7 @@ pub fn run(setup: &Setup, mode: Mode, live: &mut dyn FnMut(String)) -> Report {
     ));
     let group_before = f.group_state();
     let deploy = |rev: &str| match mode {
+        Mode::Native if setup.control && rev != "v1" => f.deploy(rev, "", 0),
         Mode::Native => f.deploy(rev, &f.section(), 0),
         Mode::Scripts { drain, warm_up } => f.deploy_scripts(rev, drain, warm_up),
     };
@@ -114,11 +135,14 @@ pub fn run(setup: &Setup, mode: Mode, live: &mut dyn FnMut(String)) -> Report {
         f.plane.serving("web") == n
     });
     live(format!("v1 deployed ({d1}); {n} instances serving"));
-    let load = Load::start(f.frontend(), 4, 2, 9);
+    let (keep, fresh, slow) = setup.clients;
+    let load = Load::start(f.frontend(), keep, fresh, slow);
     wait_until(Duration::from_secs(20), "load flowing", || {
         load.count() >= 100
     });
-    live("load: 4 keep-alive, 2 new-connection and 9 slow (2 s) clients".into());
+    live(format!(
+        "load: {keep} keep-alive, {fresh} new-connection and {slow} slow (2 s) clients"
+    ));
     let t0 = Instant::now();
     let d2 = deploy("v2");
     live(format!("v2 deployment {d2} created ({mode:?})"));
