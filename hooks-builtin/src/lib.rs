@@ -55,6 +55,8 @@ pub mod journal;
 pub mod lifecycle;
 mod restore;
 pub mod select;
+#[cfg(test)]
+mod test_support;
 mod timeline;
 
 pub use lifecycle::{

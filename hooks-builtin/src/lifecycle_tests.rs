@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::journal::{OnFailure, Phase};
-use appspec::Os;
+use crate::test_support::section as lb;
 
 fn c(name: &str) -> HostCommand {
     HostCommand::parse(name)
@@ -12,15 +12,6 @@ fn c(name: &str) -> HostCommand {
 
 fn e(name: &str) -> LifecycleEvent {
     LifecycleEvent::parse(name)
-}
-
-fn lb(extra: &str) -> LoadBalancer {
-    let src = format!("version: 0.0\nos: linux\nloadBalancer:\n  mode: drain\n{extra}");
-    appspec::parse(&src, "appspec.yml", Os::Linux)
-        .unwrap()
-        .spec
-        .load_balancer
-        .unwrap()
 }
 
 fn events(v: &[&str]) -> Vec<String> {

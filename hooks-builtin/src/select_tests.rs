@@ -3,16 +3,7 @@
 
 use super::*;
 use crate::journal::{self, Group, HealthCheck, OnFailure, Phase};
-use appspec::Os;
-
-fn lb(extra: &str) -> LoadBalancer {
-    let src = format!("version: 0.0\nos: linux\nloadBalancer:\n  mode: drain\n{extra}");
-    appspec::parse(&src, "appspec.yml", Os::Linux)
-        .unwrap()
-        .spec
-        .load_balancer
-        .unwrap()
-}
+use crate::test_support::section as lb;
 
 fn hc(port: Option<u16>, matcher: &str, threshold: u32) -> HealthCheck {
     HealthCheck {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use testbed::lbfleet::LbFleet;
+use testbed::lbfleet::{GroupState, LbFleet};
 use testbed::scenario::LIMIT;
 use testbed::{require_root, wait_until};
 
@@ -16,14 +16,8 @@ const SECTION: &str = "loadBalancer:\n  autoScaling:\n    action: standby\n    m
 
 /// What the operator set: MinSize, desired capacity, suspended processes,
 /// tags.
-type GroupState = (i32, i32, Vec<String>, Vec<(String, String)>);
-
 fn state(f: &LbFleet) -> GroupState {
-    let (min, desired, mut suspended, _) = f.plane.group(GROUP);
-    suspended.sort();
-    let mut tags = f.plane.tags(GROUP);
-    tags.sort();
-    (min, desired, suspended, tags)
+    f.group_state().expect("an Auto Scaling fleet")
 }
 
 /// Every member InService and every journal gone.
