@@ -16,6 +16,7 @@ pub mod links;
 pub mod local;
 pub mod net;
 pub mod revision;
+pub mod sockets;
 pub mod spec;
 pub mod sys;
 pub mod users;

@@ -137,6 +137,18 @@ pub enum Timeout {
     Seconds(u32),
 }
 
+/// `drainUntil`: when a drain is over and the stop scripts may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrainUntil {
+    /// The load balancer reports the instance deregistered (a target group:
+    /// `unused`, which it reports only when its delay has passed).
+    Deregistered,
+    /// The host's own connections on the registered ports say the load
+    /// balancer has nothing in flight (layer 7) or nothing open (layer 4)
+    /// for `idleFor` seconds; the load balancer's report ends it too.
+    Idle,
+}
+
 /// `healthGate.url`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GateUrl {
@@ -228,6 +240,10 @@ pub struct LoadBalancer {
     pub if_not_registered: IfNotRegistered,
     /// `drainTimeout`.
     pub drain_timeout: Timeout,
+    /// `drainUntil`.
+    pub drain_until: DrainUntil,
+    /// `idleFor`, seconds of quiet that make a drain idle.
+    pub idle_for: u32,
     /// `healthTimeout`.
     pub health_timeout: Timeout,
     /// `healthGate`.
@@ -277,6 +293,8 @@ const KEYS: &[&str] = &[
     "restoreTo",
     "ifNotRegistered",
     "drainTimeout",
+    "drainUntil",
+    "idleFor",
     "healthTimeout",
     "healthGate",
     "onFailure",
@@ -305,6 +323,8 @@ pub(crate) fn parse(node: &Node, sink: &mut Sink) -> Option<LoadBalancer> {
         restore_to: None,
         if_not_registered: IfNotRegistered::Skip,
         drain_timeout: Timeout::Auto,
+        drain_until: DrainUntil::Deregistered,
+        idle_for: 5,
         health_timeout: Timeout::Auto,
         health_gate: HealthGate::default(),
         on_failure: OnFailure::Restore,
@@ -355,6 +375,7 @@ pub(crate) fn parse(node: &Node, sink: &mut Sink) -> Option<LoadBalancer> {
     if let Some(n) = node.get("drainTimeout") {
         lb.drain_timeout = timeout(n, &f("drainTimeout"), 0, sink);
     }
+    drain_until(node, &mut lb, sink);
     if let Some(n) = node.get("healthTimeout") {
         lb.health_timeout = timeout(n, &f("healthTimeout"), 1, sink);
     }
@@ -392,6 +413,29 @@ pub(crate) fn parse(node: &Node, sink: &mut Sink) -> Option<LoadBalancer> {
         .unwrap_or(lb.with_service_traffic_control);
     }
     Some(lb)
+}
+
+fn drain_until(node: &Node, lb: &mut LoadBalancer, sink: &mut Sink) {
+    const P: &str = "loadBalancer";
+    if let Some(n) = node.get("drainUntil") {
+        lb.drain_until = choice(
+            n,
+            &join(P, "drainUntil"),
+            &[
+                ("deregistered", DrainUntil::Deregistered),
+                ("idle", DrainUntil::Idle),
+            ],
+            sink,
+        )
+        .unwrap_or(lb.drain_until);
+    }
+    if let Some(n) = node.get("idleFor") {
+        let field = join(P, "idleFor");
+        lb.idle_for = seconds(n, &field, 1, 300, sink).unwrap_or(lb.idle_for);
+        if lb.drain_until != DrainUntil::Idle {
+            sink.warn(n.pos, field, "has no effect unless drainUntil is idle");
+        }
+    }
 }
 
 fn is_word(n: &Node, w: &str) -> bool {

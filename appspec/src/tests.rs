@@ -1,6 +1,6 @@
 use crate::load_balancer::{
-    AutoScaling, Breadcrumbs, HealthGate, LbMode, OnFailure, RestoreTo, Selection, StatusRange,
-    TargetGroupId, Timeout,
+    AutoScaling, Breadcrumbs, DrainUntil, HealthGate, LbMode, OnFailure, RestoreTo, Selection,
+    StatusRange, TargetGroupId, Timeout,
 };
 use crate::*;
 
@@ -393,6 +393,21 @@ fn load_balancer_section_parses() {
 }
 
 #[test]
+fn drain_until_idle_with_its_quiet_period() {
+    let p = ok("version: 0.0\nos: linux\nloadBalancer:\n  drainUntil: idle\n  idleFor: 3\n");
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let lb = p.spec.load_balancer.unwrap();
+    assert_eq!((lb.drain_until, lb.idle_for), (DrainUntil::Idle, 3));
+    // A quiet period the default mode ignores says so.
+    let p = ok("version: 0.0\nos: linux\nloadBalancer:\n  idleFor: 3\n");
+    let w = format!("{:?}", p.warnings);
+    assert!(
+        w.contains("loadBalancer.idleFor") && w.contains("unless drainUntil is idle"),
+        "{w}"
+    );
+}
+
+#[test]
 fn breadcrumbs_take_auto_true_false() {
     let p = ok("version: 0.0\nos: linux\nloadBalancer:\n  autoScaling:\n    breadcrumbs: false\n");
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
@@ -412,6 +427,7 @@ fn load_balancer_defaults() {
     assert_eq!(lb.auto_scaling, AutoScaling::default());
     assert_eq!(lb.target_groups, Selection::Auto);
     assert_eq!(lb.drain_timeout, Timeout::Auto);
+    assert_eq!((lb.drain_until, lb.idle_for), (DrainUntil::Deregistered, 5));
     assert_eq!(lb.health_gate, HealthGate::default());
     assert_eq!(
         (lb.on_failure, lb.abandon_after),
@@ -435,6 +451,8 @@ fn load_balancer_errors_name_line_and_field() {
         ("  healthGate:\n    expectStatus: '399-200'\n", "loadBalancer.healthGate.expectStatus", "empty range"),
         ("  healthGate:\n    url: ftp://x\n", "loadBalancer.healthGate.url", "not auto, none"),
         ("  onFailure: keep\n", "loadBalancer.onFailure", "restoreIfHealthy"),
+        ("  drainUntil: quiet\n", "loadBalancer.drainUntil", "expected one of deregistered, idle"),
+        ("  drainUntil: idle\n  idleFor: 0\n", "loadBalancer.idleFor", "out of range"),
     ];
     for (section, field, msg) in cases {
         let e = one_err(&format!("{base}{section}"));

@@ -154,6 +154,8 @@ pub struct Classic {
     pub instances: Vec<String>,
     /// The port its listeners send to, if one.
     pub instance_port: Option<u16>,
+    /// That listener speaks TCP or SSL to the instance (layer 4).
+    pub layer4: bool,
     /// Its health check.
     pub health: HealthCheck,
 }
@@ -169,6 +171,8 @@ pub struct Tg {
     pub port: Option<u16>,
     /// Its targets are instances (not IPs or Lambdas).
     pub instance_type: bool,
+    /// Its protocol is TCP, TLS, UDP or TCP_UDP: a Network LB's (layer 4).
+    pub layer4: bool,
     /// Its health check.
     pub health: HealthCheck,
     /// Some load balancer uses it.
@@ -394,13 +398,17 @@ impl Clients {
                 let (protocol, hport, path) = hc
                     .map(|h| parse_classic_target(h.target()))
                     .unwrap_or(("TCP".into(), None, String::new()));
-                let instance_port = d
+                let listener = d
                     .listener_descriptions()
                     .iter()
                     .filter_map(|l| l.listener())
-                    .map(|l| l.instance_port())
-                    .next()
-                    .and_then(|p| u16::try_from(p).ok());
+                    .next();
+                let instance_port = listener.and_then(|l| u16::try_from(l.instance_port()).ok());
+                // InstanceProtocol defaults to the front protocol's layer.
+                let layer4 = listener.is_some_and(|l| {
+                    let p = l.instance_protocol().unwrap_or(l.protocol());
+                    matches!(p.to_ascii_uppercase().as_str(), "TCP" | "SSL")
+                });
                 out.push(Classic {
                     name: d.load_balancer_name().unwrap_or("").to_string(),
                     instances: d
@@ -409,6 +417,7 @@ impl Clients {
                         .filter_map(|i| i.instance_id().map(str::to_string))
                         .collect(),
                     instance_port,
+                    layer4,
                     health: HealthCheck {
                         protocol,
                         port: hport,
@@ -552,6 +561,10 @@ impl Clients {
                     instance_type: g.target_type().map(|t| t.as_str()) != Some("ip")
                         && g.target_type().map(|t| t.as_str()) != Some("lambda")
                         && g.target_type().map(|t| t.as_str()) != Some("alb"),
+                    layer4: matches!(
+                        g.protocol().map(|p| p.as_str()),
+                        Some("TCP" | "TLS" | "UDP" | "TCP_UDP")
+                    ),
                     health: HealthCheck {
                         protocol: protocol.into(),
                         port: hport,

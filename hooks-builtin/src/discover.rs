@@ -159,6 +159,7 @@ impl Drainer {
                 deregistered: false,
                 draining,
                 instance_port: c.instance_port,
+                layer4: c.layer4,
                 health: c.health,
             });
         }
@@ -222,6 +223,7 @@ impl Drainer {
                 via_group: view.drains(attached),
                 deregistered: false,
                 delay,
+                layer4: t.layer4,
                 health: t.health,
                 has_load_balancer: t.has_load_balancer,
             });

@@ -3,13 +3,18 @@
 //! direct deregistration of the exact (instance, port) pairs, and wait for
 //! the load balancers to report the drain finished.
 
-use std::time::Duration;
+use std::cell::Cell;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
-use appspec::load_balancer::{AutoScaling, Breadcrumbs, LoadBalancer, MinSizePolicy, Timeout};
+use appspec::load_balancer::{
+    AutoScaling, Breadcrumbs, DrainUntil, LoadBalancer, MinSizePolicy, Timeout,
+};
 
 use crate::aws::{self, AwsError};
 use crate::breadcrumb;
 use crate::discover::Found;
+use crate::idle::{self, Verdict};
 use crate::journal::{self, Journal, Phase};
 use crate::select;
 use crate::timeline::{Failure, Timeline};
@@ -56,7 +61,7 @@ impl Drainer {
         }
         j.intent = None;
         self.save(j)?;
-        self.wait_drained(j, lb.drain_timeout, tl).await?;
+        self.wait_drained(j, lb, tl).await?;
         j.phase = Phase::Drained;
         self.save(j)?;
         Ok(())
@@ -293,61 +298,119 @@ impl Drainer {
     async fn wait_drained(
         &self,
         j: &Journal,
-        timeout: Timeout,
+        lb: &LoadBalancer,
         tl: &mut Timeline,
     ) -> Result<(), Failure> {
         let id = &self.host.instance_id;
+        let timeout = lb.drain_timeout;
+        let quiet = (lb.drain_until == DrainUntil::Idle)
+            .then(|| Duration::from_secs(u64::from(lb.idle_for)));
         for c in j.classic.iter().filter(|c| c.deregistered) {
-            let native = c.draining.unwrap_or(0) + 30;
-            let budget = limit(timeout, native);
-            let done = self
-                .poll(budget, || async {
-                    let (state, _) = self.clients.classic_health(&c.name, id).await?;
-                    Ok((state == "OutOfService").then_some(()))
-                })
-                .await?;
-            settle(
-                done,
-                timeout,
-                format!("classic load balancer {}", c.name),
-                tl,
-                || {
-                    format!(
-                    "classic load balancer {} still draining {id} after {} s (connection draining {} s)",
-                    c.name,
-                    budget.as_secs(),
-                    c.draining.unwrap_or(0)
-                )
-                },
-            )?;
+            let draining = c.draining.unwrap_or(0);
+            let w = Wait {
+                what: format!("classic load balancer {}", c.name),
+                budget: limit(timeout, draining + 30),
+                ports: c.instance_port.into_iter().collect(),
+                layer4: c.layer4,
+                native: format!("connection draining {draining} s"),
+            };
+            self.wait_one(&w, quiet, timeout, tl, || async {
+                let (state, _) = self.clients.classic_health(&c.name, id).await?;
+                Ok(state == "OutOfService")
+            })
+            .await?;
         }
         for t in j.target_groups.iter().filter(|t| t.deregistered) {
-            let budget = limit(timeout, t.delay + 30);
-            let done = self
-                .poll(budget, || async {
-                    let now = self
-                        .clients
-                        .target_health(&t.arn, id, Some(&t.registered))
-                        .await?;
-                    Ok(now
-                        .iter()
-                        .all(|x| x.state == "unused" || x.state.is_empty())
-                        .then_some(()))
-                })
-                .await?;
-            let what = format!("target group {} port(s) {:?}", t.name, t.registered);
-            settle(done, timeout, what, tl, || {
-                format!(
-                    "target group {} ({}) port(s) {:?} still draining after {} s (deregistration_delay {} s)",
-                    t.name,
-                    t.arn,
-                    t.registered,
-                    budget.as_secs(),
-                    t.delay
-                )
-            })?;
+            let w = Wait {
+                what: format!(
+                    "target group {} ({}) port(s) {:?}",
+                    t.name, t.arn, t.registered
+                ),
+                budget: limit(timeout, t.delay + 30),
+                ports: t.registered.clone(),
+                layer4: t.layer4,
+                native: format!("deregistration_delay {} s", t.delay),
+            };
+            self.wait_one(&w, quiet, timeout, tl, || async {
+                let now = self
+                    .clients
+                    .target_health(&t.arn, id, Some(&t.registered))
+                    .await?;
+                Ok(now
+                    .iter()
+                    .all(|x| x.state == "unused" || x.state.is_empty()))
+            })
+            .await?;
         }
         Ok(())
+    }
+
+    /// Wait for one load balancer: until it reports the instance
+    /// deregistered or, with `quiet` (`drainUntil: idle`), until the
+    /// host's connections to its ports have been idle that long.
+    async fn wait_one<F, Fut>(
+        &self,
+        w: &Wait,
+        quiet: Option<Duration>,
+        timeout: Timeout,
+        tl: &mut Timeline,
+        mut deregistered: F,
+    ) -> Result<(), Failure>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<bool, AwsError>>,
+    {
+        let t0 = Instant::now();
+        let unreadable = Cell::new(false);
+        let quiet = quiet.filter(|_| !w.ports.is_empty());
+        let done = self
+            .poll(w.budget, || {
+                let asked = deregistered();
+                let (t0, unreadable) = (&t0, &unreadable);
+                async move {
+                    if asked.await? {
+                        return Ok(Some(End::Deregistered));
+                    }
+                    let Some(q) = quiet.filter(|q| t0.elapsed() >= *q) else {
+                        return Ok(None);
+                    };
+                    Ok(self.host_idle(w, q, unreadable).map(End::Idle))
+                }
+            })
+            .await?;
+        let what = match done {
+            Some(End::Deregistered) => Some(w.what.clone()),
+            Some(End::Idle(v)) => Some(format!(
+                "{}: idle after {:.1} s ({} connection(s) open, none in flight); the load balancer still counts its delay",
+                w.what,
+                t0.elapsed().as_secs_f64(),
+                v.open
+            )),
+            None => None,
+        };
+        settle(what, timeout, &w.what, tl, || {
+            format!(
+                "{} still draining after {} s ({})",
+                w.what,
+                w.budget.as_secs(),
+                w.native
+            )
+        })
+    }
+
+    /// The host's connections to `w`'s ports, judged; `None` while busy or
+    /// when the socket tables cannot be read (said once: the drain then
+    /// ends when the load balancer reports it).
+    fn host_idle(&self, w: &Wait, quiet: Duration, unreadable: &Cell<bool>) -> Option<Verdict> {
+        match self.sockets.connections(&self.host.address, &w.ports) {
+            Ok(conns) => Some(idle::judge(&conns, &w.ports, w.layer4, quiet)).filter(|v| v.idle()),
+            Err(e) => {
+                if !unreadable.replace(true) {
+                    tracing::warn!(error = %e, ports = ?w.ports, "cannot read the host's connections; drainUntil: idle waits for the load balancer instead");
+                }
+                None
+            }
+        }
     }
 
     /// The drain of a deployment: plan, journal, take out. Any failure is
@@ -450,18 +513,38 @@ fn size_race(e: &AwsError) -> bool {
     e.code == "ValidationError" && e.message.contains("min-size")
 }
 
-/// The end of one drain wait: done; still draining past an explicit
-/// `drainTimeout` (go on, noted); or past the load balancer's own timeout
-/// (`auto`: an error).
-fn settle(
-    done: Option<()>,
-    timeout: Timeout,
+/// How one drain wait ended.
+enum End {
+    /// The load balancer reports the instance deregistered.
+    Deregistered,
+    /// The host's connections went idle (`drainUntil: idle`).
+    Idle(Verdict),
+}
+
+/// One load balancer to wait for.
+struct Wait {
+    /// It, for the timeline.
     what: String,
+    budget: Duration,
+    /// The ports its traffic reaches on this host.
+    ports: Vec<u16>,
+    layer4: bool,
+    /// Its own drain setting, for the message.
+    native: String,
+}
+
+/// The end of one drain wait: done (`Some`, what to note); still draining
+/// past an explicit `drainTimeout` (go on, noted); or past the load
+/// balancer's own timeout (`auto`: an error).
+fn settle(
+    done: Option<String>,
+    timeout: Timeout,
+    what: &str,
     tl: &mut Timeline,
     failure: impl FnOnce() -> String,
 ) -> Result<(), Failure> {
     match (done, timeout) {
-        (Some(()), _) => tl.note("drained", what),
+        (Some(note), _) => tl.note("drained", note),
         (None, Timeout::Seconds(s)) => tl.note(
             "drained",
             format!("{what} still draining after drainTimeout {s} s; continuing"),

@@ -126,6 +126,9 @@ pub struct ClassicLb {
     pub draining: Option<u32>,
     /// The port its listeners send to.
     pub instance_port: Option<u16>,
+    /// Its listener speaks TCP or SSL to the instance (layer 4).
+    #[serde(default)]
+    pub layer4: bool,
     /// Its health check.
     pub health: HealthCheck,
 }
@@ -148,6 +151,9 @@ pub struct TargetGroup {
     pub deregistered: bool,
     /// Its deregistration delay, seconds.
     pub delay: u32,
+    /// A Network LB's (TCP, TLS, UDP): layer 4.
+    #[serde(default)]
+    pub layer4: bool,
     /// Its health check.
     pub health: HealthCheck,
     /// Some load balancer uses it (else health is never reported).

@@ -51,6 +51,7 @@ pub mod breadcrumb;
 mod discover;
 mod drain;
 pub mod gate;
+pub mod idle;
 pub mod journal;
 pub mod lifecycle;
 mod restore;
@@ -94,6 +95,8 @@ pub struct Drainer {
     pub host: HostId,
     /// Describe-call cadence while waiting (5 s in production).
     pub poll_interval: Duration,
+    /// The host's socket tables, for `drainUntil: idle`.
+    pub sockets: std::sync::Arc<dyn idle::Sockets>,
 }
 
 impl Drainer {

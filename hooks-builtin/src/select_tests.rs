@@ -22,6 +22,7 @@ fn classic(name: &str, instances: &[&str]) -> Classic {
         name: name.into(),
         instances: instances.iter().map(|s| s.to_string()).collect(),
         instance_port: Some(8080),
+        layer4: false,
         health: hc(None, "", 5),
     }
 }
@@ -32,6 +33,7 @@ fn tg(port: Option<u16>) -> Tg {
         name: "web".into(),
         port,
         instance_type: true,
+        layer4: false,
         health: hc(None, "200", 2),
         has_load_balancer: true,
     }
@@ -74,6 +76,7 @@ fn clb(name: &str, registered: bool, via_group: bool, deregistered: bool) -> Cla
         deregistered,
         draining: Some(30),
         instance_port: Some(8080),
+        layer4: false,
         health: hc(None, "", 3),
     }
 }
@@ -87,6 +90,7 @@ fn tgj(ports: &[u16], registered: &[u16], via_group: bool, deregistered: bool) -
         via_group,
         deregistered,
         delay: 10,
+        layer4: false,
         health: hc(None, "200-299", 5),
         has_load_balancer: true,
     }

@@ -1,16 +1,21 @@
 //! Drain benchmark (not a test): the same three-instance OneAtATime rolling
 //! deployment under load, behind the same target group (deregistration
 //! delay 3 s unless `--delay` says otherwise, health checks every 1 s, 2 to
-//! be healthy), done twice in one run:
-//! - native: the `loadBalancer` section;
+//! be healthy; the load balancer keeps connections to the targets open, as
+//! an Application LB does), done three times in one run:
+//! - native: the `loadBalancer` section, `drainUntil: deregistered`;
+//! - native idle: the same with `drainUntil: idle`;
 //! - scripts: users' copied scripts (docs/loadbalancer.md 1) through the AWS CLI:
 //!   deregister, `sleep` the drain, stop; start, `sleep` a warm-up, register.
+//!
+//! `--skip-deregistered` leaves the first out (with a delay of 300 s it
+//! takes a quarter of an hour, which is the point it makes).
 //!
 //! It prints the total deployment time (the service's view), the time
 //! until every instance serves again, and each instance's out-of-service
 //! window (from the data plane) for both, and native / scripts ratios.
 //!
-//!   cargo run --release -p testbed --example lb_bench -- [--delay S] [drain_sleep] [warm_up_sleep]
+//!   cargo run --release -p testbed --example lb_bench -- [--delay S] [--skip-deregistered] [drain_sleep] [warm_up_sleep]
 //!
 //! Defaults: the scripts sleep the deregistration delay (3 s) and 5 s of
 //! warm-up (the app answers health checks 1.5 s after it starts; a script
@@ -33,10 +38,12 @@ fn mean_out(r: &Report) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 
-fn one(name: &str, mode: Mode, delay: u32) -> Report {
+fn one(name: &str, mode: Mode, delay: u32, idle: bool) -> Report {
     eprintln!("== {name}: {mode:?}");
     let setup = Setup {
         delay,
+        idle,
+        keep_alive: true,
         ..Setup::new(Front::TargetGroup)
     };
     let r = run(&setup, mode, &mut |line| eprintln!("{line}"));
@@ -57,6 +64,8 @@ fn main() {
             .expect("--delay seconds");
         args.drain(i..i + 2);
     }
+    let skip = args.iter().any(|a| a == "--skip-deregistered");
+    args.retain(|a| a != "--skip-deregistered");
     let arg = |i: usize, d: f64| {
         args.get(i)
             .map(|a| a.parse().expect("seconds"))
@@ -64,35 +73,45 @@ fn main() {
     };
     let drain = arg(0, f64::from(delay));
     let warm_up = arg(1, 5.0);
-    let native = one("native loadBalancer section", Mode::Native, delay);
+    let native = (!skip).then(|| one("native loadBalancer section", Mode::Native, delay, false));
+    let idle = one("native, drainUntil: idle", Mode::Native, delay, true);
     let scripts = one(
         "scripts (deregister, sleep, stop, start, sleep, register)",
         Mode::Scripts { drain, warm_up },
         delay,
+        false,
     );
+    for (name, r) in [("native", native.as_ref()), ("native idle", Some(&idle))] {
+        if let Some(r) = r {
+            ratios(name, r, &scripts);
+        }
+    }
+}
+
+fn ratios(name: &str, r: &Report, scripts: &Report) {
     let secs = |d: Duration| d.as_secs_f64();
-    println!("\nnative / scripts");
+    println!("\n{name} / scripts");
     println!(
         "total deployment time: {:.1} s / {:.1} s = {:.2}",
-        secs(native.total),
+        secs(r.total),
         secs(scripts.total),
-        secs(native.total) / secs(scripts.total)
+        secs(r.total) / secs(scripts.total)
     );
     let all = |r: &Report| r.all_serving.map_or(f64::NAN, secs);
     println!(
         "until every instance serves again: {:.1} s / {:.1} s = {:.2}",
-        all(&native),
-        all(&scripts),
-        all(&native) / all(&scripts)
+        all(r),
+        all(scripts),
+        all(r) / all(scripts)
     );
     println!(
         "mean out-of-service window per instance: {:.1} s / {:.1} s = {:.2}",
-        mean_out(&native),
-        mean_out(&scripts),
-        mean_out(&native) / mean_out(&scripts)
+        mean_out(r),
+        mean_out(scripts),
+        mean_out(r) / mean_out(scripts)
     );
     println!(
         "failed requests: {} of {} / {} of {}",
-        native.failed, native.requests, scripts.failed, scripts.requests
+        r.failed, r.requests, scripts.failed, scripts.requests
     );
 }

@@ -34,6 +34,51 @@ pub type GroupState = (i32, i32, Vec<String>, Vec<(String, String)>);
 const HOOKS: &str = "  ApplicationStop:\n    - location: scripts/stop.sh\n      timeout: 60\n  ApplicationStart:\n    - location: scripts/start.sh\n  ValidateService:\n    - location: scripts/validate.sh\n      timeout: 60\n";
 pub const SLOW_MS: u64 = 2000;
 
+/// What a fleet is made of; `FleetSpec::new` gives the defaults the tests
+/// share (one at a time, the short delay, no keep-alive to the targets).
+#[derive(Clone, Debug)]
+pub struct FleetSpec {
+    pub front: Front,
+    pub n: usize,
+    /// A built-in configuration name, or `HOST_COUNT=N` / `FLEET_PERCENT=N`.
+    pub config: String,
+    /// Deregistration delay (Classic: connection draining timeout), seconds.
+    pub delay: u32,
+    /// Auto Scaling MinSize (desired is `n`).
+    pub asg_min: i32,
+    /// CodeDeploy's own traffic control on the target group `web`.
+    pub traffic_control: bool,
+    /// The load balancer keeps connections to the targets open between
+    /// requests (as an Application LB does) and the application keeps idle
+    /// connections for 75 s (longer than the LB's 60 s, as AWS advises).
+    pub keep_alive: bool,
+    /// The stop script SIGKILLs the application instead of SIGTERM (no
+    /// graceful end), as `forever stop`-like tools may.
+    pub kill_on_stop: bool,
+    /// The application binds its port this long after it starts, seconds.
+    pub bind_after: f64,
+}
+
+impl FleetSpec {
+    pub fn new(front: Front, n: usize) -> FleetSpec {
+        FleetSpec {
+            front,
+            n,
+            config: "CodeDeployDefault.OneAtATime".into(),
+            delay: DRAIN_SECONDS,
+            asg_min: n as i32,
+            traffic_control: false,
+            keep_alive: false,
+            kill_on_stop: false,
+            bind_after: 0.0,
+        }
+    }
+
+    pub fn start(self) -> LbFleet {
+        LbFleet::start_spec(self)
+    }
+}
+
 pub struct LbFleet {
     pub bed: Testbed,
     pub plane: LbPlane,
@@ -42,6 +87,9 @@ pub struct LbFleet {
     pub ips: Vec<String>,
     pub port: u16,
     pub front: Front,
+    keep_alive: bool,
+    kill_on_stop: bool,
+    bind_after: f64,
     bucket: String,
 }
 
@@ -56,36 +104,29 @@ fn addresses(n: usize) -> Vec<String> {
 
 impl LbFleet {
     pub fn start(front: Front, n: usize) -> LbFleet {
-        LbFleet::start_group(
-            front,
-            n,
-            false,
-            n as i32,
-            "CodeDeployDefault.OneAtATime",
-            DRAIN_SECONDS,
-        )
+        FleetSpec::new(front, n).start()
     }
 
     /// A deployment group that uses CodeDeploy's own traffic control
     /// (BlockTraffic/AllowTraffic on the target group `web`).
     pub fn start_traffic_controlled(front: Front, n: usize) -> LbFleet {
-        LbFleet::start_group(
-            front,
-            n,
-            true,
-            n as i32,
-            "CodeDeployDefault.OneAtATime",
-            DRAIN_SECONDS,
-        )
+        FleetSpec {
+            traffic_control: true,
+            ..FleetSpec::new(front, n)
+        }
+        .start()
     }
 
     /// `n` instances behind `front`, deployed with the deployment
-    /// configuration `config` (a built-in name, or `HOST_COUNT=N` /
-    /// `FLEET_PERCENT=N`), the load balancer's deregistration delay (Classic:
-    /// connection draining timeout) `delay` seconds; with Auto Scaling,
-    /// min = desired = `n`.
+    /// configuration `config`, the load balancer's deregistration delay
+    /// `delay` seconds; with Auto Scaling, min = desired = `n`.
     pub fn start_with(front: Front, n: usize, config: &str, delay: u32) -> LbFleet {
-        LbFleet::start_group(front, n, false, n as i32, config, delay)
+        FleetSpec {
+            config: config.into(),
+            delay,
+            ..FleetSpec::new(front, n)
+        }
+        .start()
     }
 
     /// The Auto Scaling group's MinSize, desired capacity, suspended
@@ -104,17 +145,26 @@ impl LbFleet {
     /// `n` instances in the Auto Scaling group `web-asg` (desired `n`,
     /// MinSize `min`), deployed with the deployment configuration `config`.
     pub fn start_asg(n: usize, min: i32, config: &str) -> LbFleet {
-        LbFleet::start_group(Front::AutoScaling, n, false, min, config, DRAIN_SECONDS)
+        FleetSpec {
+            config: config.into(),
+            asg_min: min,
+            ..FleetSpec::new(Front::AutoScaling, n)
+        }
+        .start()
     }
 
-    fn start_group(
-        front: Front,
-        n: usize,
-        traffic_control: bool,
-        asg_min: i32,
-        config: &str,
-        delay: u32,
-    ) -> LbFleet {
+    pub fn start_spec(spec: FleetSpec) -> LbFleet {
+        let FleetSpec {
+            front,
+            n,
+            ref config,
+            delay,
+            asg_min,
+            traffic_control,
+            keep_alive,
+            kill_on_stop,
+            bind_after,
+        } = spec;
         let bed = Testbed::new();
         let ips = addresses(n);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -144,6 +194,7 @@ impl LbFleet {
                     delay,
                     draining_enabled: true,
                     registered: Vec::new(),
+                    keep_alive,
                 }],
                 if front == Front::AutoScaling {
                     vec![GroupSpec {
@@ -167,6 +218,7 @@ impl LbFleet {
                     delay: delay + 5,
                     draining_enabled: true,
                     registered: Vec::new(),
+                    keep_alive,
                 }],
                 Vec::new(),
             ),
@@ -229,6 +281,9 @@ impl LbFleet {
             ips,
             port,
             front,
+            keep_alive,
+            kill_on_stop,
+            bind_after,
             bucket: format!(
                 "lb-{}",
                 tag.replace(|c: char| !c.is_ascii_alphanumeric(), "")
@@ -299,13 +354,18 @@ impl LbFleet {
     ) -> String {
         let b = Bundle::new(self.bundle_dir(revision));
         b.file("scripts/app.py", include_str!("../fixtures/lbapp.py"));
+        let keep = if self.keep_alive { 75 } else { 0 };
+        let (bind, signal) = (
+            self.bind_after,
+            if self.kill_on_stop { "KILL" } else { "TERM" },
+        );
         b.script(
             "scripts/start.sh",
-            &format!("#!/bin/sh\nset -e\nsetsid python3 \"$(dirname \"$0\")/app.py\" --ip \"$APP_IP\" --port \"$APP_PORT\" --instance \"$APP_INSTANCE\" --revision {revision} --ready-after 1.5 >>\"$APP_DIR/app.log\" 2>&1 </dev/null &\necho $! > \"$APP_DIR/app.pid\"\n"),
+            &format!("#!/bin/sh\nset -e\nsetsid python3 \"$(dirname \"$0\")/app.py\" --ip \"$APP_IP\" --port \"$APP_PORT\" --instance \"$APP_INSTANCE\" --revision {revision} --ready-after 1.5 --keep-alive {keep} --bind-after {bind} >>\"$APP_DIR/app.log\" 2>&1 </dev/null &\necho $! > \"$APP_DIR/app.pid\"\n"),
         );
         b.script(
             "scripts/stop.sh",
-            "#!/bin/sh\ntouch \"$APP_DIR/stop-started\"\nwhile [ -f \"$APP_DIR/hold-stop\" ]; do sleep 0.05; done\n[ -f \"$APP_DIR/app.pid\" ] || exit 0\npid=$(cat \"$APP_DIR/app.pid\")\nif kill -TERM \"$pid\" 2>/dev/null; then\n  i=0\n  while kill -0 \"$pid\" 2>/dev/null; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.05; done\nfi\nrm -f \"$APP_DIR/app.pid\"\n",
+            &format!("#!/bin/sh\ntouch \"$APP_DIR/stop-started\"\nwhile [ -f \"$APP_DIR/hold-stop\" ]; do sleep 0.05; done\n[ -f \"$APP_DIR/app.pid\" ] || exit 0\npid=$(cat \"$APP_DIR/app.pid\")\nif kill -{signal} \"$pid\" 2>/dev/null; then\n  i=0\n  while kill -0 \"$pid\" 2>/dev/null; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.05; done\nfi\nrm -f \"$APP_DIR/app.pid\"\n"),
         );
         b.script(
             "scripts/validate.sh",
@@ -533,6 +593,12 @@ impl Load {
     /// `fast` workers on keep-alive connections, `fresh` workers opening a
     /// connection per request, `slow` workers asking for SLOW_MS requests.
     pub fn start(target: SocketAddr, fast: usize, fresh: usize, slow: usize) -> Load {
+        Load::with_slow(target, (fast, fresh, slow), SLOW_MS)
+    }
+
+    /// The same, the slow requests lasting `slow_ms`.
+    pub fn with_slow(target: SocketAddr, clients: (usize, usize, usize), slow_ms: u64) -> Load {
+        let (fast, fresh, slow) = clients;
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let rt = crate::server::runtime();
@@ -546,7 +612,7 @@ impl Load {
                 while !stop.load(Ordering::Relaxed) {
                     let start = Instant::now();
                     let path = if is_slow {
-                        format!("/slow?ms={SLOW_MS}")
+                        format!("/slow?ms={slow_ms}")
                     } else {
                         "/".to_string()
                     };

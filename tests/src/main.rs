@@ -22,6 +22,14 @@ options:
   --delay S                                   deregistration delay, 0 to 3600 seconds (3)
   --clients K,F,S                             keep-alive, new-connection and slow (2 s)
                                               clients of the load (4,2,9)
+  --request-ms N                              how long the slow clients' requests last (2000)
+  --stop graceful|kill                        the stop script's signal: TERM (the app ends
+                                              what is in flight) or KILL (no graceful end)
+  --bind-after S                              the app binds its port S seconds after it
+                                              starts (0)
+  --drain-until deregistered|idle             the section's drainUntil (deregistered)
+  --target-keep-alive                         the load balancer keeps connections to the
+                                              targets open, as an Application LB does
   --no-section                                the control: v2 without the section (fails
                                               requests; the demo then exits non-zero)
   --help                                      this text
@@ -38,6 +46,11 @@ struct Options {
     delay: u32,
     clients: (usize, usize, usize),
     control: bool,
+    idle: bool,
+    keep_alive: bool,
+    slow_ms: u64,
+    kill: bool,
+    bind_after: f64,
 }
 
 fn clients(v: &str) -> Option<(usize, usize, usize)> {
@@ -65,6 +78,11 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         delay: testbed::lbfleet::DRAIN_SECONDS,
         clients: (4, 2, 9),
         control: false,
+        idle: false,
+        keep_alive: false,
+        slow_ms: testbed::lbfleet::SLOW_MS,
+        kill: false,
+        bind_after: 0.0,
     };
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or(format!("{a} needs a value"));
@@ -106,6 +124,35 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--clients" => {
                 o.clients = clients(value()?)
                     .ok_or("--clients takes three counts, K,F,S, 64 in all at most")?
+            }
+            "--drain-until" => {
+                o.idle = match value()?.as_str() {
+                    "idle" => true,
+                    "deregistered" => false,
+                    v => return Err(format!("--drain-until {v}: deregistered or idle")),
+                }
+            }
+            "--target-keep-alive" => o.keep_alive = true,
+            "--request-ms" => {
+                o.slow_ms = value()?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=600_000).contains(n))
+                    .ok_or("--request-ms takes 1 to 600000")?
+            }
+            "--stop" => {
+                o.kill = match value()?.as_str() {
+                    "graceful" => false,
+                    "kill" => true,
+                    v => return Err(format!("--stop {v}: graceful or kill")),
+                }
+            }
+            "--bind-after" => {
+                o.bind_after = value()?
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| (0.0..=60.0).contains(s))
+                    .ok_or("--bind-after takes 0 to 60 seconds")?
             }
             "--no-section" => o.control = true,
             _ => return Err(format!("unknown argument {a}")),
@@ -153,6 +200,8 @@ fn main() -> ExitCode {
         o.delay,
         if o.control {
             "v2 without the section (the control)"
+        } else if o.idle {
+            "native loadBalancer section, drainUntil: idle"
         } else {
             "native loadBalancer section"
         }
@@ -163,6 +212,11 @@ fn main() -> ExitCode {
         delay: o.delay,
         clients: o.clients,
         control: o.control,
+        idle: o.idle,
+        keep_alive: o.keep_alive,
+        slow_ms: o.slow_ms,
+        kill_on_stop: o.kill,
+        bind_after: o.bind_after,
         ..rollout::Setup::new(o.front)
     };
     let r = rollout::run(&setup, Mode::Native, &mut |line| println!("{line}"));

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::lb::haproxy::Slot;
 use crate::lb::{Seen, Transition};
-use crate::lbfleet::{failures, Front, GroupState, LbFleet, Load};
+use crate::lbfleet::{failures, FleetSpec, Front, GroupState, LbFleet, Load};
 use crate::scenario::LIMIT;
 use crate::wait_until;
 
@@ -98,6 +98,17 @@ pub struct Setup {
     pub clients: (usize, usize, usize),
     /// Deploy v2 without the section: the control, which fails requests.
     pub control: bool,
+    /// The section's `drainUntil: idle`.
+    pub idle: bool,
+    /// The load balancer keeps connections to the targets open between
+    /// requests, as an Application LB does.
+    pub keep_alive: bool,
+    /// How long the slow clients' requests last, ms.
+    pub slow_ms: u64,
+    /// The stop script SIGKILLs the application.
+    pub kill_on_stop: bool,
+    /// The application binds its port this long after it starts, seconds.
+    pub bind_after: f64,
 }
 
 impl Setup {
@@ -110,22 +121,45 @@ impl Setup {
             delay: crate::lbfleet::DRAIN_SECONDS,
             clients: (4, 2, 9),
             control: false,
+            idle: false,
+            keep_alive: false,
+            slow_ms: crate::lbfleet::SLOW_MS,
+            kill_on_stop: false,
+            bind_after: 0.0,
         }
     }
 }
 
 pub fn run(setup: &Setup, mode: Mode, live: &mut dyn FnMut(String)) -> Report {
     let (front, n) = (setup.front, setup.instances);
-    let f = LbFleet::start_with(front, n, &setup.config, setup.delay);
+    let f = FleetSpec {
+        config: setup.config.clone(),
+        delay: setup.delay,
+        keep_alive: setup.keep_alive,
+        kill_on_stop: setup.kill_on_stop,
+        bind_after: setup.bind_after,
+        ..FleetSpec::new(front, n)
+    }
+    .start();
     live(format!(
-        "fleet: {n} instances behind HAProxy ({front:?}), {}, LB API at {}",
+        "fleet: {n} instances behind HAProxy ({front:?}{}), {}, LB API at {}",
+        if setup.keep_alive {
+            ", connections to the targets kept alive"
+        } else {
+            ""
+        },
         setup.config,
         f.plane.endpoint()
     ));
+    let section = if setup.idle {
+        format!("{}  drainUntil: idle\n", f.section())
+    } else {
+        f.section()
+    };
     let group_before = f.group_state();
     let deploy = |rev: &str| match mode {
         Mode::Native if setup.control && rev != "v1" => f.deploy(rev, "", 0),
-        Mode::Native => f.deploy(rev, &f.section(), 0),
+        Mode::Native => f.deploy(rev, &section, 0),
         Mode::Scripts { drain, warm_up } => f.deploy_scripts(rev, drain, warm_up),
     };
     let d1 = deploy("v1");
@@ -136,12 +170,13 @@ pub fn run(setup: &Setup, mode: Mode, live: &mut dyn FnMut(String)) -> Report {
     });
     live(format!("v1 deployed ({d1}); {n} instances serving"));
     let (keep, fresh, slow) = setup.clients;
-    let load = Load::start(f.frontend(), keep, fresh, slow);
+    let load = Load::with_slow(f.frontend(), setup.clients, setup.slow_ms);
     wait_until(Duration::from_secs(20), "load flowing", || {
         load.count() >= 100
     });
     live(format!(
-        "load: {keep} keep-alive, {fresh} new-connection and {slow} slow (2 s) clients"
+        "load: {keep} keep-alive, {fresh} new-connection and {slow} slow ({} ms) clients",
+        setup.slow_ms
     ));
     let t0 = Instant::now();
     let d2 = deploy("v2");

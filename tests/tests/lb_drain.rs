@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use testbed::lb::LbFault;
-use testbed::lbfleet::{failures, slow_in_flight, Front, LbFleet, Load, Sample};
+use testbed::lbfleet::{failures, slow_in_flight, FleetSpec, Front, LbFleet, Load, Sample};
 use testbed::scenario::LIMIT;
 use testbed::{require_root, wait_until};
 
@@ -15,8 +15,16 @@ fn rolling(
     v2_section: Option<&str>,
     before_v2: impl FnOnce(&LbFleet),
 ) -> (LbFleet, Vec<Sample>, Instant, String) {
+    rolling_spec(FleetSpec::new(front, 3), v2_section, before_v2)
+}
+
+fn rolling_spec(
+    spec: FleetSpec,
+    v2_section: Option<&str>,
+    before_v2: impl FnOnce(&LbFleet),
+) -> (LbFleet, Vec<Sample>, Instant, String) {
     require_root();
-    let f = LbFleet::start(front, 3);
+    let f = spec.start();
     let d1 = f.deploy("v1", &f.section(), 0);
     assert_eq!(
         f.bed.wait_deployment(&d1, LIMIT),
@@ -107,6 +115,33 @@ fn assert_zero_downtime(f: &LbFleet, samples: &[Sample], t_v2: Instant, status: 
 fn target_group_rolling_deployment_fails_no_request() {
     let (f, samples, t, status) = rolling(Front::TargetGroup, None, |_| {});
     assert_zero_downtime(&f, &samples, t, &status);
+}
+
+#[test]
+fn drain_until_idle_ends_a_300_s_drain_in_seconds_and_fails_no_request() {
+    // AWS's default delay, an Application LB keeping connections to the
+    // targets: the target group reports `draining` for 300 s after every
+    // deregistration. The host's own connections say when it is done. The
+    // stop script SIGKILLs the application: a request still in flight when
+    // the drain ended would fail.
+    let spec = FleetSpec {
+        delay: 300,
+        keep_alive: true,
+        kill_on_stop: true,
+        ..FleetSpec::new(Front::TargetGroup, 3)
+    };
+    let section = "loadBalancer:\n  targetGroups:\n    - name: web\n  drainUntil: idle\n  idleFor: 2\n  healthGate:\n    interval: 1\n    timeout: 30\n";
+    let (f, samples, t, status) = rolling_spec(spec, Some(section), |_| {});
+    // Within the deployment's limit (90 s) at all: three drains that waited
+    // for the delay would take 15 minutes.
+    assert_zero_downtime(&f, &samples, t, &status);
+    for a in &f.agents {
+        assert!(
+            a.log().contains("idle after") && a.log().contains("still counts its delay"),
+            "each drain ended on the host's connections: {}",
+            f.logs()
+        );
+    }
 }
 
 #[test]

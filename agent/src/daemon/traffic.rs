@@ -45,6 +45,7 @@ impl LbTraffic {
                 ),
                 host,
                 poll_interval: Duration::from_millis(config.load_balancer_poll_ms),
+                sockets: std::sync::Arc::new(crate::sockets::Kernel),
             },
             handle,
         }

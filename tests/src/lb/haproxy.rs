@@ -29,6 +29,17 @@ impl Drop for HaProxy {
     }
 }
 
+/// One load balancer in HAProxy: a frontend and its backend.
+#[derive(Clone, Debug)]
+pub struct Listener {
+    pub name: String,
+    pub port: u16,
+    /// Keep connections to the targets open between requests and reuse
+    /// them for any client, as an Application LB does; otherwise one
+    /// connection per request (`http-server-close`).
+    pub keep_alive: bool,
+}
+
 /// Server state as the runtime API names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slot {
@@ -38,8 +49,8 @@ pub enum Slot {
 }
 
 impl HaProxy {
-    /// Start HAProxy with `backends` (name, frontend port).
-    pub fn start(dir: &Path, backends: &[(String, u16)]) -> HaProxy {
+    /// Start HAProxy with one frontend and backend per listener.
+    pub fn start(dir: &Path, listeners: &[Listener]) -> HaProxy {
         let socket = dir.join("haproxy.sock");
         let mut cfg = String::new();
         let _ = write!(
@@ -52,13 +63,25 @@ impl HaProxy {
         // spread evenly, so each instance holds some of the load's slow
         // requests whenever its drain begins (round robin leaves an
         // instance without one often enough to make that check flaky).
-        for (name, port) in backends {
+        for l in listeners {
+            let (name, port) = (&l.name, l.port);
+            // Both sides must leave http-server-close for a server
+            // connection to outlive its request; idle ones are kept for a
+            // minute, an Application LB's default idle timeout.
+            let (reuse, pool) = if l.keep_alive {
+                (
+                    "  no option http-server-close\n  option http-keep-alive\n  http-reuse always\n",
+                    " pool-purge-delay 60s",
+                )
+            } else {
+                ("", "")
+            };
             let _ = write!(
                 cfg,
-                "frontend f_{name}\n  bind 127.0.0.1:{port}\n  default_backend b_{name}\n\nbackend b_{name}\n  balance leastconn\n"
+                "frontend f_{name}\n  bind 127.0.0.1:{port}\n{reuse}  default_backend b_{name}\n\nbackend b_{name}\n  balance leastconn\n{reuse}"
             );
             for s in 0..SLOTS {
-                let _ = writeln!(cfg, "  server s{s} 127.0.0.1:9 disabled");
+                let _ = writeln!(cfg, "  server s{s} 127.0.0.1:9 disabled{pool}");
             }
             cfg.push('\n');
         }
@@ -114,6 +137,28 @@ impl HaProxy {
     /// Cut whatever is still open to a server (the AWS timeout expired).
     pub fn cut(&self, backend: &str, slot: usize) {
         let _ = self.command(&format!("shutdown sessions server b_{backend}/s{slot}"));
+    }
+
+    /// Open connections to each server, in use or idle in the pool, per
+    /// (backend, slot), from `show servers conn`.
+    pub fn server_connections(&self) -> Vec<(String, usize, u64)> {
+        let Ok(out) = self.command("show servers conn") else {
+            return Vec::new();
+        };
+        out.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                // b_name/sN bkid/svid addr port - purge used_cur used_max
+                // need_est unsafe_nb safe_nb idle_lim idle_cur ...
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let (b, s) = f.first()?.split_once('/')?;
+                let b = b.strip_prefix("b_")?;
+                let s: usize = s.strip_prefix('s')?.parse().ok()?;
+                let used: u64 = f.get(6)?.parse().ok()?;
+                let idle: u64 = f.get(12)?.parse().ok()?;
+                Some((b.to_string(), s, used + idle))
+            })
+            .collect()
     }
 
     /// Current sessions per (backend, slot) from `show stat`.

@@ -22,7 +22,7 @@ use crate::control::REGION;
 use crate::faults::Faults;
 use crate::server::{self, Reply};
 use crate::sigv4::{self, Keyring};
-use haproxy::HaProxy;
+use haproxy::{HaProxy, Listener};
 use model::{Backend, Group, Member, World};
 pub use model::{Change, HealthCheck, Kind, Seen, State, Transition};
 
@@ -52,6 +52,9 @@ pub struct LbSpec {
     pub draining_enabled: bool,
     /// Instances registered at start (healthy at once).
     pub registered: Vec<String>,
+    /// Connections to the targets kept open between requests, as an
+    /// Application LB keeps them (docs/testbed.md, the drain rules).
+    pub keep_alive: bool,
 }
 
 pub struct GroupSpec {
@@ -113,7 +116,16 @@ impl LbPlane {
     ) -> LbPlane {
         let frontends: Vec<(String, u16)> =
             lbs.iter().map(|l| (l.name.clone(), free_port())).collect();
-        let hap = HaProxy::start(dir, &frontends);
+        let listeners: Vec<Listener> = lbs
+            .iter()
+            .zip(&frontends)
+            .map(|(l, (name, port))| Listener {
+                name: name.clone(),
+                port: *port,
+                keep_alive: l.keep_alive,
+            })
+            .collect();
+        let hap = HaProxy::start(dir, &listeners);
         let mut w = World {
             instances: instances.iter().cloned().collect(),
             backends: Vec::new(),
@@ -274,6 +286,36 @@ impl LbPlane {
             }
         }
         w.advance(&self.inner.hap);
+    }
+
+    /// Deregister every registration of `id` in `lb`, as DeregisterTargets
+    /// (or DeregisterInstancesFromLoadBalancer) would.
+    pub fn deregister(&self, lb: &str, id: &str) {
+        let mut w = self.inner.world.lock().unwrap();
+        let b = w.backend(lb).expect("lb");
+        let ports: Vec<u16> = w.backends[b]
+            .regs
+            .iter()
+            .filter(|r| r.id == id)
+            .map(|r| r.port)
+            .collect();
+        for p in ports {
+            w.deregister(b, id, p);
+        }
+        w.record("DeregisterTargets", id, lb);
+        w.advance(&self.inner.hap);
+    }
+
+    /// Connections open from load balancer `lb` to its targets, in use or
+    /// idle in HAProxy's pool.
+    pub fn connections(&self, lb: &str) -> u64 {
+        self.inner
+            .hap
+            .server_connections()
+            .into_iter()
+            .filter(|(b, _, _)| b == lb)
+            .map(|(_, _, n)| n)
+            .sum()
     }
 
     /// The group's tags.

@@ -43,6 +43,10 @@ pub struct Reg {
     pub probing: bool,
     /// End of the deregistration delay / draining timeout.
     pub until: Option<Instant>,
+    /// The drain's traffic is over: nothing in flight and no connection
+    /// open, or the delay ended. A target group still reports `draining`
+    /// until the delay ends.
+    pub drained: bool,
     pub applied: Option<Slot>,
 }
 
@@ -172,6 +176,7 @@ impl World {
             r.ok = 0;
             r.bad = 0;
             r.until = None;
+            r.drained = false;
             r.next_probe = Instant::now() + Duration::from_millis(200);
             self.saw(b, id, Seen::Registered);
             return Ok(());
@@ -192,6 +197,7 @@ impl World {
             next_probe: Instant::now() + Duration::from_millis(200),
             probing: false,
             until: None,
+            drained: false,
             applied: None,
         });
         self.saw(b, id, Seen::Registered);
@@ -222,6 +228,7 @@ impl World {
     fn wanted(be: &Backend, r: &Reg) -> Slot {
         match r.state {
             State::Healthy => Slot::Ready,
+            State::Draining if r.drained => Slot::Maint,
             State::Draining => Slot::Drain,
             State::Unhealthy
                 if be.kind == Kind::TargetGroup
@@ -240,40 +247,35 @@ impl World {
     /// Finish drains, move Standby/Pending instances on, push state to HAProxy.
     pub fn advance(&mut self, hap: &HaProxy) {
         let now = Instant::now();
-        let sessions = if self
-            .backends
-            .iter()
-            .any(|b| b.regs.iter().any(|r| r.state == State::Draining))
-        {
-            hap.sessions()
-        } else {
-            Vec::new()
-        };
+        let busy = self.busy_slots(hap);
         let mut seen = Vec::new();
         for be in &mut self.backends {
             let mut gone = Vec::new();
-            for (i, r) in be.regs.iter().enumerate() {
+            for (i, r) in be.regs.iter_mut().enumerate() {
                 if r.state != State::Draining {
                     continue;
                 }
                 let expired = r.until.is_some_and(|u| now >= u);
-                // Both finish as soon as nothing is in flight, before the
-                // delay ends (docs/testbed.md, the drain rules): an
-                // Application LB target "with no in-flight requests and no
-                // active connections" at once, a Classic LB instance when
-                // its in-flight requests are done.
-                let idle = !sessions
-                    .iter()
-                    .any(|(b, s, n)| *b == be.name && *s == r.slot && *n > 0);
-                if expired || idle {
+                // Traffic ends as soon as nothing is in flight and no
+                // connection is open, before the delay ends (docs/testbed.md,
+                // the drain rules).
+                let idle = !busy.contains(&(be.name.clone(), r.slot));
+                if !r.drained && (expired || idle) {
+                    r.drained = true;
+                    hap.cut(&be.name, r.slot);
+                    hap.set(&be.name, r.slot, Slot::Maint);
+                    r.applied = Some(Slot::Maint);
+                    seen.push((be.name.clone(), r.id.clone(), Seen::Gone));
+                }
+                // A target group reports `draining` until the delay ends
+                // even when its traffic ended earlier; a Classic LB reports
+                // the instance deregistered once its drain is over.
+                if r.drained && (expired || be.kind == Kind::Classic) {
                     gone.push(i);
                 }
             }
             for i in gone.into_iter().rev() {
-                let r = be.regs.remove(i);
-                hap.cut(&be.name, r.slot);
-                hap.set(&be.name, r.slot, Slot::Maint);
-                seen.push((be.name.clone(), r.id, Seen::Gone));
+                be.regs.remove(i);
             }
         }
         // Auto Scaling transitions.
@@ -330,6 +332,25 @@ impl World {
                     seen,
                 }),
         );
+    }
+
+    /// (backend, slot) pairs with a session in flight or a connection open,
+    /// asked of HAProxy only while something drains.
+    fn busy_slots(&self, hap: &HaProxy) -> BTreeSet<(String, usize)> {
+        let draining = self.backends.iter().any(|b| {
+            b.regs
+                .iter()
+                .any(|r| r.state == State::Draining && !r.drained)
+        });
+        if !draining {
+            return BTreeSet::new();
+        }
+        hap.sessions()
+            .into_iter()
+            .chain(hap.server_connections())
+            .filter(|(_, _, n)| *n > 0)
+            .map(|(b, s, _)| (b, s))
+            .collect()
     }
 
     /// Apply one probe result to (backend, id, port).
