@@ -23,6 +23,8 @@ pub enum Front {
     Classic,
     /// A target group attached to an Auto Scaling group with min = desired.
     AutoScaling,
+    /// A Network LB's target group (TCP): layer 4.
+    Network,
 }
 
 pub const DRAIN_SECONDS: u32 = 3;
@@ -185,7 +187,7 @@ impl LbFleet {
         let instances: Vec<(String, String)> =
             ids.iter().cloned().zip(ips.iter().cloned()).collect();
         let (lbs, groups) = match front {
-            Front::TargetGroup | Front::AutoScaling => (
+            Front::TargetGroup | Front::AutoScaling | Front::Network => (
                 vec![LbSpec {
                     kind: Kind::TargetGroup,
                     name: "web".into(),
@@ -195,6 +197,7 @@ impl LbFleet {
                     draining_enabled: true,
                     registered: Vec::new(),
                     keep_alive,
+                    layer4: front == Front::Network,
                 }],
                 if front == Front::AutoScaling {
                     vec![GroupSpec {
@@ -219,6 +222,7 @@ impl LbFleet {
                     draining_enabled: true,
                     registered: Vec::new(),
                     keep_alive,
+                    layer4: false,
                 }],
                 Vec::new(),
             ),
@@ -294,7 +298,7 @@ impl LbFleet {
     /// The `loadBalancer` section that fits this fleet.
     pub fn section(&self) -> String {
         match self.front {
-            Front::TargetGroup => "loadBalancer:\n  targetGroups:\n    - name: web\n  healthGate:\n    interval: 1\n    timeout: 30\n".into(),
+            Front::TargetGroup | Front::Network => "loadBalancer:\n  targetGroups:\n    - name: web\n  healthGate:\n    interval: 1\n    timeout: 30\n".into(),
             Front::Classic => "loadBalancer:\n  classicLoadBalancers: [web]\n  healthGate:\n    interval: 1\n    timeout: 30\n".into(),
             Front::AutoScaling => "loadBalancer:\n  autoScaling:\n    action: standby\n    minSize: lower\n  healthGate:\n    interval: 1\n    timeout: 30\n".into(),
         }

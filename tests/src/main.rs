@@ -15,7 +15,9 @@ Exits 0 only when no request failed, the deployment succeeded and, with Auto
 Scaling, the group ends as it began.
 
 options:
-  --front target-group|classic|auto-scaling   what the instances are behind (target-group)
+  --front target-group|classic|auto-scaling|network
+                                              what the instances are behind (target-group;
+                                              network: a TCP target group, layer 4)
   --instances N                               2 to 6 (3)
   --config OneAtATime|HalfAtATime|AllAtOnce   the deployment configuration (OneAtATime),
            or HOST_COUNT=N | FLEET_PERCENT=N  a minimum-healthy-hosts one
@@ -93,6 +95,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
                     "target-group" => Front::TargetGroup,
                     "classic" => Front::Classic,
                     "auto-scaling" => Front::AutoScaling,
+                    "network" => Front::Network,
                     v => return Err(format!("--front {v}: not a front this demo knows")),
                 }
             }

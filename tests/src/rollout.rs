@@ -181,7 +181,9 @@ pub fn run(setup: &Setup, mode: Mode, live: &mut dyn FnMut(String)) -> Report {
     let t0 = Instant::now();
     let d2 = deploy("v2");
     live(format!("v2 deployment {d2} created ({mode:?})"));
-    let status = watch(&f, &d2, t0, live);
+    // Each host may wait out the whole delay (drainUntil: deregistered).
+    let limit = LIMIT * 4 + Duration::from_secs(u64::from(setup.delay + 60) * n as u64);
+    let status = watch(&f, &d2, (t0, limit), live);
     let total = t0.elapsed();
     let all_serving = serving_again(&f, n, t0);
     let n_before = load.count();
@@ -238,7 +240,12 @@ fn serving_again(f: &LbFleet, n: usize, t0: Instant) -> Option<Duration> {
 
 /// Print lifecycle events, LB API calls and data-plane changes until the
 /// deployment ends, in time order; returns its status.
-fn watch(f: &LbFleet, deployment: &str, t0: Instant, live: &mut dyn FnMut(String)) -> String {
+fn watch(
+    f: &LbFleet,
+    deployment: &str,
+    (t0, limit): (Instant, Duration),
+    live: &mut dyn FnMut(String),
+) -> String {
     // The control plane keeps epoch seconds; lines are stamped from t0.
     let epoch0 = crate::control::state::now() - t0.elapsed().as_secs_f64();
     let since = |epoch: f64| Duration::from_secs_f64((epoch - epoch0).max(0.0));
@@ -282,7 +289,7 @@ fn watch(f: &LbFleet, deployment: &str, t0: Instant, live: &mut dyn FnMut(String
                 Seen::Slot(Slot::Ready) => "ready: gets new requests",
                 Seen::Slot(Slot::Drain) => "draining: no new requests",
                 Seen::Slot(Slot::Maint) => "out of rotation",
-                Seen::Gone => "drain finished",
+                Seen::Gone => "traffic ended (a target group says draining until its delay)",
             };
             let line = format!("{}  haproxy {}: {what}", t.instance, t.backend);
             batch.push((t.at - t0, line));
@@ -295,10 +302,7 @@ fn watch(f: &LbFleet, deployment: &str, t0: Instant, live: &mut dyn FnMut(String
         if matches!(status.as_str(), "Succeeded" | "Failed" | "Stopped") {
             return status;
         }
-        assert!(
-            t0.elapsed() < LIMIT * 4,
-            "deployment {deployment} did not end"
-        );
+        assert!(t0.elapsed() < limit, "deployment {deployment} did not end");
         // Polling a display, not synchronising: a tenth of a second keeps
         // the lines live without loading the control plane.
         std::thread::sleep(Duration::from_millis(100));

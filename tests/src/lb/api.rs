@@ -378,11 +378,11 @@ pub fn elbv2(w: &mut World, action: &str, f: &Form) -> Answer {
                     "{}{}{}{}{}{}{}{}",
                     el("TargetGroupArn", &b.arn),
                     el("TargetGroupName", &b.name),
-                    el("Protocol", "HTTP"),
+                    el("Protocol", if b.layer4 { "TCP" } else { "HTTP" }),
                     el("Port", b.port),
                     el("VpcId", "vpc-0testbed"),
                     health_check_xml_tg(b),
-                    list("LoadBalancerArns", b.has_load_balancer.then(|| format!("arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/{}/0000", b.name))),
+                    list("LoadBalancerArns", b.has_load_balancer.then(|| format!("arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/{}/{}/0000", if b.layer4 { "net" } else { "app" }, b.name))),
                     el("TargetType", "instance"),
                 )
             });

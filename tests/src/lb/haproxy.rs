@@ -38,6 +38,9 @@ pub struct Listener {
     /// them for any client, as an Application LB does; otherwise one
     /// connection per request (`http-server-close`).
     pub keep_alive: bool,
+    /// Layer 4 (`mode tcp`), as a Network LB: each client connection goes
+    /// to one target for its whole life.
+    pub tcp: bool,
 }
 
 /// Server state as the runtime API names it.
@@ -68,7 +71,9 @@ impl HaProxy {
             // Both sides must leave http-server-close for a server
             // connection to outlive its request; idle ones are kept for a
             // minute, an Application LB's default idle timeout.
-            let (reuse, pool) = if l.keep_alive {
+            let (reuse, pool) = if l.tcp {
+                ("  mode tcp\n", "")
+            } else if l.keep_alive {
                 (
                     "  no option http-server-close\n  option http-keep-alive\n  http-reuse always\n",
                     " pool-purge-delay 60s",

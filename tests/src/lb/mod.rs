@@ -55,6 +55,8 @@ pub struct LbSpec {
     /// Connections to the targets kept open between requests, as an
     /// Application LB keeps them (docs/testbed.md, the drain rules).
     pub keep_alive: bool,
+    /// A Network LB's target group (TCP, layer 4).
+    pub layer4: bool,
 }
 
 pub struct GroupSpec {
@@ -123,6 +125,7 @@ impl LbPlane {
                 name: name.clone(),
                 port: *port,
                 keep_alive: l.keep_alive,
+                tcp: l.layer4,
             })
             .collect();
         let hap = HaProxy::start(dir, &listeners);
@@ -148,6 +151,7 @@ impl LbPlane {
                 hc: l.health,
                 delay: l.delay,
                 draining_enabled: l.draining_enabled,
+                layer4: l.layer4,
                 has_load_balancer: true,
                 regs: Vec::new(),
             });

@@ -69,6 +69,8 @@ pub struct Backend {
     pub delay: u32,
     /// Classic: connection draining enabled.
     pub draining_enabled: bool,
+    /// A Network LB's target group (TCP): layer 4.
+    pub layer4: bool,
     pub has_load_balancer: bool,
     pub regs: Vec<Reg>,
 }
@@ -259,7 +261,9 @@ impl World {
                 // Traffic ends as soon as nothing is in flight and no
                 // connection is open, before the delay ends (docs/testbed.md,
                 // the drain rules).
-                let idle = !busy.contains(&(be.name.clone(), r.slot));
+                // A Network LB's traffic is the clients' own connections:
+                // they flow until the delay ends (no early end is documented).
+                let idle = !be.layer4 && !busy.contains(&(be.name.clone(), r.slot));
                 if !r.drained && (expired || idle) {
                     r.drained = true;
                     hap.cut(&be.name, r.slot);
