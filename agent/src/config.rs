@@ -79,6 +79,26 @@ pub struct Config {
     /// How often the `loadBalancer` drain polls Describe calls while it
     /// waits (production: 5000).
     pub load_balancer_poll_ms: u64,
+    /// Prometheus text written here after each poll and command (for
+    /// node_exporter's textfile collector); off when absent.
+    pub metrics_textfile: Option<PathBuf>,
+    /// Serve `GET /metrics` here; loopback addresses only; off when absent.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The agent log's lines: text, or one JSON object each.
+    pub log_format: LogFormat,
+    /// Size bound of the agent log, the deployments log and each
+    /// scripts.log, and how many rotated files each keeps.
+    pub log_rotation: crate::logfile::Rotation,
+}
+
+/// `:log_format:`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines with `key=value` fields.
+    #[default]
+    Text,
+    /// One JSON object per line: time, level, message and every field.
+    Json,
 }
 
 impl Default for Config {
@@ -120,6 +140,10 @@ impl Default for Config {
             autoscaling_endpoint: None,
             elb_endpoint: None,
             load_balancer_poll_ms: 5000,
+            metrics_textfile: None,
+            metrics_listen: None,
+            log_format: LogFormat::Text,
+            log_rotation: crate::logfile::Rotation::default(),
         }
     }
 }
@@ -321,6 +345,54 @@ impl Config {
             }
             "autoscaling_endpoint" => self.autoscaling_endpoint = opt_string(v)?,
             "elb_endpoint" => self.elb_endpoint = opt_string(v)?,
+            "metrics_textfile" => {
+                self.metrics_textfile = opt_string(v)?.map(PathBuf::from);
+                if let Some(p) = &self.metrics_textfile {
+                    if p.is_relative() || p.extension().is_none_or(|e| e != "prom") {
+                        return Err(format!(
+                            "must be an absolute path ending in .prom (what the textfile collector reads), found {:?}",
+                            p.display().to_string()
+                        ));
+                    }
+                }
+            }
+            "metrics_listen" => {
+                self.metrics_listen = match opt_string(v)? {
+                    None => None,
+                    Some(a) => {
+                        let addr: std::net::SocketAddr = a
+                            .parse()
+                            .map_err(|_| format!("must be address:port, found {a:?}"))?;
+                        if !addr.ip().is_loopback() {
+                            return Err(format!(
+                                "must be a loopback address (127.0.0.1:PORT or [::1]:PORT): metrics are not served off the host, found {a:?}"
+                            ));
+                        }
+                        Some(addr)
+                    }
+                }
+            }
+            "log_max_bytes" => {
+                let n = integer(v)?;
+                if n < 4096 {
+                    return Err(format!("must be at least 4096 bytes, found {n}"));
+                }
+                self.log_rotation.max_bytes = n as u64;
+            }
+            "log_keep" => {
+                let n = integer(v)?;
+                if !(0..=1000).contains(&n) {
+                    return Err(format!("must be 0 to 1000 rotated files, found {n}"));
+                }
+                self.log_rotation.keep = n as u32;
+            }
+            "log_format" => {
+                self.log_format = match string(v)?.as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    other => return Err(format!("must be text or json, found {other:?}")),
+                }
+            }
             "load_balancer_poll_interval_ms" => {
                 let n = integer(v)?;
                 if !(100..=60_000).contains(&n) {
@@ -396,6 +468,11 @@ fn is_known(key: &str) -> bool {
             | "autoscaling_endpoint"
             | "elb_endpoint"
             | "load_balancer_poll_interval_ms"
+            | "metrics_textfile"
+            | "metrics_listen"
+            | "log_format"
+            | "log_max_bytes"
+            | "log_keep"
     )
 }
 

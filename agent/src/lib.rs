@@ -14,6 +14,8 @@ pub mod install;
 pub mod layout;
 pub mod links;
 pub mod local;
+pub mod logfile;
+pub mod metrics;
 pub mod net;
 pub mod revision;
 pub mod sockets;

@@ -1,6 +1,5 @@
 //! `codedeploy-agent`: the command-line shell over the agent library.
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -9,7 +8,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
-use codedeploy_agent::config::{Config, DEFAULT_CONFIG_PATH};
+use codedeploy_agent::config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
 use codedeploy_agent::{daemon, local, validate};
 
 #[derive(Parser)]
@@ -41,8 +40,13 @@ enum Command {
     Stop,
     /// Stop, then start.
     Restart,
-    /// Say whether the agent is running, when it last polled and what it is doing.
-    Status,
+    /// Say whether the agent is running, when it last polled, whether a
+    /// deployment is pending for this host and what it is doing.
+    Status {
+        /// One JSON object instead of lines (exit status as without).
+        #[arg(long)]
+        json: bool,
+    },
     /// Deploy a revision on this host without the CodeDeploy service (codedeploy-local).
     Local(LocalArgs),
     /// Check an appspec, a bundle directory or a bundle archive, offline.
@@ -132,15 +136,26 @@ fn init_logging(cfg: &Config, file: &str, stderr_level: LevelFilter) {
             m.target() != "codedeploy_agent::local"
         }));
     let path = cfg.log_dir.join(file);
-    let file_layer = std::fs::create_dir_all(&cfg.log_dir)
-        .and_then(|_| OpenOptions::new().create(true).append(true).open(&path))
+    let file_layer = codedeploy_agent::logfile::LogFile::open(&path, cfg.log_rotation)
         .map_err(|e| eprintln!("warning: cannot write {}: {e}", path.display()))
         .ok()
         .map(|f| {
-            tracing_subscriber::fmt::layer()
-                .with_ansi(false)
-                .with_writer(Mutex::new(f))
-                .with_filter(level)
+            let writer = Mutex::new(f);
+            let layer: Box<dyn tracing_subscriber::Layer<_> + Send + Sync> = match cfg.log_format {
+                // One object per line: timestamp, level, target, the
+                // message and every field at the top level.
+                LogFormat::Json => tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_writer(writer)
+                    .boxed(),
+                LogFormat::Text => tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(writer)
+                    .boxed(),
+            };
+            layer.with_filter(level)
         });
     // The AWS SDK's own warnings repeat, with full debug dumps, what the
     // agent already logs once with context: keep only its errors.
@@ -203,13 +218,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Start | Command::Stop | Command::Restart | Command::Status => {
+        Command::Start | Command::Stop | Command::Restart | Command::Status { .. } => {
             let cfg = match daemon_config() {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             let r = match cli.command {
-                Command::Status => return ExitCode::from(daemon::service::status(&cfg) as u8),
+                Command::Status { json } => {
+                    return ExitCode::from(daemon::service::status(&cfg, json) as u8)
+                }
                 Command::Start => daemon::service::start(&cfg, &config_path),
                 Command::Stop => daemon::service::stop(&cfg),
                 _ => daemon::service::stop(&cfg)

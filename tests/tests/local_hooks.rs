@@ -349,3 +349,30 @@ fn missing_and_non_executable_scripts() {
         run.stdout
     );
 }
+
+#[test]
+fn a_chatty_script_s_log_is_rotated_within_its_bound() {
+    // 2,000 lines of 100 bytes against a 16 KiB bound, 3 rotated files kept:
+    // the disk holds at most 4 x 16 KiB of it, the newest lines last.
+    let host = Host::with_config(":log_max_bytes: 16384\n:log_keep: 3\n");
+    let body = "i=0\nwhile [ $i -lt 2000 ]; do printf 'line %04d %s\\n' $i $(printf '%080d' 0); i=$((i+1)); done\n";
+    let b = one_hook(&host, "ApplicationStart", body, "");
+    host.deploy_dir(&b.dir, &[]).assert_ok();
+    let logs = host.deployments("default-local-deployment-group")[0].join("logs");
+    let size = |n: &str| fs::metadata(logs.join(n)).map(|m| m.len()).ok();
+    for n in [
+        "scripts.log",
+        "scripts.log.1",
+        "scripts.log.2",
+        "scripts.log.3",
+    ] {
+        let s = size(n).unwrap_or_else(|| panic!("{n} missing"));
+        assert!(s <= 16384, "{n}: {s} bytes");
+    }
+    assert_eq!(size("scripts.log.4"), None, "keep: 3");
+    let last = fs::read_to_string(logs.join("scripts.log")).unwrap();
+    assert!(
+        last.contains("line 1999"),
+        "the newest lines are in scripts.log"
+    );
+}

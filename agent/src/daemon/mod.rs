@@ -6,6 +6,7 @@
 //! running commands finish (bounded) and report. This file starts it all.
 
 mod backoff;
+mod exposition;
 mod journals;
 pub mod notify;
 mod poller;
@@ -59,6 +60,8 @@ struct Agent {
     heartbeat: AtomicU64,
     /// Strict verdicts already reported, so each deployment logs one.
     spec_checks: Mutex<VecDeque<status::SpecCheck>>,
+    /// A metrics textfile failure was logged (once until one succeeds).
+    metrics_warned: AtomicBool,
 }
 
 /// Run the daemon until SIGTERM/SIGINT. Errors are start-up failures.
@@ -86,6 +89,9 @@ async fn main_loop(config: Config) -> Result<(), String> {
     if let Some(every) = notify::watchdog_interval() {
         let me = agent.clone();
         tokio::spawn(async move { me.watchdog(every).await });
+    }
+    if let Some(addr) = agent.config.metrics_listen {
+        tokio::spawn(agent.clone().serve_metrics(addr));
     }
     let mut tasks = JoinSet::new();
     agent.poll_loop(&mut tasks).await;
@@ -181,6 +187,7 @@ impl Agent {
             ready: AtomicBool::new(false),
             heartbeat: AtomicU64::new(status::now()),
             spec_checks: Mutex::new(VecDeque::new()),
+            metrics_warned: AtomicBool::new(false),
             config,
         })
     }

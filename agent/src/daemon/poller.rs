@@ -52,7 +52,15 @@ impl Agent {
                 _ = rx.wait_for(|s| *s) => break,
             };
             self.beat();
-            self.polled(polled.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            self.polled(
+                polled
+                    .as_ref()
+                    .map(|c| {
+                        c.as_ref()
+                            .map(|c| (c.host_command_identifier.as_str(), c.command_name.as_str()))
+                    })
+                    .map_err(|e| e.to_string()),
+            );
             let wait = match polled {
                 Ok(Some(cmd)) => {
                     backoff.reset();
@@ -85,9 +93,9 @@ impl Agent {
 
     /// READY=1 goes to systemd once the service has answered a poll: an
     /// agent that cannot reach it is not ready, and says why in the log.
-    fn polled(&self, result: Result<(), String>) {
+    fn polled(&self, result: Result<Option<(&str, &str)>, String>) {
         match &result {
-            Ok(()) if !self.ready.swap(true, Ordering::Relaxed) => {
+            Ok(_) if !self.ready.swap(true, Ordering::Relaxed) => {
                 tracing::info!("first poll answered; ready");
                 notify::notify("READY=1");
             }
@@ -96,7 +104,9 @@ impl Agent {
             }
             _ => {}
         }
+        crate::metrics::get().poll(result.is_ok(), status::now());
         self.status.polled(result);
+        self.publish_metrics();
     }
 
     /// Ping systemd's watchdog while the poll loop turns. A loop stuck

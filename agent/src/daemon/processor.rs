@@ -11,6 +11,7 @@ use super::{seed, status, Agent};
 use crate::command::{Deployment, HostCommand, Report};
 use crate::diagnostics::{Diagnostics, ErrorCode};
 use crate::envelope::{EnvelopeError, Opened};
+use crate::metrics;
 use crate::net::control::{AckStatus, ControlError, PolledCommand, MAX_PAYLOAD};
 use crate::spec::DeploymentSpec;
 
@@ -41,6 +42,15 @@ impl Agent {
         let outcome = self.process(&cmd).await;
         if let Ok(mut r) = self.running.lock() {
             r.remove(&id);
+        }
+        if let Some((ok, payload)) = &outcome {
+            let result = match ok {
+                true if payload.contains("CompletedNoopCommand") => metrics::Outcome::Noop,
+                true => metrics::Outcome::Succeeded,
+                false => metrics::Outcome::Failed,
+            };
+            metrics::get().command(&cmd.command_name, result, t0.elapsed());
+            self.publish_metrics();
         }
         if let Some(outcome) = outcome {
             if let Ok(mut f) = self.finished.lock() {

@@ -73,7 +73,10 @@ impl Drop for PidFile {
     }
 }
 
-pub fn status(config: &Config) -> i32 {
+pub fn status(config: &Config, json: bool) -> i32 {
+    if json {
+        return status_json(config);
+    }
     match running(config) {
         Some(pid) => {
             println!("The AWS CodeDeploy agent is running as PID {pid}");
@@ -94,6 +97,26 @@ pub fn status(config: &Config) -> i32 {
             println!("No AWS CodeDeploy agent running");
             1
         }
+    }
+}
+
+/// `status --json`: `{"running": bool, "pid": n, "status": {...}|null}`,
+/// the status being what the daemon keeps on disk (super::status::Status).
+fn status_json(config: &Config) -> i32 {
+    let pid = running(config);
+    let status = pid.and_then(|pid| {
+        super::status::read(&super::status::path(config)).filter(|s| s.pid == pid as u32)
+    });
+    let v = serde_json::json!({
+        "running": pid.is_some(),
+        "pid": pid,
+        "status": status,
+    });
+    println!("{v}");
+    if pid.is_some() {
+        0
+    } else {
+        1
     }
 }
 

@@ -26,6 +26,20 @@ pub struct Status {
     /// What strict specification verification made of the last deployment.
     #[serde(default)]
     pub spec_check: Option<SpecCheck>,
+    /// The command the last answered poll offered: a deployment is pending
+    /// for this host. `None` when that poll offered none.
+    #[serde(default)]
+    pub pending: Option<Offered>,
+}
+
+/// A host command the service offered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Offered {
+    pub host_command: String,
+    /// The lifecycle event (host command name).
+    pub event: String,
+    /// When it was first offered, Unix seconds.
+    pub since: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,12 +99,27 @@ impl StatusFile {
     /// Polls come every second with the shipped `:wait_between_runs: 1`:
     /// a run of good ones rewrites the file every REFRESH_SECS only, so
     /// `status` shows the last poll to within that.
-    pub fn polled(&self, result: Result<(), String>) {
+    /// `Ok(offered)`: the poll was answered, with (host command, event) or
+    /// nothing to do.
+    pub fn polled(&self, result: Result<Option<(&str, &str)>, String>) {
         self.update(|s| {
             let t = now();
             match result {
-                Ok(()) => {
-                    let news = s.last_poll_error.is_some()
+                Ok(offered) => {
+                    let same = match (&s.pending, offered) {
+                        (Some(p), Some((id, _))) => p.host_command == id,
+                        (None, None) => true,
+                        _ => false,
+                    };
+                    if !same {
+                        s.pending = offered.map(|(id, event)| Offered {
+                            host_command: id.into(),
+                            event: event.into(),
+                            since: t,
+                        });
+                    }
+                    let news = !same
+                        || s.last_poll_error.is_some()
                         || s.last_poll_ok
                             .is_none_or(|p| t.saturating_sub(p) >= REFRESH_SECS);
                     s.last_poll_error = None;
@@ -186,6 +215,16 @@ pub fn describe(s: &Status, now: u64) -> Vec<String> {
     if let Some((t, e)) = &s.last_poll_error {
         out.push(format!("last poll failed {}: {e}", ago(now, *t)));
     }
+    match (&s.pending, s.last_poll_ok) {
+        (Some(p), _) => out.push(format!(
+            "deployment pending for this host: the last poll offered {} (host command {}), first {}",
+            p.event,
+            p.host_command,
+            ago(now, p.since)
+        )),
+        (None, Some(_)) => out.push("no deployment pending at the last poll".into()),
+        (None, None) => {}
+    }
     if s.running.is_empty() {
         out.push("no command in progress".into());
     }
@@ -248,9 +287,42 @@ mod tests {
         let lines = describe(&s, 1620);
         assert_eq!(lines[1], "last successful poll: 2 min ago");
         assert_eq!(lines[2], "last poll failed 20 s ago: connection refused");
+        assert_eq!(lines[3], "no deployment pending at the last poll");
         assert_eq!(
-            lines[3],
+            lines[4],
             "in progress: deployment d-1 event AfterInstall (host command hc-1) since 10 min ago"
+        );
+    }
+
+    #[test]
+    fn a_poll_that_offers_a_command_says_a_deployment_is_pending() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.json");
+        let f = StatusFile::new(p.clone(), "9.9");
+        f.polled(Ok(None));
+        assert_eq!(read(&p).unwrap().pending, None);
+        f.polled(Ok(Some(("hc-1", "ApplicationStop"))));
+        let s = read(&p).unwrap();
+        let offered = s.pending.clone().expect("pending");
+        assert_eq!(
+            (offered.host_command.as_str(), offered.event.as_str()),
+            ("hc-1", "ApplicationStop")
+        );
+        let lines = describe(&s, offered.since);
+        assert!(
+            lines.iter().any(|l| l.starts_with(
+                "deployment pending for this host: the last poll offered ApplicationStop"
+            )),
+            "{lines:?}"
+        );
+        // Offered again: still pending since the first time.
+        f.polled(Ok(Some(("hc-1", "ApplicationStop"))));
+        assert_eq!(read(&p).unwrap().pending, Some(offered));
+        f.polled(Ok(None));
+        assert_eq!(
+            read(&p).unwrap().pending,
+            None,
+            "a poll with nothing clears it"
         );
     }
 
@@ -259,9 +331,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("s.json");
         let f = StatusFile::new(p.clone(), "9.9");
-        f.polled(Ok(()));
+        f.polled(Ok(None));
         std::fs::remove_file(&p).unwrap();
-        f.polled(Ok(()));
+        f.polled(Ok(None));
         assert!(
             !p.exists(),
             "a second good poll within {REFRESH_SECS} s writes nothing"
@@ -269,7 +341,7 @@ mod tests {
         f.polled(Err("503".into()));
         assert!(p.exists(), "a failed poll is written at once");
         std::fs::remove_file(&p).unwrap();
-        f.polled(Ok(()));
+        f.polled(Ok(None));
         assert!(p.exists(), "and so is the good poll that clears it");
     }
 
@@ -278,7 +350,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("s.json");
         let f = StatusFile::new(p.clone(), "9.9");
-        f.polled(Ok(()));
+        f.polled(Ok(None));
         f.begin("hc-1", "d-1", "Install");
         let s = read(&p).unwrap();
         assert_eq!(s.version, "9.9");

@@ -53,7 +53,12 @@ impl LbTraffic {
 
     /// Restore one group's journal outside a command.
     pub async fn finish(&self, group: &str, why: Why) {
-        match self.drainer.restore(group, why).await {
+        let t0 = std::time::Instant::now();
+        let r = self.drainer.restore(group, why).await;
+        if !matches!(r, Ok(None)) {
+            crate::metrics::get().load_balancer("restore", r.is_ok(), t0.elapsed());
+        }
+        match r {
             Ok(Some(o)) => {
                 tracing::info!(group, ?why, summary = %o.summary, timeline = %o.log, "loadBalancer restore")
             }
@@ -88,10 +93,12 @@ impl Traffic for LbTraffic {
         let (deployment, group) = (&d.spec.deployment_id, &d.spec.deployment_group_id);
         match step {
             Step::Drain(lb) => {
-                match self
+                let t0 = std::time::Instant::now();
+                let r = self
                     .handle
-                    .block_on(self.drainer.drain(deployment, group, lb))
-                {
+                    .block_on(self.drainer.drain(deployment, group, lb));
+                crate::metrics::get().load_balancer("drain", r.is_ok(), t0.elapsed());
+                match r {
                     Ok(o) => {
                         tracing::info!(deployment = %deployment, summary = %o.summary, timeline = %o.log, "loadBalancer drain");
                         Ok(Some(o.summary))
@@ -113,10 +120,14 @@ impl Traffic for LbTraffic {
             }
             // Inside a command: its waits end with the command's hour.
             Step::Restore(why) => {
-                match self
-                    .handle
-                    .block_on(self.drainer.restore_by(group, why, Some(d.deadline())))
-                {
+                let t0 = std::time::Instant::now();
+                let r =
+                    self.handle
+                        .block_on(self.drainer.restore_by(group, why, Some(d.deadline())));
+                if !matches!(r, Ok(None)) {
+                    crate::metrics::get().load_balancer("restore", r.is_ok(), t0.elapsed());
+                }
+                match r {
                     Ok(Some(o)) => {
                         tracing::info!(deployment = %deployment, ?why, summary = %o.summary, timeline = %o.log, "loadBalancer restore");
                         Ok(Some(o.summary))

@@ -1,12 +1,11 @@
 //! `scripts.log` (per deployment) and the shared deployments log, in the
 //! official formats, written line by line as scripts print.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::Write;
 use std::path::Path;
 
 use crate::config::TimeZone;
+use crate::logfile::{LogFile, Rotation};
 
 pub fn timestamp(tz: TimeZone, millis: bool) -> String {
     let fmt = if millis {
@@ -20,20 +19,9 @@ pub fn timestamp(tz: TimeZone, millis: bool) -> String {
     }
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o644)
-        .open(path)
-}
-
 pub struct ScriptLogs {
-    scripts: Option<File>,
-    deployments: Option<File>,
+    scripts: Option<LogFile>,
+    deployments: Option<LogFile>,
     deployment_id: String,
     tz: TimeZone,
 }
@@ -45,7 +33,9 @@ impl ScriptLogs {
         deployments_log: Option<&Path>,
         deployment_id: &str,
         tz: TimeZone,
+        rotation: Rotation,
     ) -> ScriptLogs {
+        let open_append = |p: &Path| LogFile::open(p, rotation);
         let scripts = open_append(scripts_log)
             .map_err(|e| tracing::warn!(path = %scripts_log.display(), error = %e, "cannot open scripts.log"))
             .ok();
@@ -64,16 +54,17 @@ impl ScriptLogs {
     /// `[... .mmm] [<deployment>]<entry>` in the deployments log.
     pub fn write(&mut self, entry: &str) {
         if let Some(f) = &mut self.scripts {
-            let _ = writeln!(f, "{} {entry}", timestamp(self.tz, false));
+            // One write per line, so rotation never splits one.
+            let _ = f.write_all(format!("{} {entry}\n", timestamp(self.tz, false)).as_bytes());
         }
         if let Some(f) = &mut self.deployments {
-            let _ = writeln!(
-                f,
-                "[{}] [{}]{}",
+            let line = format!(
+                "[{}] [{}]{}\n",
                 timestamp(self.tz, true),
                 self.deployment_id,
                 entry.trim()
             );
+            let _ = f.write_all(line.as_bytes());
         }
     }
 }

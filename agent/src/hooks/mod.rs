@@ -132,6 +132,7 @@ impl EventLog {
                 deployments_log.as_deref(),
                 &ctx.spec.deployment_id,
                 cfg.time_zone,
+                cfg.log_rotation,
             ),
             tail: Tail::default(),
         }

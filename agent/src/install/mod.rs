@@ -284,6 +284,8 @@ fn replace(
         selinux: w.selinux,
     };
     outcome.applied = applier.run(&mut cleanup, &mut json)?;
+    let placed = outcome.applied.files + outcome.applied.replaced;
+    crate::metrics::get().installed(placed as u64);
     outcome.copy_time = t1.elapsed();
     Ok((json, cleanup))
 }

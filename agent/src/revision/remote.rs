@@ -83,6 +83,7 @@ impl Fetcher for RemoteFetcher {
             }
         });
         let f = got.map_err(|e| e.to_string())?;
+        crate::metrics::get().downloaded(f.bytes);
         tracing::info!(
             bytes = f.bytes,
             parts = f.parts,
