@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod hooks;
 pub mod install;
 pub mod layout;
+pub mod lb_plan;
 pub mod links;
 pub mod local;
 pub mod logfile;

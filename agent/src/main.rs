@@ -58,10 +58,24 @@ enum Command {
         #[arg(short = 'A', long = "appspec-filename", default_value = "appspec.yml")]
         appspec_filename: String,
     },
+    /// The `loadBalancer` section on this host.
+    #[command(subcommand)]
+    Lb(LbCommand),
     #[command(name = "__drain", hide = true)]
     Drain,
     #[command(name = "__drain-detached", hide = true)]
     DrainDetached,
+}
+
+#[derive(Subcommand)]
+enum LbCommand {
+    /// What a deployment's drain and restore would change here, read-only,
+    /// with this host's credentials; exits 1 when the drain would fail.
+    Plan {
+        /// appspec.yml, or a bundle directory holding it.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -239,6 +253,15 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Lb(LbCommand::Plan { path }) => {
+            let cfg = match daemon_config() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            // Only warnings reach the terminal; the plan is printed.
+            init_logging(&cfg, "codedeploy-agent-lb-plan.log", LevelFilter::WARN);
+            ExitCode::from(codedeploy_agent::lb_plan::run(&cfg, &path) as u8)
         }
         Command::Drain => exit_io(codedeploy_agent::hooks::runner::drain_main(false)),
         Command::DrainDetached => exit_io(codedeploy_agent::hooks::runner::drain_main(true)),

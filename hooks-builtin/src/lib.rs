@@ -54,6 +54,7 @@ pub mod gate;
 pub mod idle;
 pub mod journal;
 pub mod lifecycle;
+pub mod preview;
 mod restore;
 pub mod select;
 #[cfg(test)]

@@ -8,14 +8,15 @@
 //! - scripts: users' copied scripts (docs/loadbalancer.md 1) through the AWS CLI:
 //!   deregister, `sleep` the drain, stop; start, `sleep` a warm-up, register.
 //!
-//! `--skip-deregistered` leaves the first out (with a delay of 300 s it
-//! takes a quarter of an hour, which is the point it makes).
+//! `--modes deregistered,idle,scripts` picks which run (all by default; with
+//! a delay of 300 s each of the first and the last takes a quarter of an
+//! hour, which is the point they make).
 //!
 //! It prints the total deployment time (the service's view), the time
 //! until every instance serves again, and each instance's out-of-service
 //! window (from the data plane) for both, and native / scripts ratios.
 //!
-//!   cargo run --release -p testbed --example lb_bench -- [--delay S] [--skip-deregistered] [drain_sleep] [warm_up_sleep]
+//!   cargo run --release -p testbed --example lb_bench -- [--delay S] [--modes deregistered,idle,scripts] [drain_sleep] [warm_up_sleep]
 //!
 //! Defaults: the scripts sleep the deregistration delay (3 s) and 5 s of
 //! warm-up (the app answers health checks 1.5 s after it starts; a script
@@ -64,8 +65,12 @@ fn main() {
             .expect("--delay seconds");
         args.drain(i..i + 2);
     }
-    let skip = args.iter().any(|a| a == "--skip-deregistered");
-    args.retain(|a| a != "--skip-deregistered");
+    let mut modes = "deregistered,idle,scripts".to_string();
+    if let Some(i) = args.iter().position(|a| a == "--modes") {
+        modes = args.get(i + 1).cloned().expect("--modes list");
+        args.drain(i..i + 2);
+    }
+    let want = |m: &str| modes.split(',').any(|x| x == m);
     let arg = |i: usize, d: f64| {
         args.get(i)
             .map(|a| a.parse().expect("seconds"))
@@ -73,17 +78,22 @@ fn main() {
     };
     let drain = arg(0, f64::from(delay));
     let warm_up = arg(1, 5.0);
-    let native = (!skip).then(|| one("native loadBalancer section", Mode::Native, delay, false));
-    let idle = one("native, drainUntil: idle", Mode::Native, delay, true);
-    let scripts = one(
-        "scripts (deregister, sleep, stop, start, sleep, register)",
-        Mode::Scripts { drain, warm_up },
-        delay,
-        false,
-    );
-    for (name, r) in [("native", native.as_ref()), ("native idle", Some(&idle))] {
-        if let Some(r) = r {
-            ratios(name, r, &scripts);
+    let native = want("deregistered")
+        .then(|| one("native loadBalancer section", Mode::Native, delay, false));
+    let idle = want("idle").then(|| one("native, drainUntil: idle", Mode::Native, delay, true));
+    let scripts = want("scripts").then(|| {
+        one(
+            "scripts (deregister, sleep, stop, start, sleep, register)",
+            Mode::Scripts { drain, warm_up },
+            delay,
+            false,
+        )
+    });
+    if let Some(scripts) = &scripts {
+        for (name, r) in [("native", &native), ("native idle", &idle)] {
+            if let Some(r) = r {
+                ratios(name, r, scripts);
+            }
         }
     }
 }

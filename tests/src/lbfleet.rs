@@ -327,7 +327,10 @@ impl LbFleet {
     /// fixed drain time, stop; start, `sleep` a fixed warm-up, register.
     pub fn deploy_scripts(&self, revision: &str, drain_sleep: f64, start_sleep: f64) -> String {
         assert_eq!(self.front, Front::TargetGroup, "the scripts speak ELBv2");
-        let hooks = "  ApplicationStop:\n    - location: scripts/deregister.sh\n      timeout: 300\n    - location: scripts/stop.sh\n      timeout: 60\n  ApplicationStart:\n    - location: scripts/start.sh\n    - location: scripts/register.sh\n      timeout: 300\n  ValidateService:\n    - location: scripts/validate.sh\n      timeout: 60\n";
+        // The scripts' timeouts leave room for their sleeps (a user who
+        // copies a 300 s sleep under a 300 s timeout fails every deployment).
+        let t = (drain_sleep.max(start_sleep) as u64 + 120).max(300);
+        let hooks = format!("  ApplicationStop:\n    - location: scripts/deregister.sh\n      timeout: {t}\n    - location: scripts/stop.sh\n      timeout: 60\n  ApplicationStart:\n    - location: scripts/start.sh\n    - location: scripts/register.sh\n      timeout: {t}\n  ValidateService:\n    - location: scripts/validate.sh\n      timeout: 60\n");
         let cli = "python3 -m awscli elbv2 --endpoint-url \"$LB_ENDPOINT\"";
         let targets =
             "--target-group-arn \"$TG_ARN\" --targets \"Id=$APP_INSTANCE,Port=$APP_PORT\"";
@@ -341,7 +344,7 @@ impl LbFleet {
             "scripts/register.sh",
             &format!("#!/bin/sh\nset -e\n. \"$APP_DIR/aws.env\"\nsleep {start_sleep}\n{cli} register-targets {targets}\n"),
         );
-        self.deploy_with(revision, hooks, "", 0, &[])
+        self.deploy_with(revision, &hooks, "", 0, &[])
     }
 
     fn bundle_dir(&self, revision: &str) -> PathBuf {

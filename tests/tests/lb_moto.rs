@@ -269,3 +269,62 @@ fn drain_and_restore_go_through_moto() {
         .unwrap_or(0);
     assert_eq!(journals, 0, "no journal left");
 }
+
+#[test]
+fn lb_plan_against_moto_lists_every_step_and_changes_nothing() {
+    require_root();
+    let bed = Testbed::new();
+    let tag = format!("plan{}", std::process::id());
+    let (id, asg, _tg_arn, clb) = moto_world(&bed, &tag);
+    let extra = format!(
+        ":autoscaling_endpoint: http://{m}\n:elb_endpoint: http://{m}\n",
+        m = bed.moto
+    );
+    let agent = bed.instance_at(&id, &[("role", "web")], "127.0.0.1", &extra);
+    let dir = bed.path("plan");
+    Bundle::new(&dir).appspec(&format!("version: 0.0\nos: linux\n{SECTION}"));
+    let out = std::process::Command::new(testbed::agent_bin())
+        .arg("--config_file")
+        .arg(&agent.config)
+        .args(["lb", "plan"])
+        .arg(&dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &agent.dir)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    for step in [
+        format!("SuspendProcesses {asg} [\"AZRebalance\"]"),
+        format!("UpdateAutoScalingGroup {asg} MinSize 1 -> 0"),
+        format!("EnterStandby {asg} {id}"),
+        format!("DeregisterInstancesFromLoadBalancer {clb} {id}"),
+        format!("DeregisterTargets tg-{tag} {id} ports [8080]"),
+        format!("restore: ExitStandby {asg} {id}"),
+        format!("restore: UpdateAutoScalingGroup {asg} MinSize back to 1"),
+    ] {
+        assert!(said.contains(&step), "missing {step:?}:\n{said}");
+    }
+    let groups = bed.aws_ok(&[
+        "autoscaling",
+        "describe-auto-scaling-groups",
+        "--auto-scaling-group-names",
+        &asg,
+    ]);
+    assert_eq!(groups["AutoScalingGroups"][0]["MinSize"], 1, "{groups:#}");
+    assert_eq!(
+        text(
+            &groups,
+            &["AutoScalingGroups", "0", "Instances", "0", "LifecycleState"]
+        ),
+        "InService"
+    );
+    assert!(
+        groups["AutoScalingGroups"][0]["SuspendedProcesses"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "{groups:#}"
+    );
+}

@@ -14,7 +14,7 @@ mod processor;
 pub mod service;
 pub mod status;
 pub mod tracker;
-mod traffic;
+pub(crate) mod traffic;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64};

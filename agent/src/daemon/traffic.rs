@@ -23,6 +23,20 @@ fn persist(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     fsutil::write_atomic(path, bytes, 0o600, Durability::Synced)
 }
 
+/// The drainer of this host: its AWS clients, its journals, its sockets.
+pub fn drainer(config: &Config, aws: &crate::aws::Context, host: HostId) -> Drainer {
+    Drainer {
+        clients: aws.load_balancing(config),
+        store: Store::new(
+            &Layout::new(&config.root_dir, &config.program_name).load_balancer_dir(),
+            persist,
+        ),
+        host,
+        poll_interval: Duration::from_millis(config.load_balancer_poll_ms),
+        sockets: std::sync::Arc::new(crate::sockets::Kernel),
+    }
+}
+
 pub struct LbTraffic {
     pub drainer: Drainer,
     pub handle: Handle,
@@ -37,16 +51,7 @@ impl LbTraffic {
         handle: Handle,
     ) -> LbTraffic {
         LbTraffic {
-            drainer: Drainer {
-                clients: aws.load_balancing(config),
-                store: Store::new(
-                    &Layout::new(&config.root_dir, &config.program_name).load_balancer_dir(),
-                    persist,
-                ),
-                host,
-                poll_interval: Duration::from_millis(config.load_balancer_poll_ms),
-                sockets: std::sync::Arc::new(crate::sockets::Kernel),
-            },
+            drainer: drainer(config, aws, host),
             handle,
         }
     }
