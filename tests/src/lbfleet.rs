@@ -59,6 +59,9 @@ pub struct FleetSpec {
     pub kill_on_stop: bool,
     /// The application binds its port this long after it starts, seconds.
     pub bind_after: f64,
+    /// Create the application `shop` and its group `web` (off: the user
+    /// creates their own, as `testbed up` leaves it to them).
+    pub setup_group: bool,
 }
 
 impl FleetSpec {
@@ -73,6 +76,7 @@ impl FleetSpec {
             keep_alive: false,
             kill_on_stop: false,
             bind_after: 0.0,
+            setup_group: true,
         }
     }
 
@@ -166,6 +170,7 @@ impl LbFleet {
             keep_alive,
             kill_on_stop,
             bind_after,
+            setup_group: make_group,
         } = spec;
         let bed = Testbed::new();
         let ips = addresses(n);
@@ -228,6 +233,9 @@ impl LbFleet {
             ),
         };
         let plane = LbPlane::start(bed.dir.path(), bed.keys.clone(), &instances, lbs, groups);
+        // Deployment groups made with --auto-scaling-groups deploy to the
+        // group's InService members.
+        bed.control.attach_auto_scaling(plane.members_of());
         if front == Front::AutoScaling {
             // The group registers its members with its target groups.
             for id in &ids {
@@ -261,7 +269,7 @@ impl LbFleet {
                 a
             })
             .collect();
-        if traffic_control {
+        if make_group && traffic_control {
             setup_group_over(
                 &bed,
                 "CodeDeployDefault.OneAtATime",
@@ -274,7 +282,7 @@ impl LbFleet {
                     "deploymentType=IN_PLACE,deploymentOption=WITH_TRAFFIC_CONTROL",
                 ],
             );
-        } else {
+        } else if make_group {
             setup_group(&bed, &deployment_config(&bed, config));
         }
         LbFleet {

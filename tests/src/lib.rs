@@ -334,3 +334,4 @@ pub mod scenario;
 pub mod server;
 pub mod signer;
 pub mod sigv4;
+pub mod up;

@@ -1,13 +1,26 @@
 //! `testbed demo`: a rolling deployment under load with the native
 //! `loadBalancer` section, on this machine, watched as it happens.
+//! `testbed up`: the same world left running for the AWS CLI (src/up.rs).
 
 use std::process::ExitCode;
 
 use testbed::lbfleet::Front;
 use testbed::rollout::{self, Mode};
 
+const UP_USAGE: &str = "\
+usage: testbed up [--instances N] [--front target-group|classic|auto-scaling|network]
+                  [--delay S] [--load]
+
+Starts, on this machine, a CodeDeploy world: the CodeDeploy API, S3 (moto),
+Auto Scaling and Elastic Load Balancing with HAProxy in front, and N agents
+(3; tagged role=web; an Auto Scaling group web-asg with --front auto-scaling),
+prints the environment the AWS CLI needs (eval it, or copy it), and runs
+until Ctrl-C, which takes everything down. --load sends the demo's requests
+through the load balancer meanwhile and counts the failed ones at the end.";
+
 const USAGE: &str = "\
 usage: testbed demo [options]
+       testbed up [options]    (testbed up --help)
 
 A rolling deployment under load with the native loadBalancer section, on this
 machine: agents, applications, HAProxy and the load balancer API on loopback.
@@ -71,7 +84,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
     match it.next().map(String::as_str) {
         Some("demo") => {}
         Some("--help" | "-h") | None => return Ok(None),
-        Some(_) => return Err("the one command is `demo`".into()),
+        Some(_) => return Err("the commands are `demo` and `up`".into()),
     }
     let mut o = Options {
         front: Front::TargetGroup,
@@ -90,15 +103,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         let mut value = || it.next().ok_or(format!("{a} needs a value"));
         match a.as_str() {
             "--help" | "-h" => return Ok(None),
-            "--front" => {
-                o.front = match value()?.as_str() {
-                    "target-group" => Front::TargetGroup,
-                    "classic" => Front::Classic,
-                    "auto-scaling" => Front::AutoScaling,
-                    "network" => Front::Network,
-                    v => return Err(format!("--front {v}: not a front this demo knows")),
-                }
-            }
+            "--front" => o.front = front(value()?)?,
             "--instances" => {
                 o.instances = value()?
                     .parse()
@@ -173,8 +178,81 @@ fn haproxy_installed() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+fn parse_up(args: &[String]) -> Result<Option<testbed::up::Options>, String> {
+    let mut o = testbed::up::Options {
+        front: Front::TargetGroup,
+        instances: 3,
+        delay: testbed::lbfleet::DRAIN_SECONDS,
+        load: false,
+    };
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--help" | "-h" => return Ok(None),
+            "--front" => o.front = front(value()?)?,
+            "--instances" => {
+                o.instances = value()?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=6).contains(n))
+                    .ok_or("--instances takes a number from 1 to 6")?
+            }
+            "--delay" => {
+                o.delay = value()?
+                    .parse()
+                    .ok()
+                    .filter(|d| *d <= 3600)
+                    .ok_or("--delay takes seconds from 0 to 3600")?
+            }
+            "--load" => o.load = true,
+            _ => return Err(format!("unknown argument {a}")),
+        }
+    }
+    Ok(Some(o))
+}
+
+fn front(v: &str) -> Result<Front, String> {
+    Ok(match v {
+        "target-group" => Front::TargetGroup,
+        "classic" => Front::Classic,
+        "auto-scaling" => Front::AutoScaling,
+        "network" => Front::Network,
+        v => return Err(format!("--front {v}: not a front the testbed knows")),
+    })
+}
+
+/// Root and HAProxy, or a message saying how to get them.
+fn preflight() -> Result<(), ExitCode> {
+    if !haproxy_installed() {
+        eprintln!("the testbed's load balancer is HAProxy, which is not installed here:\n  apt-get install haproxy    (Debian, Ubuntu)\n  dnf install haproxy        (Amazon Linux 2023, RHEL)");
+        return Err(ExitCode::from(2));
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("the testbed runs agents as a host would: run it as root (sudo), as the test suite does");
+        return Err(ExitCode::from(2));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("up") {
+        return match parse_up(&args) {
+            Ok(Some(o)) => match preflight() {
+                Ok(()) => testbed::up::run(&o),
+                Err(code) => code,
+            },
+            Ok(None) => {
+                println!("{UP_USAGE}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}\n\n{UP_USAGE}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let o = match parse(&args) {
         Ok(Some(o)) => o,
         Ok(None) => {
@@ -186,15 +264,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if !haproxy_installed() {
-        eprintln!("the demo's load balancer is HAProxy, which is not installed here:\n  apt-get install haproxy    (Debian, Ubuntu)\n  dnf install haproxy        (Amazon Linux 2023, RHEL)");
-        return ExitCode::from(2);
-    }
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!(
-            "the demo runs agents as a host would: run it as root (sudo), as the test suite does"
-        );
-        return ExitCode::from(2);
+    if let Err(code) = preflight() {
+        return code;
     }
     println!(
         "rolling deployment, {}, {} instances, deregistration delay {} s, {}",

@@ -163,6 +163,12 @@ impl ControlPlane {
         format!("http://{}", self.addr)
     }
 
+    /// Take Auto Scaling membership from `members` (the LB plane), for
+    /// deployment groups made with `--auto-scaling-groups`.
+    pub fn attach_auto_scaling(&self, members: state::AsgMembers) {
+        self.inner.state.lock().unwrap().asg_members = Some(members);
+    }
+
     /// An EC2 instance the control plane knows, with its tags. Returns the
     /// host identifier the agent will poll with.
     pub fn register_ec2(&self, instance_id: &str, tags: &[(&str, &str)]) -> String {

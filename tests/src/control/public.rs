@@ -88,10 +88,49 @@ pub(super) fn dispatch(inner: &Arc<Inner>, op: &str, input: &Value) -> Result<Va
                 config_name,
                 ec2_tags: tag_filters(input.get("ec2TagFilters")),
                 onprem_tags: tag_filters(input.get("onPremisesInstanceTagFilters")),
+                auto_scaling_groups: input["autoScalingGroups"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|n| n.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 with_lb: input.get("loadBalancerInfo").is_some_and(|v| !v.is_null()),
             };
             s.groups.insert((app, name), g);
             json!({"deploymentGroupId": id})
+        }
+        // What `aws deploy push` calls after its upload to S3.
+        "RegisterApplicationRevision" => {
+            let app = text(input, "applicationName")?.to_string();
+            if !s.applications.contains_key(&app) {
+                return Err(api_error(
+                    400,
+                    "ApplicationDoesNotExistException",
+                    format!("No application found for name: {app}"),
+                ));
+            }
+            let rev = input["revision"].clone();
+            if rev["revisionType"].as_str().is_none() {
+                return Err(api_error(
+                    400,
+                    "RevisionRequiredException",
+                    "Revision is required",
+                ));
+            }
+            let description = input["description"].as_str().unwrap_or("").to_string();
+            s.revisions.entry(app).or_default().push((rev, description));
+            json!({})
+        }
+        "ListApplicationRevisions" => {
+            let app = text(input, "applicationName")?;
+            let revs: Vec<Value> = s
+                .revisions
+                .get(app)
+                .map(|v| v.iter().map(|(r, _)| r.clone()).collect())
+                .unwrap_or_default();
+            json!({"revisions": revs})
         }
         "RegisterOnPremisesInstance" => {
             let name = text(input, "instanceName")?.to_string();

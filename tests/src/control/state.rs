@@ -196,8 +196,13 @@ pub struct Group {
     pub config_name: String,
     pub ec2_tags: Vec<(String, String)>,
     pub onprem_tags: Vec<(String, String)>,
+    /// `--auto-scaling-groups`: their InService members are targets.
+    pub auto_scaling_groups: Vec<String>,
     pub with_lb: bool,
 }
+
+/// Who is InService in an Auto Scaling group (the LB plane knows).
+pub type AsgMembers = std::sync::Arc<dyn Fn(&str) -> Vec<String> + Send + Sync>;
 
 #[derive(Clone, Debug, Default)]
 pub struct Registered {
@@ -225,6 +230,10 @@ pub struct State {
     /// A command the service sends first in new deployments (e.g.
     /// `UpdateDeploymentAgent`, which the service may send to any host).
     pub first_command: Option<String>,
+    /// Where Auto Scaling membership comes from, when a plane is attached.
+    pub asg_members: Option<AsgMembers>,
+    /// Registered revisions, by application: (revision JSON, description).
+    pub revisions: BTreeMap<String, Vec<(serde_json::Value, String)>>,
 }
 
 fn matches(tags: &[(String, String)], filters: &[(String, String)]) -> bool {
@@ -277,10 +286,14 @@ impl State {
     }
 
     pub fn targets(&self, g: &Group) -> Vec<(String, String)> {
+        let members: Vec<String> = match &self.asg_members {
+            Some(f) => g.auto_scaling_groups.iter().flat_map(|n| f(n)).collect(),
+            None => Vec::new(),
+        };
         let mut v: Vec<(String, String)> = self
             .ec2
             .iter()
-            .filter(|(_, r)| matches(&r.tags, &g.ec2_tags))
+            .filter(|(id, r)| matches(&r.tags, &g.ec2_tags) || members.contains(id))
             .map(|(n, r)| (n.clone(), r.host.clone()))
             .collect();
         v.extend(

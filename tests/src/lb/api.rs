@@ -78,6 +78,73 @@ pub fn autoscaling(w: &mut World, action: &str, f: &Form) -> Answer {
             }
             Ok(list("AutoScalingInstances", out))
         }
+        // The group's history, newest first: the moves in and out of
+        // Standby and the size changes, each done when recorded.
+        "DescribeScalingActivities" => {
+            let name = f.get("AutoScalingGroupName");
+            let (now, wall) = (Instant::now(), std::time::SystemTime::now());
+            let iso = |at: Instant| {
+                let t = wall - now.saturating_duration_since(at);
+                chrono::DateTime::<chrono::Utc>::from(t)
+                    .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                    .to_string()
+            };
+            let mut acts: Vec<String> = w
+                .changes
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| name.is_none_or(|n| &c.resource == n))
+                .filter(|(_, c)| w.groups.iter().any(|g| g.name == c.resource))
+                .filter_map(|(i, c)| {
+                    let (desc, cause) = match c.action.as_str() {
+                        "EnterStandby" => (
+                            format!("Moving EC2 instance to Standby: {}", c.instance),
+                            format!(
+                                "At {} user request moved instance {} to Standby",
+                                iso(c.at),
+                                c.instance
+                            ),
+                        ),
+                        "ExitStandby" => (
+                            format!("Moving EC2 instance out of Standby: {}", c.instance),
+                            format!(
+                                "At {} user request moved instance {} out of Standby",
+                                iso(c.at),
+                                c.instance
+                            ),
+                        ),
+                        "UpdateAutoScalingGroup" => (
+                            format!("Updating the group: {}", c.instance),
+                            format!(
+                                "At {} a user request update of AutoScalingGroup constraints ({})",
+                                iso(c.at),
+                                c.instance
+                            ),
+                        ),
+                        _ => return None,
+                    };
+                    Some(format!(
+                        "{}{}{}{}{}{}{}{}",
+                        el("ActivityId", format!("0000{i:04}-act0-4000-8000-{:012}", i)),
+                        el("AutoScalingGroupName", &c.resource),
+                        el("Description", desc),
+                        el("Cause", cause),
+                        el("StartTime", iso(c.at)),
+                        el("EndTime", iso(c.at)),
+                        el("StatusCode", "Successful"),
+                        el("Progress", 100)
+                    ))
+                })
+                .collect();
+            acts.reverse();
+            let size = f
+                .get("MaxRecords")
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(100usize)
+                .min(100);
+            let (items, next) = page(&acts, f.get("NextToken"), size);
+            Ok(page_list("Activities", items, next, "NextToken"))
+        }
         "DescribeAutoScalingGroups" => {
             let names = members(f, "AutoScalingGroupNames");
             let all: Vec<_> = w

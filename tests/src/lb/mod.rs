@@ -322,6 +322,26 @@ impl LbPlane {
             .sum()
     }
 
+    /// The InService members of Auto Scaling group `name`, now: what
+    /// CodeDeploy deploys to for a deployment group made with
+    /// `--auto-scaling-groups`.
+    pub fn members_of(&self) -> crate::control::state::AsgMembers {
+        let w = Arc::downgrade(&self.inner);
+        Arc::new(move |name: &str| {
+            let Some(inner) = w.upgrade() else {
+                return Vec::new();
+            };
+            let w = inner.world.lock().unwrap();
+            w.groups
+                .iter()
+                .filter(|g| g.name == name)
+                .flat_map(|g| g.members.iter())
+                .filter(|m| m.state == "InService")
+                .map(|m| m.id.clone())
+                .collect()
+        })
+    }
+
     /// The group's tags.
     pub fn tags(&self, group: &str) -> Vec<(String, String)> {
         let w = self.inner.world.lock().unwrap();
