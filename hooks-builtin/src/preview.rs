@@ -185,32 +185,18 @@ impl Drainer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{Gate, Group, OnFailure, Phase};
-    use crate::test_support::section;
+    use crate::journal::Group;
+    use crate::test_support::{journal_with, section};
 
     fn journal(min: i32, desired: i32) -> Journal {
-        Journal {
-            schema: crate::journal::SCHEMA,
-            deployment_id: "plan".into(),
-            group_id: "plan".into(),
-            instance_id: "i-1".into(),
-            phase: Phase::Planned,
-            intent: None,
-            group: Some(Group {
-                name: "web-asg".into(),
-                min_found: min,
-                desired_found: desired,
-                ..Group::default()
-            }),
-            classic: Vec::new(),
-            target_groups: Vec::new(),
-            on_failure: OnFailure::Restore,
-            gate: Gate::default(),
-            health_timeout: None,
-            drain_started: 0,
-            abandon_at: 0,
-            abandon_after: 0,
-        }
+        let mut j = journal_with(Vec::new(), Vec::new());
+        j.group = Some(Group {
+            name: "web-asg".into(),
+            min_found: min,
+            desired_found: desired,
+            ..Group::default()
+        });
+        j
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! `aws.rs` report them.
 
 use super::*;
-use crate::journal::{self, Group, HealthCheck, OnFailure, Phase};
-use crate::test_support::section as lb;
+use crate::journal::{Group, HealthCheck, OnFailure, Phase};
+use crate::test_support::{journal_with, section as lb};
 
 fn hc(port: Option<u16>, matcher: &str, threshold: u32) -> HealthCheck {
     HealthCheck {
@@ -45,26 +45,6 @@ fn target(port: u16, state: &str) -> Target {
         port,
         state: state.into(),
         reason: String::new(),
-    }
-}
-
-fn journal_with(classic: Vec<ClassicLb>, tgs: Vec<TargetGroup>) -> Journal {
-    Journal {
-        schema: journal::SCHEMA,
-        deployment_id: "d-1".into(),
-        group_id: "g-1".into(),
-        instance_id: "i-1".into(),
-        phase: Phase::Drained,
-        intent: None,
-        group: None,
-        classic,
-        target_groups: tgs,
-        on_failure: OnFailure::Restore,
-        gate: Gate::default(),
-        health_timeout: None,
-        drain_started: 0,
-        abandon_at: 0,
-        abandon_after: 0,
     }
 }
 

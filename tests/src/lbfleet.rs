@@ -312,6 +312,17 @@ impl LbFleet {
         }
     }
 
+    /// Deploy v1 with `section` (which registers the fleet) and wait until
+    /// every instance serves.
+    pub fn serve_v1(&self, section: &str) {
+        let d = self.deploy("v1", section, 0);
+        let status = self.bed.wait_deployment(&d, crate::scenario::LIMIT);
+        assert_eq!(status, "Succeeded", "{}", self.logs());
+        crate::wait_until(Duration::from_secs(30), "every instance serving", || {
+            self.plane.serving("web") == self.ids.len()
+        });
+    }
+
     /// Deploy `revision` with `section` appended to its appspec; returns
     /// the deployment id.
     pub fn deploy(&self, revision: &str, section: &str, validate_exit: i32) -> String {

@@ -104,13 +104,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         match a.as_str() {
             "--help" | "-h" => return Ok(None),
             "--front" => o.front = front(value()?)?,
-            "--instances" => {
-                o.instances = value()?
-                    .parse()
-                    .ok()
-                    .filter(|n| (2..=6).contains(n))
-                    .ok_or("--instances takes a number from 2 to 6")?
-            }
+            "--instances" => o.instances = number(value()?, "--instances", 2, 6)?,
             "--config" => {
                 o.config = match value()?.as_str() {
                     c @ ("OneAtATime" | "HalfAtATime" | "AllAtOnce") => {
@@ -122,13 +116,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
                     c => return Err(format!("--config {c}: not a configuration this demo knows")),
                 }
             }
-            "--delay" => {
-                o.delay = value()?
-                    .parse()
-                    .ok()
-                    .filter(|d| *d <= 3600)
-                    .ok_or("--delay takes seconds from 0 to 3600")?
-            }
+            "--delay" => o.delay = number(value()?, "--delay", 0, 3600)? as u32,
             "--clients" => {
                 o.clients = clients(value()?)
                     .ok_or("--clients takes three counts, K,F,S, 64 in all at most")?
@@ -191,25 +179,21 @@ fn parse_up(args: &[String]) -> Result<Option<testbed::up::Options>, String> {
         match a.as_str() {
             "--help" | "-h" => return Ok(None),
             "--front" => o.front = front(value()?)?,
-            "--instances" => {
-                o.instances = value()?
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=6).contains(n))
-                    .ok_or("--instances takes a number from 1 to 6")?
-            }
-            "--delay" => {
-                o.delay = value()?
-                    .parse()
-                    .ok()
-                    .filter(|d| *d <= 3600)
-                    .ok_or("--delay takes seconds from 0 to 3600")?
-            }
+            "--instances" => o.instances = number(value()?, "--instances", 1, 6)?,
+            "--delay" => o.delay = number(value()?, "--delay", 0, 3600)? as u32,
             "--load" => o.load = true,
             _ => return Err(format!("unknown argument {a}")),
         }
     }
     Ok(Some(o))
+}
+
+/// `v` as a whole number from `lo` to `hi`, or a message naming `flag`.
+fn number(v: &str, flag: &str, lo: usize, hi: usize) -> Result<usize, String> {
+    v.parse()
+        .ok()
+        .filter(|n| (lo..=hi).contains(n))
+        .ok_or(format!("{flag} takes a number from {lo} to {hi}"))
 }
 
 fn front(v: &str) -> Result<Front, String> {

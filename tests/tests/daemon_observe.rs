@@ -172,21 +172,7 @@ fn metrics_json_logs_and_status_json_after_a_deployment() {
     );
 
     // status --json.
-    let out = Command::new(testbed::agent_bin())
-        .args(["--config_file"])
-        .arg(&a.config)
-        .args(["status", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["running"], true, "{v}");
-    assert_eq!(v["pid"].as_i64(), a.pid().map(i64::from), "{v}");
-    let st = &v["status"];
-    assert!(st["last_poll_ok"].is_u64(), "{v}");
-    assert_eq!(st["running"], serde_json::json!([]), "{v}");
-    // Every command taken, the last poll offered nothing more.
-    testbed::wait_until(LIMIT, "nothing pending", || {
+    let status = || {
         let out = Command::new(testbed::agent_bin())
             .args(["--config_file"])
             .arg(&a.config)
@@ -194,6 +180,17 @@ fn metrics_json_logs_and_status_json_after_a_deployment() {
             .output()
             .unwrap();
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["status"]["pending"].is_null()
+        (out.status.code(), v)
+    };
+    let (code, v) = status();
+    assert_eq!(code, Some(0));
+    assert_eq!(v["running"], true, "{v}");
+    assert_eq!(v["pid"].as_i64(), a.pid().map(i64::from), "{v}");
+    let st = &v["status"];
+    assert!(st["last_poll_ok"].is_u64(), "{v}");
+    assert_eq!(st["running"], serde_json::json!([]), "{v}");
+    // Every command taken, the last poll offered nothing more.
+    testbed::wait_until(LIMIT, "nothing pending", || {
+        status().1["status"]["pending"].is_null()
     });
 }

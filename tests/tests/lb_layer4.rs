@@ -24,16 +24,7 @@ fn roll(clients: (usize, usize, usize)) -> (LbFleet, Vec<Sample>, String) {
         ..FleetSpec::new(Front::Network, 2)
     }
     .start();
-    let d1 = f.deploy("v1", SECTION, 0);
-    assert_eq!(
-        f.bed.wait_deployment(&d1, LIMIT),
-        "Succeeded",
-        "{}",
-        f.logs()
-    );
-    wait_until(Duration::from_secs(30), "both serving", || {
-        f.plane.serving("web") == 2
-    });
+    f.serve_v1(SECTION);
     let load = Load::with_slow(f.frontend(), clients, 1000);
     wait_until(Duration::from_secs(20), "load flowing", || {
         load.count() >= 50

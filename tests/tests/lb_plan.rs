@@ -3,26 +3,11 @@
 //! non-zero exit for what would fail a deployment.
 
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use testbed::bundle::Bundle;
 use testbed::lb::LbFault;
 use testbed::lbfleet::{Front, LbFleet};
-use testbed::scenario::LIMIT;
-use testbed::{require_root, wait_until};
-
-fn serving(f: &LbFleet) {
-    let d = f.deploy("v1", &f.section(), 0);
-    assert_eq!(
-        f.bed.wait_deployment(&d, LIMIT),
-        "Succeeded",
-        "{}",
-        f.logs()
-    );
-    wait_until(Duration::from_secs(30), "serving", || {
-        f.plane.serving("web") == f.ids.len()
-    });
-}
+use testbed::require_root;
 
 /// `lb plan` on instance 0 for an appspec holding `section`.
 fn plan(f: &LbFleet, section: &str) -> (i32, String) {
@@ -52,7 +37,7 @@ fn plan(f: &LbFleet, section: &str) -> (i32, String) {
 fn a_target_group_plan_lists_the_steps_and_actions_and_changes_nothing() {
     require_root();
     let f = LbFleet::start(Front::TargetGroup, 1);
-    serving(&f);
+    f.serve_v1(&f.section());
     let before = f.plane.changes().len();
     let section = format!("{}  drainUntil: idle\n", f.section());
     let (code, out) = plan(&f, &section);
@@ -84,7 +69,7 @@ fn a_target_group_plan_lists_the_steps_and_actions_and_changes_nothing() {
 fn a_standby_the_minimum_forbids_fails_the_plan() {
     require_root();
     let f = LbFleet::start_asg(2, 2, "CodeDeployDefault.OneAtATime");
-    serving(&f);
+    f.serve_v1(&f.section());
     let section = "loadBalancer:\n  autoScaling:\n    action: standby\n    minSize: fail\n";
     let (code, out) = plan(&f, section);
     assert_eq!(code, 1, "{out}");
@@ -110,7 +95,7 @@ fn a_standby_the_minimum_forbids_fails_the_plan() {
 fn a_describe_call_the_host_may_not_make_fails_the_plan() {
     require_root();
     let f = LbFleet::start(Front::TargetGroup, 1);
-    serving(&f);
+    f.serve_v1(&f.section());
     f.plane
         .inject(Some("DescribeTargetHealth"), LbFault::AccessDenied, 100);
     let (code, out) = plan(&f, &f.section());

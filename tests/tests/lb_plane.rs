@@ -8,22 +8,12 @@ use std::time::{Duration, Instant};
 
 use testbed::lb::{Seen, State};
 use testbed::lbfleet::{FleetSpec, Front, LbFleet};
-use testbed::scenario::LIMIT;
 use testbed::{require_root, wait_until};
 
 fn serving(spec: FleetSpec) -> LbFleet {
     require_root();
     let f = spec.start();
-    let d = f.deploy("v1", &f.section(), 0);
-    assert_eq!(
-        f.bed.wait_deployment(&d, LIMIT),
-        "Succeeded",
-        "{}",
-        f.logs()
-    );
-    wait_until(Duration::from_secs(30), "serving", || {
-        f.plane.serving("web") == 1
-    });
+    f.serve_v1(&f.section());
     f
 }
 
