@@ -236,6 +236,7 @@ impl LbFleet {
         // Deployment groups made with --auto-scaling-groups deploy to the
         // group's InService members.
         bed.control.attach_auto_scaling(plane.members_of());
+        bed.control.attach_traffic_control(plane.traffic_control());
         if front == Front::AutoScaling {
             // The group registers its members with its target groups.
             for id in &ids {

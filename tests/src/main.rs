@@ -8,7 +8,7 @@ use testbed::lbfleet::Front;
 use testbed::rollout::{self, Mode};
 
 const UP_USAGE: &str = "\
-usage: testbed up [--instances N] [--front target-group|classic|auto-scaling|network]
+usage: testbed up [--instances N] [--front target-group|classic|auto-scaling|network|none]
                   [--delay S] [--load]
 
 Starts, on this machine, a CodeDeploy world: the CodeDeploy API, S3 (moto),
@@ -178,7 +178,16 @@ fn parse_up(args: &[String]) -> Result<Option<testbed::up::Options>, String> {
         let mut value = || it.next().ok_or(format!("{a} needs a value"));
         match a.as_str() {
             "--help" | "-h" => return Ok(None),
-            "--front" => o.front = front(value()?)?,
+            // none: the target group is there, nothing is registered with
+            // it unless a deployment does it.
+            "--front" => {
+                let v = value()?;
+                o.front = if v == "none" {
+                    Front::TargetGroup
+                } else {
+                    front(v)?
+                }
+            }
             "--instances" => o.instances = number(value()?, "--instances", 1, 6)?,
             "--delay" => o.delay = number(value()?, "--delay", 0, 3600)? as u32,
             "--load" => o.load = true,

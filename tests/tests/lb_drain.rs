@@ -81,7 +81,10 @@ fn assert_zero_downtime(f: &LbFleet, samples: &[Sample], t_v2: Instant, status: 
         .filter(|c| {
             matches!(
                 c.action.as_str(),
-                "DeregisterTargets" | "EnterStandby" | "DeregisterInstancesFromLoadBalancer"
+                "DeregisterTargets"
+                    | "EnterStandby"
+                    | "DeregisterInstancesFromLoadBalancer"
+                    | "BlockTraffic"
             )
         })
         .collect();
@@ -142,6 +145,34 @@ fn drain_until_idle_ends_a_300_s_drain_in_seconds_and_fails_no_request() {
             f.logs()
         );
     }
+}
+
+#[test]
+fn codedeploy_s_own_traffic_control_moves_traffic_and_fails_no_request() {
+    // The same fleet and load with the service's BlockTraffic/AllowTraffic
+    // and no section: the comparison a user can make on `testbed up`.
+    let spec = FleetSpec {
+        traffic_control: true,
+        ..FleetSpec::new(Front::TargetGroup, 3)
+    };
+    let (f, samples, t, status) = rolling_spec(spec, Some(""), |_| {});
+    assert_zero_downtime(&f, &samples, t, &status);
+    let by_service = |action: &str| {
+        f.plane
+            .changes()
+            .iter()
+            .filter(|c| c.at >= t && c.action == action)
+            .count()
+    };
+    assert_eq!(
+        (by_service("BlockTraffic"), by_service("AllowTraffic")),
+        (3, 3)
+    );
+    assert_eq!(
+        by_service("DeregisterTargets"),
+        0,
+        "the agent moved no traffic"
+    );
 }
 
 #[test]

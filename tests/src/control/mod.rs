@@ -75,6 +75,26 @@ pub struct Call {
     pub user_agent: String,
 }
 
+/// Carry out the service-side events the state queued, each on a thread of
+/// its own (they wait for drains and health checks); each one's end moves
+/// its deployment on, which may queue more.
+fn run_service_jobs(inner: &Arc<Inner>) {
+    let (jobs, traffic) = {
+        let mut s = inner.state.lock().unwrap();
+        (std::mem::take(&mut s.service_jobs), s.traffic.clone())
+    };
+    let Some(traffic) = traffic else { return };
+    for job in jobs {
+        let (inner, traffic) = (inner.clone(), traffic.clone());
+        std::thread::spawn(move || {
+            let ok = traffic(&job.event, &job.name, &job.target_groups);
+            inner.state.lock().unwrap().service_done(&job, ok);
+            inner.wake.notify_waiters();
+            run_service_jobs(&inner);
+        });
+    }
+}
+
 pub(crate) struct Inner {
     pub state: Mutex<State>,
     pub keys: Keyring,
@@ -161,6 +181,12 @@ impl ControlPlane {
 
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// BlockTraffic and AllowTraffic through `traffic` (the LB plane) for
+    /// deployment groups with target groups, instead of instant no-ops.
+    pub fn attach_traffic_control(&self, traffic: state::TrafficControl) {
+        self.inner.state.lock().unwrap().traffic = Some(traffic);
     }
 
     /// Take Auto Scaling membership from `members` (the LB plane), for
@@ -384,6 +410,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {
     } else {
         public::dispatch(&inner, &op, &input)
     };
+    run_service_jobs(&inner);
     let (status, body) = match result {
         Ok(mut v) => {
             if fault == Some(FaultKind::AckWithoutStatus) {

@@ -97,6 +97,14 @@ pub(super) fn dispatch(inner: &Arc<Inner>, op: &str, input: &Value) -> Result<Va
                     })
                     .unwrap_or_default(),
                 with_lb: input.get("loadBalancerInfo").is_some_and(|v| !v.is_null()),
+                target_groups: input["loadBalancerInfo"]["targetGroupInfoList"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|t| t["name"].as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             };
             s.groups.insert((app, name), g);
             json!({"deploymentGroupId": id})
@@ -254,6 +262,7 @@ pub(super) fn dispatch(inner: &Arc<Inner>, op: &str, input: &Value) -> Result<Va
                     .unwrap_or(false),
                 github_token,
                 with_lb: g.with_lb,
+                target_groups: g.target_groups.clone(),
             };
             if d.instances.is_empty() {
                 d.status = "Failed";

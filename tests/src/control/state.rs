@@ -168,6 +168,8 @@ pub struct Deployment {
     pub ignore_application_stop_failures: bool,
     pub github_token: Option<String>,
     pub with_lb: bool,
+    /// The deployment group's target groups, for BlockTraffic/AllowTraffic.
+    pub target_groups: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -199,10 +201,27 @@ pub struct Group {
     /// `--auto-scaling-groups`: their InService members are targets.
     pub auto_scaling_groups: Vec<String>,
     pub with_lb: bool,
+    /// `loadBalancerInfo.targetGroupInfoList[].name`.
+    pub target_groups: Vec<String>,
 }
 
 /// Who is InService in an Auto Scaling group (the LB plane knows).
 pub type AsgMembers = std::sync::Arc<dyn Fn(&str) -> Vec<String> + Send + Sync>;
+
+/// The service's own traffic control: `(event, instance, target groups)`
+/// blocks or allows traffic and says whether it worked (the LB plane
+/// deregisters and waits for the drain, or registers and waits for health).
+pub type TrafficControl = std::sync::Arc<dyn Fn(&str, &str, &[String]) -> bool + Send + Sync>;
+
+/// A BlockTraffic or AllowTraffic to carry out outside the state's lock.
+#[derive(Clone, Debug)]
+pub struct ServiceJob {
+    pub deployment: String,
+    pub instance: usize,
+    pub name: String,
+    pub event: String,
+    pub target_groups: Vec<String>,
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct Registered {
@@ -234,6 +253,10 @@ pub struct State {
     pub asg_members: Option<AsgMembers>,
     /// Registered revisions, by application: (revision JSON, description).
     pub revisions: BTreeMap<String, Vec<(serde_json::Value, String)>>,
+    /// When attached, BlockTraffic and AllowTraffic move traffic for real.
+    pub traffic: Option<TrafficControl>,
+    /// Service-side events waiting to be carried out.
+    pub service_jobs: Vec<ServiceJob>,
 }
 
 fn matches(tags: &[(String, String)], filters: &[(String, String)]) -> bool {
@@ -388,6 +411,18 @@ impl State {
         ev.status = St::InProgress;
         ev.start = Some(now());
         if service_side(&ev.name) {
+            if self.traffic.is_some() && !d.target_groups.is_empty() {
+                // Carried out outside the lock; `service_done` goes on.
+                self.service_jobs.push(ServiceJob {
+                    deployment: id.to_string(),
+                    instance: i,
+                    name: inst.name.clone(),
+                    event: ev.name.clone(),
+                    target_groups: d.target_groups.clone(),
+                });
+                inst.command = Some(format!("service:{}", ev.name));
+                return false;
+            }
             ev.status = St::Succeeded;
             ev.end = ev.start;
             inst.current += 1;
@@ -463,6 +498,31 @@ impl State {
         }
         self.advance(&dep);
         Ok(())
+    }
+
+    /// A service-side event ended (`ok`): as a host command's completion.
+    pub fn service_done(&mut self, job: &ServiceJob, ok: bool) {
+        let Some(d) = self.deployments.get_mut(&job.deployment) else {
+            return;
+        };
+        let inst = &mut d.instances[job.instance];
+        inst.command = None;
+        inst.updated = now();
+        if let Some(ev) = inst.events.get_mut(inst.current) {
+            ev.end = Some(now());
+            ev.status = if ok { St::Succeeded } else { St::Failed };
+        }
+        if ok {
+            inst.current += 1;
+            if inst.current >= inst.events.len() {
+                inst.status = St::Succeeded;
+            }
+        } else {
+            inst.fail_skipping_from(inst.current + 1);
+        }
+        if d.status != "Stopped" {
+            self.advance(&job.deployment);
+        }
     }
 
     pub fn stop(&mut self, id: &str) -> Result<(), String> {

@@ -322,6 +322,58 @@ impl LbPlane {
             .sum()
     }
 
+    /// CodeDeploy's own traffic control over this plane: BlockTraffic
+    /// deregisters the instance from the deployment group's target groups
+    /// and waits until each reports it `unused` (the delay, as the service
+    /// waits); AllowTraffic registers it and waits until each reports it
+    /// `healthy` (failing after 5 minutes, as the service's own wait does not
+    /// end sooner).
+    pub fn traffic_control(&self) -> crate::control::state::TrafficControl {
+        let w = Arc::downgrade(&self.inner);
+        Arc::new(move |event: &str, id: &str, tgs: &[String]| {
+            let Some(inner) = w.upgrade() else {
+                return false;
+            };
+            let block = event == "BlockTraffic";
+            for tg in tgs {
+                let bound = {
+                    let mut w = inner.world.lock().unwrap();
+                    let Some(b) = w.backend(tg) else {
+                        return false;
+                    };
+                    let port = w.backends[b].port;
+                    if block {
+                        w.deregister(b, id, port);
+                    } else if w.register(b, id, port).is_err() {
+                        return false;
+                    }
+                    w.record(event, id, tg);
+                    w.advance(&inner.hap);
+                    let delay = u64::from(w.backends[b].delay);
+                    Duration::from_secs(if block { delay + 30 } else { 300 })
+                };
+                let done = |w: &World| {
+                    let b = w.backend(tg).expect("target group");
+                    let mine = w.backends[b].regs.iter().filter(|r| r.id == id);
+                    if block {
+                        mine.count() == 0
+                    } else {
+                        mine.clone().count() > 0 && mine.clone().all(|r| r.state == State::Healthy)
+                    }
+                };
+                let deadline = Instant::now() + bound;
+                while !done(&inner.world.lock().unwrap()) {
+                    if Instant::now() > deadline {
+                        return false;
+                    }
+                    // The service's own polling of the target's state.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            true
+        })
+    }
+
     /// The InService members of Auto Scaling group `name`, now: what
     /// CodeDeploy deploys to for a deployment group made with
     /// `--auto-scaling-groups`.
