@@ -219,6 +219,24 @@ pub fn scripts_log(deployment_dir: &Path) -> PathBuf {
     deployment_dir.join("logs").join("scripts.log")
 }
 
+/// The log file of each command in `:log_dir:`: the daemon's is named by
+/// `:program_name:` as the official agent names it; `local`'s as
+/// codedeploy-local names it; `lb plan`'s apart, so a plan never rotates
+/// the daemon's log under it.
+pub enum AgentLog {
+    Daemon,
+    Local,
+    LbPlan,
+}
+
+pub fn agent_log(log_dir: &Path, program_name: &str, which: AgentLog) -> PathBuf {
+    log_dir.join(match which {
+        AgentLog::Daemon => format!("{program_name}.log"),
+        AgentLog::Local => "codedeploy-local.log".to_string(),
+        AgentLog::LbPlan => format!("{program_name}-lb-plan.log"),
+    })
+}
+
 /// The daemon's pid file, as the official service commands name it.
 pub fn pid_file(pid_dir: &Path, program_name: &str) -> PathBuf {
     pid_dir.join(format!("{program_name}.pid"))

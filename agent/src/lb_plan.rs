@@ -6,11 +6,10 @@
 //! would fail (and why); 2: the plan could not be made.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use appspec::load_balancer::{DrainUntil, LoadBalancer};
-use hooks_builtin::idle::{self, Sockets};
+use hooks_builtin::idle;
 use hooks_builtin::preview::DESCRIBE_ACTIONS;
 use hooks_builtin::{Drainer, HostId};
 
@@ -136,7 +135,6 @@ async fn host_drainer(config: &Config) -> Result<Drainer, String> {
 
 /// What `drainUntil: idle` would see on the registered ports now.
 fn connections(drainer: &Drainer, j: &hooks_builtin::journal::Journal, quiet: Duration) {
-    let sockets: Arc<dyn Sockets> = drainer.sockets.clone();
     let groups = j
         .target_groups
         .iter()
@@ -149,7 +147,7 @@ fn connections(drainer: &Drainer, j: &hooks_builtin::journal::Journal, quiet: Du
             )
         }));
     for (name, ports, layer4) in groups {
-        match sockets.connections(&drainer.host.address, &ports) {
+        match drainer.sockets.connections(&drainer.host.address, &ports) {
             Ok(c) => {
                 let v = idle::judge(&c, &ports, layer4, quiet);
                 println!(

@@ -9,6 +9,7 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
 use codedeploy_agent::config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
+use codedeploy_agent::layout::{self, AgentLog};
 use codedeploy_agent::{daemon, local, validate};
 
 #[derive(Parser)]
@@ -133,7 +134,7 @@ fn load_config(explicit: Option<&Path>) -> Result<Config, String> {
 
 /// Log to `<log_dir>/<file>` with fields, and warnings to stderr (except
 /// what the `local` command already prints on its own lines).
-fn init_logging(cfg: &Config, file: &str, stderr_level: LevelFilter) {
+fn init_logging(cfg: &Config, file: AgentLog, stderr_level: LevelFilter) {
     use std::io::IsTerminal;
     let level = if cfg.verbose {
         LevelFilter::DEBUG
@@ -149,7 +150,7 @@ fn init_logging(cfg: &Config, file: &str, stderr_level: LevelFilter) {
         .with_filter(tracing_subscriber::filter::filter_fn(|m| {
             m.target() != "codedeploy_agent::local"
         }));
-    let path = cfg.log_dir.join(file);
+    let path = layout::agent_log(&cfg.log_dir, &cfg.program_name, file);
     let file_layer = codedeploy_agent::logfile::LogFile::open(&path, cfg.log_rotation)
         .map_err(|e| eprintln!("warning: cannot write {}: {e}", path.display()))
         .ok()
@@ -216,7 +217,7 @@ fn main() -> ExitCode {
             } else {
                 LevelFilter::INFO
             };
-            init_logging(&cfg, &format!("{}.log", cfg.program_name), level);
+            init_logging(&cfg, AgentLog::Daemon, level);
             let _pid = match daemon::service::PidFile::claim(&cfg) {
                 Ok(p) => p,
                 Err(e) => {
@@ -260,7 +261,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             // Only warnings reach the terminal; the plan is printed.
-            init_logging(&cfg, "codedeploy-agent-lb-plan.log", LevelFilter::WARN);
+            init_logging(&cfg, AgentLog::LbPlan, LevelFilter::WARN);
             ExitCode::from(codedeploy_agent::lb_plan::run(&cfg, &path) as u8)
         }
         Command::Drain => exit_io(codedeploy_agent::hooks::runner::drain_main(false)),
@@ -281,7 +282,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_logging(&cfg, "codedeploy-local.log", LevelFilter::WARN);
+            init_logging(&cfg, AgentLog::Local, LevelFilter::WARN);
             let opts = local::Options {
                 bundle_location: a.bundle_location,
                 bundle_type: a.bundle_type,

@@ -35,6 +35,16 @@ impl Ack {
     }
 }
 
+/// A run command's report, with how it ended for the metrics.
+fn reported((ok, payload): (bool, String)) -> (metrics::Outcome, String) {
+    let outcome = if ok {
+        metrics::Outcome::Succeeded
+    } else {
+        metrics::Outcome::Failed
+    };
+    (outcome, payload)
+}
+
 impl Agent {
     pub(super) async fn handle(self: Arc<Self>, cmd: PolledCommand) {
         let id = cmd.host_command_identifier.clone();
@@ -43,27 +53,21 @@ impl Agent {
         if let Ok(mut r) = self.running.lock() {
             r.remove(&id);
         }
-        if let Some((ok, payload)) = &outcome {
-            let result = match ok {
-                true if payload.contains("CompletedNoopCommand") => metrics::Outcome::Noop,
-                true => metrics::Outcome::Succeeded,
-                false => metrics::Outcome::Failed,
-            };
+        if let Some((result, payload)) = outcome {
             metrics::get().command(&cmd.command_name, result, t0.elapsed());
             self.publish_metrics();
-        }
-        if let Some(outcome) = outcome {
             if let Ok(mut f) = self.finished.lock() {
-                f.insert(id, outcome);
+                f.insert(id, (result != metrics::Outcome::Failed, payload));
             }
         }
         tracing::debug!(command = %cmd.command_name, elapsed_ms = t0.elapsed().as_millis() as u64, "command handled");
     }
 
-    /// Returns what was reported, or `None` when nothing was (the command
-    /// was not taken, or the service had already finished it); a command
-    /// offered again is then handled afresh, and its acknowledgement decides.
-    async fn process(self: &Arc<Self>, cmd: &PolledCommand) -> Option<(bool, String)> {
+    /// Returns how the command ended and what was reported, or `None` when
+    /// nothing was (the command was not taken, or the service had already
+    /// finished it); a command offered again is then handled afresh, and
+    /// its acknowledgement decides.
+    async fn process(self: &Arc<Self>, cmd: &PolledCommand) -> Option<(metrics::Outcome, String)> {
         let id = &cmd.host_command_identifier;
         let command = HostCommand::parse(&cmd.command_name);
         let opened = self.open_specification(cmd).await?;
@@ -85,22 +89,24 @@ impl Agent {
                     Diagnostics::error(ErrorCode::Succeeded, "", "Succeeded: CompletedNoopCommand");
                 let p = d.to_json();
                 self.send_complete(id, true, &p).await;
-                return Some((true, p));
+                return Some((metrics::Outcome::Noop, p));
             }
             Ack::Gone => return None,
         }
         if let Err(e) = opened {
             tracing::error!(command = %command, host_command = %id, error = %e, "deployment specification refused; nothing runs");
-            return Some(self.fail(id, Diagnostics::unknown(e.to_string())).await);
+            return Some(reported(
+                self.fail(id, Diagnostics::unknown(e.to_string())).await,
+            ));
         }
         let Some(deployment) = deployment else {
             // As both official agents: a command this agent has no handler
             // for (UpdateDeploymentAgent, a custom event name) fails.
             tracing::error!(command = %command, host_command = %id, "unsupported command type");
             let d = Diagnostics::unknown(format!("Unsupported command type: {command}."));
-            return Some(self.fail(id, d).await);
+            return Some(reported(self.fail(id, d).await));
         };
-        Some(self.run(id, command, deployment).await)
+        Some(reported(self.run(id, command, deployment).await))
     }
 
     async fn open_specification(

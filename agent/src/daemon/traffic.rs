@@ -9,7 +9,7 @@ use std::time::Duration;
 use hooks_builtin::journal::Phase;
 use hooks_builtin::journal::Store;
 use hooks_builtin::lifecycle::{Action, Step, Why};
-use hooks_builtin::{Drainer, Failure, HostId};
+use hooks_builtin::{Drainer, Failure, HostId, Outcome};
 use tokio::runtime::Handle;
 
 use crate::command::{Deployment, Traffic};
@@ -60,9 +60,7 @@ impl LbTraffic {
     pub async fn finish(&self, group: &str, why: Why) {
         let t0 = std::time::Instant::now();
         let r = self.drainer.restore(group, why).await;
-        if !matches!(r, Ok(None)) {
-            crate::metrics::get().load_balancer("restore", r.is_ok(), t0.elapsed());
-        }
+        count_restore(t0, &r);
         match r {
             Ok(Some(o)) => {
                 tracing::info!(group, ?why, summary = %o.summary, timeline = %o.log, "loadBalancer restore")
@@ -72,6 +70,13 @@ impl LbTraffic {
                 tracing::error!(group, ?why, error = %f.message, timeline = %log, "loadBalancer restore failed")
             }
         }
+    }
+}
+
+/// A restore that had something to put back, counted with its duration.
+fn count_restore(t0: std::time::Instant, r: &Result<Option<Outcome>, (Failure, String)>) {
+    if !matches!(r, Ok(None)) {
+        crate::metrics::get().load_balancer("restore", r.is_ok(), t0.elapsed());
     }
 }
 
@@ -129,9 +134,7 @@ impl Traffic for LbTraffic {
                 let r =
                     self.handle
                         .block_on(self.drainer.restore_by(group, why, Some(d.deadline())));
-                if !matches!(r, Ok(None)) {
-                    crate::metrics::get().load_balancer("restore", r.is_ok(), t0.elapsed());
-                }
+                count_restore(t0, &r);
                 match r {
                     Ok(Some(o)) => {
                         tracing::info!(deployment = %deployment, ?why, summary = %o.summary, timeline = %o.log, "loadBalancer restore");

@@ -24,6 +24,18 @@ fn tag_filters(v: Option<&Value>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// The strings `pick` finds in each element of the list `v` (none when `v`
+/// is not a list).
+fn strings(v: &Value, pick: impl Fn(&Value) -> &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| pick(e).as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub(super) fn dispatch(inner: &Arc<Inner>, op: &str, input: &Value) -> Result<Value, ApiError> {
     let mut s = inner.state.lock().unwrap();
     let out = match op {
@@ -88,23 +100,11 @@ pub(super) fn dispatch(inner: &Arc<Inner>, op: &str, input: &Value) -> Result<Va
                 config_name,
                 ec2_tags: tag_filters(input.get("ec2TagFilters")),
                 onprem_tags: tag_filters(input.get("onPremisesInstanceTagFilters")),
-                auto_scaling_groups: input["autoScalingGroups"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|n| n.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                auto_scaling_groups: strings(&input["autoScalingGroups"], |v| v),
                 with_lb: input.get("loadBalancerInfo").is_some_and(|v| !v.is_null()),
-                target_groups: input["loadBalancerInfo"]["targetGroupInfoList"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|t| t["name"].as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                target_groups: strings(&input["loadBalancerInfo"]["targetGroupInfoList"], |t| {
+                    &t["name"]
+                }),
             };
             s.groups.insert((app, name), g);
             json!({"deploymentGroupId": id})

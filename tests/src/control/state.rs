@@ -467,7 +467,24 @@ impl State {
         c.status = if ok { St::Succeeded } else { St::Failed };
         c.completed = Some(now());
         let (dep, i) = (c.deployment.clone(), c.instance);
-        let d = self.deployments.get_mut(&dep).ok_or("no such deployment")?;
+        if !self.deployments.contains_key(&dep) {
+            return Err("no such deployment".into());
+        }
+        self.event_ended(&dep, i, ok, diagnostics);
+        Ok(())
+    }
+
+    /// A service-side event ended (`ok`): as a host command's completion.
+    pub fn service_done(&mut self, job: &ServiceJob, ok: bool) {
+        if self.deployments.contains_key(&job.deployment) {
+            self.event_ended(&job.deployment, job.instance, ok, None);
+        }
+    }
+
+    /// Instance `i`'s current event of deployment `dep` ended: record it,
+    /// move the instance on (or fail it), and the deployment with it.
+    fn event_ended(&mut self, dep: &str, i: usize, ok: bool, diagnostics: Option<Value>) {
+        let d = self.deployments.get_mut(dep).expect("deployment");
         let inst = &mut d.instances[i];
         inst.command = None;
         inst.updated = now();
@@ -494,35 +511,9 @@ impl State {
             if inst.status == St::InProgress {
                 inst.fail_skipping_from(inst.current);
             }
-            return Ok(());
-        }
-        self.advance(&dep);
-        Ok(())
-    }
-
-    /// A service-side event ended (`ok`): as a host command's completion.
-    pub fn service_done(&mut self, job: &ServiceJob, ok: bool) {
-        let Some(d) = self.deployments.get_mut(&job.deployment) else {
             return;
-        };
-        let inst = &mut d.instances[job.instance];
-        inst.command = None;
-        inst.updated = now();
-        if let Some(ev) = inst.events.get_mut(inst.current) {
-            ev.end = Some(now());
-            ev.status = if ok { St::Succeeded } else { St::Failed };
         }
-        if ok {
-            inst.current += 1;
-            if inst.current >= inst.events.len() {
-                inst.status = St::Succeeded;
-            }
-        } else {
-            inst.fail_skipping_from(inst.current + 1);
-        }
-        if d.status != "Stopped" {
-            self.advance(&job.deployment);
-        }
+        self.advance(dep);
     }
 
     pub fn stop(&mut self, id: &str) -> Result<(), String> {

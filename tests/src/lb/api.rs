@@ -237,15 +237,7 @@ pub fn autoscaling(w: &mut World, action: &str, f: &Form) -> Answer {
                 }
                 for r in tgs.iter().chain(lbs.iter()) {
                     if let Some(b) = w.backend(r) {
-                        let ports: Vec<u16> = w.backends[b]
-                            .regs
-                            .iter()
-                            .filter(|x| &x.id == id)
-                            .map(|x| x.port)
-                            .collect();
-                        for p in ports {
-                            w.deregister(b, id, p);
-                        }
+                        w.deregister_instance(b, id);
                     }
                 }
                 w.record("EnterStandby", id, &name);

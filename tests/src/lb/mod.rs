@@ -297,15 +297,7 @@ impl LbPlane {
     pub fn deregister(&self, lb: &str, id: &str) {
         let mut w = self.inner.world.lock().unwrap();
         let b = w.backend(lb).expect("lb");
-        let ports: Vec<u16> = w.backends[b]
-            .regs
-            .iter()
-            .filter(|r| r.id == id)
-            .map(|r| r.port)
-            .collect();
-        for p in ports {
-            w.deregister(b, id, p);
-        }
+        w.deregister_instance(b, id);
         w.record("DeregisterTargets", id, lb);
         w.advance(&self.inner.hap);
     }
@@ -313,13 +305,7 @@ impl LbPlane {
     /// Connections open from load balancer `lb` to its targets, in use or
     /// idle in HAProxy's pool.
     pub fn connections(&self, lb: &str) -> u64 {
-        self.inner
-            .hap
-            .server_connections()
-            .into_iter()
-            .filter(|(b, _, _)| b == lb)
-            .map(|(_, _, n)| n)
-            .sum()
+        total(self.inner.hap.server_connections(), lb)
     }
 
     /// CodeDeploy's own traffic control over this plane: BlockTraffic
@@ -422,19 +408,13 @@ impl LbPlane {
         });
     }
 
-    /// Backends serving now (HAProxy `ready`), per load balancer.
     /// Requests in flight through load balancer `lb` now, as HAProxy counts
     /// its sessions.
     pub fn sessions(&self, lb: &str) -> u64 {
-        self.inner
-            .hap
-            .sessions()
-            .into_iter()
-            .filter(|(b, _, _)| b == lb)
-            .map(|(_, _, n)| n)
-            .sum()
+        total(self.inner.hap.sessions(), lb)
     }
 
+    /// Registrations of `lb` serving now (healthy).
     pub fn serving(&self, lb: &str) -> usize {
         let w = self.inner.world.lock().unwrap();
         let b = w.backend(lb).expect("lb");
@@ -444,6 +424,15 @@ impl LbPlane {
             .filter(|r| r.state == State::Healthy)
             .count()
     }
+}
+
+/// The sum over `lb`'s server slots of HAProxy's per-slot counts.
+fn total(per_slot: Vec<(String, usize, u64)>, lb: &str) -> u64 {
+    per_slot
+        .into_iter()
+        .filter(|(b, _, _)| b == lb)
+        .map(|(_, _, n)| n)
+        .sum()
 }
 
 async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Reply {

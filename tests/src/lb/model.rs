@@ -225,6 +225,19 @@ impl World {
         }
     }
 
+    /// Deregister every (id, port) registration of `id` in backend `b`.
+    pub fn deregister_instance(&mut self, b: usize, id: &str) {
+        let ports: Vec<u16> = self.backends[b]
+            .regs
+            .iter()
+            .filter(|r| r.id == id)
+            .map(|r| r.port)
+            .collect();
+        for p in ports {
+            self.deregister(b, id, p);
+        }
+    }
+
     /// The HAProxy state a registration should have. Target groups fail
     /// open: when every registered target is unhealthy, all get traffic.
     fn wanted(be: &Backend, r: &Reg) -> Slot {
