@@ -62,15 +62,10 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Remove a tree if it exists (std's implementation walks with openat and
-/// never follows symlinks).
+/// Remove a tree if it exists, on `workers()` threads, never following a
+/// symlink (see `rmtree`).
 pub fn remove_tree(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
+    crate::rmtree::remove_tree(path, workers())
 }
 
 /// Lexically normalise an absolute or relative path: drop `.`, resolve `..`
@@ -112,8 +107,19 @@ pub fn parallel_try<T: Sync, E: Send>(
     chunk: usize,
     f: impl Fn(&T) -> Result<(), E> + Sync,
 ) -> Result<(), E> {
+    parallel_chunks(items, threads, chunk, |c| c.iter().try_for_each(&f))
+}
+
+/// Run `f` over consecutive chunks of `items` on `threads` scoped threads,
+/// so a worker can keep what neighbours share (a directory's handle).
+pub fn parallel_chunks<T: Sync, E: Send>(
+    items: &[T],
+    threads: usize,
+    chunk: usize,
+    f: impl Fn(&[T]) -> Result<(), E> + Sync,
+) -> Result<(), E> {
     if threads <= 1 || items.len() <= chunk {
-        return items.iter().try_for_each(f);
+        return items.chunks(chunk.max(1)).try_for_each(f);
     }
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
@@ -126,15 +132,14 @@ pub fn parallel_try<T: Sync, E: Send>(
                     if start >= items.len() {
                         break;
                     }
-                    for item in &items[start..(start + chunk).min(items.len())] {
-                        if let Err(e) = f(item) {
-                            stop.store(true, Ordering::Relaxed);
-                            let mut slot = first_err.lock().unwrap_or_else(|p| p.into_inner());
-                            if slot.is_none() {
-                                *slot = Some(e);
-                            }
-                            return;
+                    let end = (start + chunk).min(items.len());
+                    if let Err(e) = f(&items[start..end]) {
+                        stop.store(true, Ordering::Relaxed);
+                        let mut slot = first_err.lock().unwrap_or_else(|p| p.into_inner());
+                        if slot.is_none() {
+                            *slot = Some(e);
                         }
+                        return;
                     }
                 }
             });

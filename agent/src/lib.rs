@@ -19,6 +19,7 @@ pub mod logfile;
 pub mod metrics;
 pub mod net;
 pub mod revision;
+pub mod rmtree;
 pub mod sockets;
 pub mod spec;
 pub mod sys;

@@ -10,7 +10,12 @@ floor measured in the same run on the same filesystem:
                                                    a second deployment also
                                                    unpacks its bundle)
 
-Usage: tests/bench/local_install.py [--files N] [--runs R] [--agent PATH] [--keep]
+With the official Rust agent 2.1 available (../shared/oracle/official-2.x/,
+or $CODEDEPLOY_ORACLE_DIR/official-2.x/), it runs the same deployments
+beside ours. `--big-mb M` adds a directory bundle holding one file of M MB
+(floor: cp -a twice, into the deployment archive and to the destination).
+
+Usage: tests/bench/local_install.py [--files N] [--runs R] [--agent PATH] [--big-mb M] [--keep]
 The agent defaults to target/release/codedeploy-agent (build it first with
 `cargo build --release -p codedeploy-agent`). The work directory is
 $BENCH_DIR (default: the system temporary directory). Use a tmpfs such as
@@ -63,6 +68,28 @@ def generate(src, n_files):
     assert per_pkg == sum(c for _, c in layout)
 
 
+def official_default():
+    base = os.environ.get("CODEDEPLOY_ORACLE_DIR", os.path.join(ROOT, "..", "shared", "oracle"))
+    p = os.path.join(base, "official-2.x", "codedeploy-local")
+    return p if os.access(p, os.X_OK) else ""
+
+
+def runner(work, name, binary, bundle, kind, dest_dir):
+    """A fresh root for one agent; returns (command, reset)."""
+    root = os.path.join(work, name)
+    conf = os.path.join(work, f"{name}.yml")
+    with open(conf, "w") as f:
+        f.write(f":root_dir: {root}/root\n:log_dir: {root}/log\n:max_revisions: 2\n")
+    cmd = [binary, "local", "-l", bundle, "-t", kind, "-c", conf, "-g", "bench"]
+    if name == "official":
+        cmd = [binary, "-c", conf, "-l", bundle, "-t", kind, "-g", "bench"]
+
+    def reset():
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(dest_dir, ignore_errors=True)
+    return cmd, reset
+
+
 def timed(cmd, shell=False):
     t0 = time.perf_counter()
     subprocess.run(cmd, shell=shell, check=True, stdout=subprocess.DEVNULL)
@@ -75,77 +102,117 @@ def timed_rss(cmd):
     return time.perf_counter() - t0, int(out.stdout.strip().splitlines()[-1])
 
 
+def floor_tgz(work, bundle, out):
+    """tar xzf + cp -a (first); rm -rf + cp -a, and with the tar (second)."""
+    fx, fd = os.path.join(work, "fx"), os.path.join(work, "fd")
+    for p in (fx, fd):
+        shutil.rmtree(p, ignore_errors=True)
+    os.makedirs(fx)
+    t_tar = timed(["tar", "xzf", bundle, "-C", fx])
+    t_cp = timed(["cp", "-a", fx + "/.", fd])
+    t_rm = timed(["rm", "-rf", fd])
+    t_cp2 = timed(["cp", "-a", fx + "/.", fd])
+    out["first"].append(t_tar + t_cp)
+    out["second"].append(t_tar + t_rm + t_cp2)
+    out["rm+cp"].append(t_rm + t_cp2)
+    shutil.rmtree(fx)
+    shutil.rmtree(fd)
+
+
+def floor_dir(work, src, out):
+    """cp -a into the deployment archive, cp -a to the destination."""
+    fx, fd = os.path.join(work, "fx"), os.path.join(work, "fd")
+    for p in (fx, fd):
+        shutil.rmtree(p, ignore_errors=True)
+    t = timed(["cp", "-a", src, fx]) + timed(["cp", "-a", fx + "/.", fd])
+    out["first"].append(t)
+    shutil.rmtree(fx)
+    shutil.rmtree(fd)
+
+
+def deploy_twice(cmd, reset, out, dest, expect):
+    reset()
+    for key in ("first", "second"):
+        t, rss = timed_rss(cmd)
+        out[key].append(t)
+        out[key + " rss"].append(rss)
+    count = sum(len(fs) for _, _, fs in os.walk(dest))
+    assert count == expect, f"{cmd[0]} installed {count} files, not {expect}"
+
+
+def case(name, work, runs, floor, agents, dest, expect):
+    """Run the floor and every agent `runs` times, alternating who goes first
+    (on volumes with burst credits the second runner pays for the first)."""
+    res = {n: {k: [] for k in ("first", "second", "rm+cp", "first rss", "second rss")} for n in ["floor"] + list(agents)}
+    steps = [("floor", lambda: floor(res["floor"]))] + [
+        (n, (lambda c=c, r=r, n=n: deploy_twice(c, r, res[n], dest, expect))) for n, (c, r) in agents.items()]
+    for i in range(runs):
+        for n, step in (steps if i % 2 == 0 else steps[::-1]):
+            step()
+        print(f"  run {i + 1}: " + ", ".join(f"{n} {res[n]['first'][-1]:.2f}s" for n, _ in steps), flush=True)
+    med = statistics.median
+    fl = res["floor"]
+    print(f"\n{name}")
+    print(f"{'':12}{'':14}{'time':>9}{'floor':>9}{'ratio':>8}{'peak RSS':>11}")
+    for key, label in (("first", "first deploy"), ("second", "redeploy")):
+        if not fl[key]:
+            continue
+        for n in agents:
+            t = med(res[n][key])
+            print(f"{n:12}{label:14}{t:8.2f}s{med(fl[key]):8.2f}s{t / med(fl[key]):7.2f}x{max(res[n][key + ' rss']) / 1024:9.1f} MB")
+    if fl["rm+cp"]:
+        print(f"{'':12}(redeploy floor = tar xzf + rm -rf + cp -a; rm -rf + cp -a alone: {med(fl['rm+cp']):.2f}s)")
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=50_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--agent", default=os.path.join(ROOT, "target", "release", "codedeploy-agent"))
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--big-mb", type=int, default=0)
+    ap.add_argument("--official", default=official_default())
     args = ap.parse_args()
     if not os.access(args.agent, os.X_OK):
         sys.exit(f"{args.agent} not found; run: cargo build --release -p codedeploy-agent")
 
     work = tempfile.mkdtemp(prefix="cd-bench-", dir=os.environ.get("BENCH_DIR"))
     try:
-        src = os.path.join(work, "src")
-        os.makedirs(src)
         dest = os.path.join(work, "dest")
-        with open(os.path.join(src, "appspec.yml"), "w") as f:
-            f.write(f"version: 0.0\nos: linux\nfiles:\n  - source: /\n    destination: {dest}\n")
-        print(f"generating {args.files} files of 1 KiB ...", flush=True)
-        generate(src, args.files)
-        bundle = os.path.join(work, "bundle.tgz")
-        subprocess.run(["tar", "czf", bundle, "-C", src, "."], check=True)
-        print(f"bundle: {os.path.getsize(bundle) / 1e6:.1f} MB compressed", flush=True)
-        conf = os.path.join(work, "agent.yml")
-        with open(conf, "w") as f:
-            f.write(f":root_dir: {work}/root\n:log_dir: {work}/log\n:max_revisions: 2\n")
-
-        first, second, floor1, floor2, floor2full = [], [], [], [], []
-        rss1, rss2 = [], []
-        agent = [args.agent, "local", "-l", bundle, "-t", "tgz", "-c", conf, "-g", "bench"]
-        def floor():
-            fx, fd = os.path.join(work, "fx"), os.path.join(work, "fd")
-            for p in (fx, fd):
-                shutil.rmtree(p, ignore_errors=True)
-            os.makedirs(fx)
-            t_tar = timed(["tar", "xzf", bundle, "-C", fx])
-            t_cp = timed(["cp", "-a", fx + "/.", fd])
-            floor1.append(t_tar + t_cp)
-            t_rm = timed(["rm", "-rf", fd])
-            t_cp2 = timed(["cp", "-a", fx + "/.", fd])
-            floor2.append(t_rm + t_cp2)
-            floor2full.append(t_tar + t_rm + t_cp2)
-            shutil.rmtree(fx)
-            shutil.rmtree(fd)
-
-        def ours():
-            # A fresh host, then a second deployment over the first.
-            shutil.rmtree(os.path.join(work, "root"), ignore_errors=True)
-            shutil.rmtree(dest, ignore_errors=True)
-            t, rss = timed_rss(agent)
-            first.append(t)
-            rss1.append(rss)
-            t, rss = timed_rss(agent)
-            second.append(t)
-            rss2.append(rss)
-            count = sum(len(fs) for _, _, fs in os.walk(dest))
-            assert count == args.files + 1, f"installed {count} files"
-
-        for r in range(args.runs):
-            # Alternate who goes first: on volumes with burst credits or
-            # writeback pressure, the second runner pays for the first.
-            for step in ((floor, ours) if r % 2 == 0 else (ours, floor)):
-                step()
-            print(f"run {r + 1}: first {first[-1]:.2f}s (floor {floor1[-1]:.2f}s), second {second[-1]:.2f}s (floor {floor2[-1]:.2f}s)", flush=True)
-
-        med = statistics.median
-        print()
-        print(f"{'':34}{'ours':>9}{'floor':>9}{'ratio':>8}{'peak RSS':>11}")
-        print(f"{'first deploy (unpack + install)':34}{med(first):8.2f}s{med(floor1):8.2f}s{med(first) / med(floor1):7.2f}x{max(rss1) / 1024:9.1f} MB")
-        print(f"{'second deploy vs rm -rf + cp -a':34}{med(second):8.2f}s{med(floor2):8.2f}s{med(second) / med(floor2):7.2f}x{max(rss2) / 1024:9.1f} MB")
-        print(f"{'second deploy vs tar+rm+cp':34}{med(second):8.2f}s{med(floor2full):8.2f}s{med(second) / med(floor2full):7.2f}x")
-        print(f"(median of {args.runs} runs; {os.cpu_count()} cores; floor = tar xzf / cp -a / rm -rf on the same filesystem)")
+        appspec = f"version: 0.0\nos: linux\nfiles:\n  - source: /\n    destination: {dest}\n"
+        binaries = {"ours": args.agent}
+        if args.official:
+            binaries["official"] = args.official
+        else:
+            print("official 2.1 not found; only ours runs")
+        print(f"{os.cpu_count()} cores; median of {args.runs} runs; floors measured in the same runs on the same filesystem")
+        if args.files:
+            src = os.path.join(work, "src")
+            os.makedirs(src)
+            with open(os.path.join(src, "appspec.yml"), "w") as f:
+                f.write(appspec)
+            print(f"generating {args.files} files of 1 KiB ...", flush=True)
+            generate(src, args.files)
+            bundle = os.path.join(work, "bundle.tgz")
+            subprocess.run(["tar", "czf", bundle, "-C", src, "."], check=True)
+            print(f"bundle: {os.path.getsize(bundle) / 1e6:.1f} MB compressed", flush=True)
+            agents = {n: runner(work, n, b, bundle, "tgz", dest) for n, b in binaries.items()}
+            case(f"{args.files} files of 1 KiB, tgz", work, args.runs,
+                 lambda out: floor_tgz(work, bundle, out), agents, dest, args.files + 1)
+            shutil.rmtree(src)
+        if args.big_mb:
+            src = os.path.join(work, "bigsrc")
+            os.makedirs(src)
+            with open(os.path.join(src, "appspec.yml"), "w") as f:
+                f.write(appspec)
+            with open(os.path.join(src, "big.bin"), "wb") as f:
+                block = os.urandom(1 << 20)
+                for _ in range(args.big_mb):
+                    f.write(block)
+            agents = {n: runner(work, n, b, src, "directory", dest) for n, b in binaries.items()}
+            case(f"one file of {args.big_mb} MB, directory bundle", work, args.runs,
+                 lambda out: floor_dir(work, src, out), agents, dest, 2)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

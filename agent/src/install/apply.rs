@@ -28,7 +28,7 @@ pub struct ApplyError {
     pub message: String,
 }
 
-fn fail(path: &Path, what: &str, e: impl std::fmt::Display) -> ApplyError {
+pub(super) fn fail(path: &Path, what: &str, e: impl std::fmt::Display) -> ApplyError {
     ApplyError {
         path: path.to_path_buf(),
         message: format!("{what}: {e}"),
@@ -69,7 +69,7 @@ pub struct Applier<'p, 'a> {
 
 /// Copy only `s`'s data segments (SEEK_DATA/SEEK_HOLE), leaving its holes
 /// as holes in `d`, then give `d` the full length.
-fn copy_sparse(s: &mut File, d: &mut File, len: u64) -> io::Result<()> {
+pub(super) fn copy_sparse(s: &mut File, d: &mut File, len: u64) -> io::Result<()> {
     use nix::unistd::{lseek, Whence};
     use std::io::{Read, Seek, SeekFrom};
     let mut off: i64 = 0;
@@ -163,10 +163,8 @@ impl Applier<'_, '_> {
             fs::create_dir(&p).map_err(|e| fail(&p, "cannot create directory", e))?;
             report.dirs += 1;
         }
-        fsutil::parallel_try(files, self.threads, 64, |id| {
-            let dest = plan.path(*id);
-            self.copy(*id, &dest)
-        })?;
+        let defaults = super::copy::Defaults::current();
+        fsutil::parallel_chunks(files, self.threads, 64, |c| self.copy_chunk(c, &defaults))?;
         report.files += files.len();
         fsutil::parallel_try(replaced, self.threads, 64, |id| {
             let dest = plan.path(*id);
@@ -227,7 +225,7 @@ impl Applier<'_, '_> {
 
     /// Copy one revision entry to `dest`, keeping mode, times and (as root)
     /// owner, never following a symlink at the destination.
-    fn copy(&self, id: u32, dest: &Path) -> Result<(), ApplyError> {
+    pub(super) fn copy(&self, id: u32, dest: &Path) -> Result<(), ApplyError> {
         let DKind::Copy { src, .. } = self.plan.kind(id) else {
             return Ok(());
         };
@@ -245,40 +243,9 @@ impl Applier<'_, '_> {
             }
             return Ok(());
         }
-        let mut s = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&src_path)
-            .map_err(|e| fail(&src_path, "cannot open", e))?;
-        let md = s
-            .metadata()
-            .map_err(|e| fail(&src_path, "cannot stat", e))?;
-        let mut d = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(dest)
-            .map_err(|e| fail(dest, "cannot create", e))?;
-        if md.blocks() * 512 < md.len() {
-            // A sparse file stays sparse: a declared gigabyte of holes costs
-            // no disk at the destination either.
-            copy_sparse(&mut s, &mut d, md.len()).map_err(|e| fail(dest, "cannot copy", e))?;
-        } else {
-            io::copy(&mut s, &mut d).map_err(|e| fail(dest, "cannot copy", e))?;
-        }
-        if self.as_root {
-            std::os::unix::fs::fchown(&d, Some(md.uid()), Some(md.gid()))
-                .map_err(|e| fail(dest, "cannot set owner", e))?;
-        }
-        d.set_permissions(fs::Permissions::from_mode(md.mode() & 0o7777))
-            .map_err(|e| fail(dest, "cannot set mode", e))?;
-        let times = fs::FileTimes::new()
-            .set_accessed(md.accessed().unwrap_or(std::time::UNIX_EPOCH))
-            .set_modified(md.modified().unwrap_or(std::time::UNIX_EPOCH));
-        d.set_times(times)
-            .map_err(|e| fail(dest, "cannot set times", e))?;
-        Ok(())
+        // A regular file: the same copy as the hot path, from handles on
+        // the two directories.
+        self.copy_file_to(id, src, dest)
     }
 
     /// Owner first (it clears set-id bits), then mode, then ACL (built from

@@ -194,6 +194,10 @@ impl ArchiveTree {
         n.child_start..n.child_start + n.child_count
     }
 
+    pub fn parent(&self, id: u32) -> u32 {
+        self.nodes[id as usize].parent
+    }
+
     pub fn link_target(&self, id: u32) -> Option<&[u8]> {
         self.links
             .binary_search_by_key(&id, |(i, _)| *i)

@@ -1,8 +1,13 @@
-//! The previous revision is kept until the new one is in place: before its
-//! files are removed, each gets a hard link in a backup directory beside the
-//! nearest directory that stays (one not listed in the cleanup file), so no
-//! byte is copied and no space is needed; the directories' modes and owners
-//! are noted. If the install then fails for any reason (ENOSPC or EDQUOT
+//! The previous revision is kept until the new one is in place, in a backup
+//! directory beside the nearest directory that stays (one not listed in the
+//! cleanup file), so no byte is copied and no space is needed:
+//! - a directory of ours that holds only what is ours (the usual case: the
+//!   whole application tree) is moved there in one rename, and moved back
+//!   on failure;
+//! - every other file of ours gets a hard link there, and the modes and
+//!   owners of the directories around them are noted.
+//!
+//! If the install then fails for any reason (ENOSPC or EDQUOT
 //! midway, a file that cannot be written), the new files are removed and the
 //! previous ones put back, with the previous cleanup file; on success the
 //! backups go. The backups are listed in the cleanup file before they are
@@ -20,6 +25,8 @@ use crate::fsutil;
 
 /// Backup directories are named so (one per directory that stays).
 const BACKUP: &str = ".codedeploy-previous";
+/// Directories moved whole into a backup directory are named `t<N>`.
+const TREE_PREFIX: &str = "t";
 
 struct Dir {
     path: PathBuf,
@@ -31,10 +38,10 @@ struct Dir {
 pub struct Kept {
     /// (original, backup) for every previous file and symlink kept.
     links: Vec<(PathBuf, PathBuf)>,
+    /// (original, backup) for every directory moved aside whole.
+    trees: Vec<(PathBuf, PathBuf)>,
     backups: Vec<PathBuf>,
     dirs: Vec<Dir>,
-    /// The previous cleanup file, to put back on failure.
-    cleanup: Vec<u8>,
 }
 
 impl Kept {
@@ -44,6 +51,22 @@ impl Kept {
             .iter()
             .map(PathBuf::as_path)
             .chain(self.links.iter().map(|(_, b)| b.as_path()))
+            .chain(self.trees.iter().map(|(_, b)| b.as_path()))
+    }
+
+    /// Drop from `entries` the paths that moved aside with a directory:
+    /// the cleanup has nothing left to remove there. Returns how many.
+    pub fn drop_moved(&self, entries: &mut Vec<Entry>) -> usize {
+        if self.trees.is_empty() {
+            return 0;
+        }
+        let roots: HashSet<&Path> = self.trees.iter().map(|(t, _)| t.as_path()).collect();
+        let before = entries.len();
+        entries.retain(|e| match e {
+            Entry::Path(p) => !p.ancestors().any(|a| roots.contains(a)),
+            Entry::Context(_) => true,
+        });
+        before - entries.len()
     }
 
     /// The install succeeded: drop the backups.
@@ -55,8 +78,9 @@ impl Kept {
         }
     }
 
-    /// The install failed: put the previous revision back.
-    pub fn restore(self, cleanup_path: &Path) -> io::Result<usize> {
+    /// The install failed: put the previous revision back, and its cleanup
+    /// file (`previous`, as it was read).
+    pub fn restore(self, cleanup_path: &Path, previous: &[u8]) -> io::Result<usize> {
         let mut dirs: Vec<&Dir> = self.dirs.iter().collect();
         dirs.sort_by_key(|d| d.path.components().count());
         for d in dirs {
@@ -70,6 +94,9 @@ impl Kept {
             }
         }
         let mut restored = 0;
+        for (orig, backup) in &self.trees {
+            restored += move_back(backup, orig);
+        }
         for (orig, backup) in &self.links {
             match fs::rename(backup, orig) {
                 Ok(()) => restored += 1,
@@ -81,29 +108,115 @@ impl Kept {
         for b in &self.backups {
             let _ = fsutil::remove_tree(b);
         }
-        fsutil::write_atomic(
-            cleanup_path,
-            &self.cleanup,
-            0o644,
-            fsutil::Durability::Atomic,
-        )?;
+        fsutil::write_atomic(cleanup_path, previous, 0o644, fsutil::Durability::Atomic)?;
         Ok(restored)
     }
 }
 
+/// A listed directory is whole when it is a real directory on its parent's
+/// filesystem, every entry in it is listed, and every directory in it is
+/// whole: nothing of anyone else's is inside, so it can move aside in one
+/// rename. Found deepest first, one directory listing each.
+fn whole_dirs<'a>(listed: &HashSet<&'a Path>) -> HashSet<&'a Path> {
+    // Only a parent of another listed path can be a whole directory (an
+    // empty one is kept the other way), so only those are looked at.
+    let parents: HashSet<&Path> = listed
+        .iter()
+        .filter_map(|p| p.parent())
+        .filter(|p| listed.contains(p))
+        .collect();
+    let mut dirs: Vec<(&Path, u64)> = parents
+        .into_iter()
+        .filter_map(|p| match fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => Some((p, m.dev())),
+            _ => None,
+        })
+        .collect();
+    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    let devs: std::collections::HashMap<&Path, u64> = dirs.iter().copied().collect();
+    let mut whole: HashSet<&Path> = HashSet::new();
+    for (d, dev) in &dirs {
+        let Ok(rd) = fs::read_dir(d) else { continue };
+        let all_ours = rd.into_iter().all(|e| {
+            let Ok(e) = e else { return false };
+            let child = e.path();
+            let Some(listed_child) = listed.get(child.as_path()) else {
+                return false;
+            };
+            match devs.get(listed_child) {
+                // A directory: whole itself, and not a mount point.
+                Some(cdev) => cdev == dev && whole.contains(listed_child),
+                None => e.file_type().map(|t| !t.is_dir()).unwrap_or(false),
+            }
+        });
+        if all_ours {
+            whole.insert(d);
+        }
+    }
+    whole
+}
+
+/// Put a moved directory back; if the failed install left a directory at
+/// its place (something not ours was put there meanwhile), merge into it.
+/// Returns how many directories and files went back.
+fn move_back(backup: &Path, orig: &Path) -> usize {
+    match fs::rename(backup, orig) {
+        Ok(()) => return 1,
+        Err(e)
+            if e.kind() != io::ErrorKind::DirectoryNotEmpty
+                && e.kind() != io::ErrorKind::AlreadyExists =>
+        {
+            tracing::warn!(path = %orig.display(), error = %e, "cannot put back a directory of the previous revision");
+            return 0;
+        }
+        Err(_) => {}
+    }
+    let Ok(rd) = fs::read_dir(backup) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let (from, to) = (e.path(), orig.join(e.file_name()));
+        let both_dirs = e.file_type().is_ok_and(|t| t.is_dir())
+            && fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir());
+        if both_dirs {
+            n += move_back(&from, &to);
+        } else if let Err(err) = fs::rename(&from, &to) {
+            tracing::warn!(path = %to.display(), error = %err, "cannot put back a file of the previous revision");
+        } else {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Keep the previous revision that `entries` (the cleanup file, `raw`)
 /// lists. The backups are appended to the cleanup file before they exist.
-pub fn keep(entries: &[Entry], raw: Vec<u8>, cleanup_path: &Path) -> io::Result<Kept> {
+pub fn keep(entries: &[Entry], cleanup_path: &Path) -> io::Result<Kept> {
     let listed: HashSet<&Path> = entries
         .iter()
         .filter_map(|e| match e {
-            Entry::Path(p) => Some(p.as_path()),
+            Entry::Path(p) => Some(*p),
             Entry::Context(_) => None,
         })
         .collect();
-    let mut plan: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    let whole = whole_dirs(&listed);
+    let mut plan: BTreeMap<PathBuf, (Vec<PathBuf>, Vec<PathBuf>)> = BTreeMap::new();
     let mut dirs = Vec::new();
     for p in &listed {
+        let parent_whole = p.parent().is_some_and(|a| whole.contains(a));
+        if parent_whole {
+            continue; // moves with its directory
+        }
+        // The nearest ancestor that is not ours stays through the cleanup.
+        let Some(anchor) = p.ancestors().skip(1).find(|a| !listed.contains(a)) else {
+            continue;
+        };
+        let slot = plan.entry(anchor.join(BACKUP)).or_default();
+        if whole.contains(p) {
+            slot.1.push(p.to_path_buf());
+            continue;
+        }
         let Ok(m) = fs::symlink_metadata(p) else {
             continue;
         };
@@ -116,26 +229,19 @@ pub fn keep(entries: &[Entry], raw: Vec<u8>, cleanup_path: &Path) -> io::Result<
             });
             continue;
         }
-        // The nearest ancestor that is not ours stays through the cleanup.
-        let Some(anchor) = p.ancestors().skip(1).find(|a| !listed.contains(a)) else {
-            continue;
-        };
-        plan.entry(anchor.join(BACKUP))
-            .or_default()
-            .push(p.to_path_buf());
+        slot.0.push(p.to_path_buf());
     }
     let mut kept = Kept {
         links: Vec::new(),
+        trees: Vec::new(),
         backups: Vec::new(),
         dirs,
-        cleanup: raw,
     };
     let mut names = Vec::new();
-    for (backup, files) in &plan {
+    for (backup, (files, trees)) in &plan {
         names.push(backup.clone());
-        for (i, _) in files.iter().enumerate() {
-            names.push(backup.join(i.to_string()));
-        }
+        names.extend((0..files.len()).map(|i| backup.join(i.to_string())));
+        names.extend((0..trees.len()).map(|i| backup.join(tree_name(i))));
     }
     // Listed first: a crash from here on leaves them to the next cleanup.
     let mut w = ledger::Writer::append(cleanup_path)?;
@@ -143,17 +249,8 @@ pub fn keep(entries: &[Entry], raw: Vec<u8>, cleanup_path: &Path) -> io::Result<
         w.path(n)?;
     }
     w.finish()?;
-    for (backup, files) in plan {
-        match fs::create_dir(&backup) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                // A crashed run's backup: the cleanup file lists it too.
-                fsutil::remove_tree(&backup)?;
-                fs::create_dir(&backup)?;
-            }
-            Err(e) => return Err(e),
-        }
-        fs::set_permissions(&backup, fs::Permissions::from_mode(0o700))?;
+    for (backup, (files, trees)) in plan {
+        make_backup_dir(&backup)?;
         for (i, f) in files.into_iter().enumerate() {
             let b = backup.join(i.to_string());
             match fs::hard_link(&f, &b) {
@@ -165,7 +262,132 @@ pub fn keep(entries: &[Entry], raw: Vec<u8>, cleanup_path: &Path) -> io::Result<
                 }
             }
         }
+        for (i, t) in trees.into_iter().enumerate() {
+            let b = backup.join(tree_name(i));
+            match fs::rename(&t, &b) {
+                Ok(()) => kept.trees.push((t, b)),
+                Err(e) => {
+                    tracing::warn!(path = %t.display(), error = %e, "cannot keep a directory of the previous revision")
+                }
+            }
+        }
         kept.backups.push(backup);
     }
     Ok(kept)
+}
+
+fn make_backup_dir(backup: &Path) -> io::Result<()> {
+    match fs::create_dir(backup) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            // A crashed run's backup: the cleanup file lists it too.
+            fsutil::remove_tree(backup)?;
+            fs::create_dir(backup)?;
+        }
+        Err(e) => return Err(e),
+    }
+    fs::set_permissions(backup, fs::Permissions::from_mode(0o700))
+}
+
+/// A moved directory's name in its backup directory; files are numbers.
+fn tree_name(i: usize) -> String {
+    format!("{TREE_PREFIX}{i}")
+}
+
+/// Is `p` a directory this module moved aside (by its name)? The next
+/// cleanup removes such a directory whole if a crash left it behind.
+pub fn is_moved_tree(p: &Path) -> bool {
+    let parent_is_backup = p
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|n| n == BACKUP);
+    let name = p.file_name().map(|n| n.as_encoded_bytes()).unwrap_or(b"");
+    parent_is_backup
+        && name
+            .strip_prefix(TREE_PREFIX.as_bytes())
+            .is_some_and(|n| !n.is_empty() && n.iter().all(u8::is_ascii_digit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `app` is all ours (moves whole); `www` holds a file of the operator's
+    /// (its files are linked one by one).
+    fn previous(root: &Path) -> Vec<u8> {
+        let mut listed = Vec::new();
+        for d in ["app", "app/lib", "app/lib/x", "www"] {
+            fs::create_dir(root.join(d)).unwrap();
+            listed.push(root.join(d));
+        }
+        for f in [
+            "app/a.js",
+            "app/lib/b.js",
+            "app/lib/x/c.js",
+            "www/index.html",
+        ] {
+            fs::write(root.join(f), f).unwrap();
+            listed.push(root.join(f));
+        }
+        fs::write(root.join("www/operator.conf"), "theirs").unwrap();
+        let mut raw = Vec::new();
+        for p in &listed {
+            raw.extend_from_slice(p.as_os_str().as_encoded_bytes());
+            raw.push(b'\n');
+        }
+        raw
+    }
+
+    #[test]
+    fn a_tree_of_ours_moves_whole_and_comes_back() {
+        let d = tempfile::tempdir().unwrap();
+        let cleanup = d.path().join("cleanup");
+        let raw = previous(d.path());
+        let mut entries = ledger::parse(&raw);
+        fs::write(&cleanup, &raw).unwrap();
+        let kept = keep(&entries, &cleanup).unwrap();
+        assert_eq!(kept.trees.len(), 1, "app moved in one rename");
+        assert!(!d.path().join("app").exists());
+        assert_eq!(kept.links.len(), 1, "www/index.html linked");
+        assert_eq!(kept.drop_moved(&mut entries), 6);
+        assert_eq!(entries.len(), 2, "www and its file; nothing of app");
+        ledger::replay(&entries, 2).unwrap();
+        assert!(d.path().join("www/operator.conf").exists());
+        kept.restore(&cleanup, &raw).unwrap();
+        assert_eq!(
+            fs::read(d.path().join("app/lib/x/c.js")).unwrap(),
+            b"app/lib/x/c.js"
+        );
+        assert_eq!(
+            fs::read(d.path().join("www/index.html")).unwrap(),
+            b"www/index.html"
+        );
+        assert_eq!(fs::read(&cleanup).unwrap(), raw);
+        assert!(!d.path().join(BACKUP).exists());
+    }
+
+    #[test]
+    fn a_crash_after_the_move_leaves_nothing_the_next_cleanup_misses() {
+        let d = tempfile::tempdir().unwrap();
+        let cleanup = d.path().join("cleanup");
+        let raw = previous(d.path());
+        let entries = ledger::parse(&raw);
+        fs::write(&cleanup, &raw).unwrap();
+        let kept = keep(&entries, &cleanup).unwrap();
+        std::mem::forget(kept); // the process dies here
+        let after = fs::read(&cleanup).unwrap();
+        ledger::replay(&ledger::parse(&after), 2).unwrap();
+        let left: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let mut left = left;
+        left.sort();
+        assert_eq!(
+            left,
+            ["cleanup", "www"],
+            "backups and the moved tree are gone"
+        );
+        assert!(d.path().join("www/operator.conf").exists());
+    }
 }

@@ -11,6 +11,7 @@
 pub mod acl;
 pub mod apply;
 pub mod archive_tree;
+mod copy;
 pub mod keep;
 pub mod ledger;
 pub mod plan;
@@ -157,12 +158,17 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
     // 3. Keep the previous deployment's files (hard links), then remove them.
     let mut outcome = Outcome::default();
     let t0 = Instant::now();
-    let kept = match (&previous, raw) {
-        (Some(entries), Some(raw)) => Some(
-            keep::keep(entries, raw, &cleanup_path)
+    let kept = match &previous {
+        Some(entries) => Some(
+            keep::keep(entries, &cleanup_path)
                 .map_err(io_err("cannot keep the previous deployment's files"))?,
         ),
         _ => None,
+    };
+    let mut previous = previous;
+    let moved = match (&kept, previous.as_mut()) {
+        (Some(k), Some(entries)) => k.drop_moved(entries),
+        _ => 0,
     };
     let replaced = replace(
         req,
@@ -177,12 +183,13 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
         &mut outcome,
         t0,
     );
+    outcome.previous_removed += moved;
     let (json, cleanup) = match replaced {
         Ok(w) => w,
         Err(e) => {
             // Put the previous revision back, as it was.
             if let Some(k) = kept {
-                match k.restore(&cleanup_path) {
+                match k.restore(&cleanup_path, raw.as_deref().unwrap_or_default()) {
                     Ok(n) => tracing::warn!(
                         restored = n,
                         "install failed; the previous revision's files are back"

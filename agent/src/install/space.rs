@@ -8,6 +8,7 @@
 //! copied"; a replaced file's temporary copy is counted too.
 
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -75,23 +76,43 @@ fn device_of(p: &Path, cache: &mut HashMap<PathBuf, (u64, PathBuf)>) -> Option<(
     Some(found)
 }
 
+/// The size of a revision entry, looked up relative to its directory.
+fn size_of(archive: &ArchiveTree, src: u32, dir: &mut Option<(u32, std::fs::File)>) -> u64 {
+    let parent = archive.parent(src);
+    if dir.as_ref().map(|d| d.0) != Some(parent) {
+        *dir = std::fs::File::open(archive.full_path(parent))
+            .ok()
+            .map(|f| (parent, f));
+    }
+    let Some((_, f)) = dir else { return 0 };
+    let name = std::ffi::OsStr::from_bytes(archive.name(src));
+    nix::sys::stat::fstatat(&*f, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map(|st| st.st_size as u64)
+        .unwrap_or(0)
+}
+
 /// Check every destination filesystem; `Err` names the first that is short.
 pub fn check(plan: &InstallPlan, archive: &ArchiveTree) -> Result<(), String> {
     let mut cache = HashMap::new();
     let mut needs: HashMap<u64, (PathBuf, Need)> = HashMap::new();
+    // Neighbours share a directory: its device and handle are found once.
+    let mut device_by_parent: HashMap<u32, Option<(u64, PathBuf)>> = HashMap::new();
+    let mut src_dir = None;
     for id in plan.ids() {
         let bytes = match plan.kind(id) {
             DKind::Create => 0,
-            DKind::Copy { src, .. } => std::fs::symlink_metadata(archive.full_path(src))
-                .map(|m| m.len().div_ceil(4096) * 4096)
-                .unwrap_or(0),
+            DKind::Copy { src, .. } => size_of(archive, src, &mut src_dir).div_ceil(4096) * 4096,
             DKind::Existing | DKind::Keep => continue,
         };
-        let path = plan.path(id);
-        let Some((dev, probe)) = device_of(&path, &mut cache) else {
+        let found = device_by_parent
+            .entry(plan.parent(id))
+            .or_insert_with(|| device_of(&plan.path(id), &mut cache));
+        let Some((dev, probe)) = found else {
             continue;
         };
-        let e = needs.entry(dev).or_insert((probe, Need::default()));
+        let e = needs
+            .entry(*dev)
+            .or_insert((probe.clone(), Need::default()));
         e.1.bytes += bytes;
         e.1.inodes += 1;
     }

@@ -406,7 +406,7 @@ pub fn copy_directory(src: &Path, staging: &Path, limits: Limits) -> Result<Stat
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&path)
                     .map_err(io_err(format!("cannot open {}", path.display())))?;
-                w.file(&rel, &meta, &mut f)?;
+                w.copy_from(&rel, &meta, &mut f)?;
             } else if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device()
             {
                 return Err(refused(

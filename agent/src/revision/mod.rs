@@ -7,6 +7,7 @@
 
 pub mod fetch;
 mod formats;
+mod pool;
 pub mod remote;
 pub mod safe_writer;
 mod tar_guard;

@@ -20,6 +20,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use super::pool::{self, Pool};
 use crate::users::IdCache;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,11 @@ impl Default for Limits {
     }
 }
 
+/// Local files from this size on are copied by the kernel, in chunks of
+/// `COPY_RANGE_CHUNK` so the bounds are checked as they grow.
+const COPY_RANGE_FROM: u64 = 256 << 10;
+const COPY_RANGE_CHUNK: u64 = 16 << 20;
+
 /// Written bytes between two looks at the filesystem's free space.
 const SPACE_CHECK_EVERY: u64 = 64 << 20;
 
@@ -97,13 +103,36 @@ pub struct SafeWriter {
     limits: Limits,
     /// Bytes really written (holes excluded) since free space was checked.
     unchecked: u64,
+    /// Writers for small files (none on one core), and the names handed
+    /// to them since they were last waited for.
+    pool: Option<Pool>,
+    batch: Vec<pool::Job>,
+    batch_bytes: u64,
+    inflight: HashSet<PathBuf>,
+    /// Who owns a file this process creates here without a chown.
+    default_owner: Option<(u32, u32)>,
 }
+
+/// Files up to this size are read whole and written by the pool.
+const POOLED_MAX: u64 = 64 << 10;
+/// Names remembered before the pool is waited for (bounds the set).
+const INFLIGHT_MAX: usize = 4096;
 
 impl SafeWriter {
     /// `root` must exist and be empty. `apply_owner`: restore the archive's
     /// owners (tar does this when run by root; zip and directories do not).
     pub fn new(root: &Path, apply_owner: bool, limits: Limits) -> SafeWriter {
         let as_root = crate::sys::is_root();
+        let threads = crate::fsutil::workers();
+        let setgid_root = fs::metadata(root)
+            .map(|m| std::os::unix::fs::MetadataExt::mode(&m) & libc::S_ISGID != 0)
+            .unwrap_or(true);
+        let default_owner = (!setgid_root).then(|| {
+            (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            )
+        });
         let mut dirs = HashSet::new();
         dirs.insert(PathBuf::new());
         SafeWriter {
@@ -119,6 +148,46 @@ impl SafeWriter {
             buf: vec![0; 128 * 1024],
             limits,
             unchecked: 0,
+            pool: (threads > 1).then(|| Pool::new(threads)),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            inflight: HashSet::new(),
+            default_owner,
+        }
+    }
+
+    /// Wait for the pool if it may still be writing `rel`, so what follows
+    /// sees the archive's earlier entries as a serial unpack would.
+    fn settle(&mut self, rel: &Path) -> Result<(), WriteError> {
+        if self.inflight.contains(rel) {
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self) -> Result<(), WriteError> {
+        self.flush_batch()?;
+        self.inflight.clear();
+        match &self.pool {
+            Some(p) => p.drain().map_err(Self::failed),
+            None => Ok(()),
+        }
+    }
+
+    fn flush_batch(&mut self) -> Result<(), WriteError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let jobs = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let pool = self.pool.as_ref().expect("a batch only with a pool");
+        pool.send(jobs).map_err(Self::failed)
+    }
+
+    fn failed(f: pool::Failed) -> WriteError {
+        match f.error {
+            Ok(source) => Self::io(&f.rel, source),
+            Err(reason) => Self::refuse(&f.rel, reason),
         }
     }
 
@@ -265,6 +334,7 @@ impl SafeWriter {
     }
 
     fn make_dir(&mut self, rel: &Path, meta: Option<&Meta>) -> Result<(), WriteError> {
+        self.settle(rel)?;
         let full = self.root.join(rel);
         match fs::create_dir(&full) {
             Ok(()) => {}
@@ -380,9 +450,62 @@ impl SafeWriter {
     ) -> Result<u64, WriteError> {
         self.count_entry(rel)?;
         self.check_ancestors(rel)?;
+        if self.pool.is_none() || self.symlinks.contains(rel) {
+            return self.write_here(rel, meta, content);
+        }
+        let mut head = Vec::new();
+        Read::take(&mut *content, POOLED_MAX + 1)
+            .read_to_end(&mut head)
+            .map_err(|e| Self::io(rel, e))?;
+        self.check_size(rel, head.len() as u64)?;
+        if head.len() as u64 <= POOLED_MAX {
+            return self.hand_over(rel, meta, head);
+        }
+        let mut rest = io::Cursor::new(head).chain(content);
+        self.write_here(rel, meta, &mut rest)
+    }
+
+    /// A small file, read whole: written by the pool.
+    fn hand_over(&mut self, rel: &Path, meta: &Meta, data: Vec<u8>) -> Result<u64, WriteError> {
+        self.settle(rel)?;
         self.ensure_parent(rel)?;
-        let full = self.root.join(rel);
-        let mut f = self.create_file(rel, &full)?;
+        let n = data.len() as u64;
+        let mode = self.final_mode(meta.mode.unwrap_or(0o644));
+        let owner = self
+            .owner_of(meta)
+            .filter(|o| Some(*o) != self.default_owner);
+        let job = pool::Job {
+            full: self.root.join(rel),
+            rel: rel.to_path_buf(),
+            data,
+            mode,
+            exact: mode & 0o7000 == 0 && mode & self.umask == 0,
+            owner,
+            mtime: meta.mtime,
+        };
+        self.batch.push(job);
+        self.batch_bytes += n;
+        if self.batch.len() >= pool::BATCH_FILES || self.batch_bytes >= pool::BATCH_BYTES {
+            self.flush_batch()?;
+        }
+        self.inflight.insert(rel.to_path_buf());
+        self.stats.files += 1;
+        self.stats.bytes += n;
+        self.check_space(rel, n)?;
+        if self.inflight.len() >= INFLIGHT_MAX {
+            self.drain()?;
+        }
+        Ok(n)
+    }
+
+    /// Write a file on this thread, streaming its content.
+    fn write_here(
+        &mut self,
+        rel: &Path,
+        meta: &Meta,
+        content: &mut dyn Read,
+    ) -> Result<u64, WriteError> {
+        let mut f = self.open_here(rel)?;
         let mut n = 0u64;
         let mut hole = false;
         loop {
@@ -408,9 +531,73 @@ impl SafeWriter {
         if hole {
             f.set_len(n).map_err(|e| Self::io(rel, e))?;
         }
+        self.close_file(rel, meta, &f, n)
+    }
+
+    /// A regular file of the local filesystem (a directory revision): a
+    /// dense one is copied by the kernel (`copy_file_range`, reflinks where
+    /// the filesystem has them); a sparse one goes through `file`, which
+    /// keeps its holes.
+    pub fn copy_from(
+        &mut self,
+        rel: &Path,
+        meta: &Meta,
+        src: &mut File,
+    ) -> Result<u64, WriteError> {
+        use std::os::unix::fs::MetadataExt;
+        let md = src.metadata().map_err(|e| Self::io(rel, e))?;
+        if md.blocks() * 512 < md.len() || md.len() < COPY_RANGE_FROM {
+            return self.file(rel, meta, src);
+        }
+        let mut f = self.new_file(rel)?;
+        let mut n = 0u64;
+        loop {
+            // One byte past the bound is enough to know it was passed.
+            let room = self.limits.max_bytes.saturating_sub(self.stats.bytes + n);
+            let want = COPY_RANGE_CHUNK.min(room.saturating_add(1)) as usize;
+            let r = match nix::fcntl::copy_file_range(&*src, None, &f, None, want) {
+                Ok(0) => break,
+                Ok(r) => r as u64,
+                Err(nix::errno::Errno::EINTR) => continue,
+                // Not served here (an old kernel, a special filesystem):
+                // the rest goes through the buffer.
+                Err(
+                    nix::errno::Errno::EXDEV
+                    | nix::errno::Errno::EINVAL
+                    | nix::errno::Errno::ENOSYS
+                    | nix::errno::Errno::EOPNOTSUPP,
+                ) => {
+                    let m = io::copy(src, &mut f).map_err(|e| Self::io(rel, e))?;
+                    self.check_size(rel, n + m)?;
+                    n += m;
+                    break;
+                }
+                Err(e) => return Err(Self::io(rel, e.into())),
+            };
+            self.check_size(rel, n + r)?;
+            self.check_space(rel, r)?;
+            n += r;
+        }
+        self.close_file(rel, meta, &f, n)
+    }
+
+    fn new_file(&mut self, rel: &Path) -> Result<File, WriteError> {
+        self.count_entry(rel)?;
+        self.check_ancestors(rel)?;
+        self.open_here(rel)
+    }
+
+    fn open_here(&mut self, rel: &Path) -> Result<File, WriteError> {
+        self.settle(rel)?;
+        self.ensure_parent(rel)?;
+        let full = self.root.join(rel);
+        self.create_file(rel, &full)
+    }
+
+    fn close_file(&mut self, rel: &Path, meta: &Meta, f: &File, n: u64) -> Result<u64, WriteError> {
         // Owner first: chown clears set-id bits, which the mode then restores.
         if let Some((uid, gid)) = self.owner_of(meta) {
-            std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(|e| Self::io(rel, e))?;
+            std::os::unix::fs::fchown(f, Some(uid), Some(gid)).map_err(|e| Self::io(rel, e))?;
         }
         let mode = self.final_mode(meta.mode.unwrap_or(0o644));
         f.set_permissions(fs::Permissions::from_mode(mode))
@@ -428,6 +615,7 @@ impl SafeWriter {
         self.count_entry(rel)?;
         self.check_ancestors(rel)?;
         check_link_target(rel, target)?;
+        self.settle(rel)?;
         self.ensure_parent(rel)?;
         let full = self.root.join(rel);
         let target_path = Path::new(OsStr::from_bytes(target));
@@ -462,6 +650,8 @@ impl SafeWriter {
             return Err(Self::refuse(rel, "a hard link to the archive root"));
         };
         self.check_ancestors(&target)?;
+        self.settle(&target)?;
+        self.settle(rel)?;
         let target_full = self.root.join(&target);
         match fs::symlink_metadata(&target_full) {
             Ok(m) if m.is_file() => {}
@@ -491,6 +681,8 @@ impl SafeWriter {
     /// Apply directory modes, owners and times, deepest first (a read-only
     /// directory must get its mode after its children were written).
     pub fn finish(mut self) -> Result<Stats, WriteError> {
+        self.drain()?;
+        drop(self.pool.take());
         let metas = std::mem::take(&mut self.dir_meta);
         for d in metas.iter().rev() {
             let full = self.root.join(&d.rel);
@@ -617,5 +809,41 @@ mod tests {
                 & 0o777,
             0o755
         );
+    }
+}
+
+#[cfg(test)]
+mod copy_tests {
+    use super::*;
+
+    #[test]
+    fn a_large_local_file_is_copied_by_the_kernel_within_the_bounds() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("big");
+        let body: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8 + 1).collect();
+        fs::write(&src, &body).unwrap();
+        let meta = Meta {
+            mode: Some(0o640),
+            ..Meta::default()
+        };
+        let root = d.path().join("ok");
+        fs::create_dir(&root).unwrap();
+        let mut w = SafeWriter::new(&root, false, Limits::default());
+        let n = w
+            .copy_from(Path::new("a/big"), &meta, &mut File::open(&src).unwrap())
+            .unwrap();
+        assert_eq!(n, body.len() as u64);
+        assert_eq!(fs::read(root.join("a/big")).unwrap(), body);
+        let small = d.path().join("small");
+        fs::create_dir(&small).unwrap();
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let mut w = SafeWriter::new(&small, false, limits);
+        let err = w
+            .copy_from(Path::new("big"), &meta, &mut File::open(&src).unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains(":revision_max_bytes:"), "{err}");
     }
 }
