@@ -82,7 +82,11 @@ def runner(work, name, binary, bundle, kind, dest_dir):
         f.write(f":root_dir: {root}/root\n:log_dir: {root}/log\n:max_revisions: 2\n")
     cmd = [binary, "local", "-l", bundle, "-t", kind, "-c", conf, "-g", "bench"]
     if name == "official":
-        cmd = [binary, "-c", conf, "-l", bundle, "-t", kind, "-g", "bench"]
+        # Its start-up writes /opt/codedeploy-agent/ whatever the
+        # configuration says: give it a private, empty /opt.
+        cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+               'mount -t tmpfs bench-opt /opt && exec "$0" "$@"',
+               binary, "-c", conf, "-l", bundle, "-t", kind, "-g", "bench"]
 
     def reset():
         shutil.rmtree(root, ignore_errors=True)
