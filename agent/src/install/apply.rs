@@ -171,7 +171,7 @@ impl Applier<'_, '_> {
             let tmp = temp_for(&dest);
             // A leftover of an interrupted install has our name; replace it.
             let _ = fs::remove_file(&tmp);
-            self.copy(*id, &tmp)
+            self.copy(*id, &tmp, &defaults)
         })?;
         // Every replacement is ready: record the originals as ours, then swap.
         for id in replaced {
@@ -225,7 +225,12 @@ impl Applier<'_, '_> {
 
     /// Copy one revision entry to `dest`, keeping mode, times and (as root)
     /// owner, never following a symlink at the destination.
-    pub(super) fn copy(&self, id: u32, dest: &Path) -> Result<(), ApplyError> {
+    pub(super) fn copy(
+        &self,
+        id: u32,
+        dest: &Path,
+        def: &super::copy::Defaults,
+    ) -> Result<(), ApplyError> {
         let DKind::Copy { src, .. } = self.plan.kind(id) else {
             return Ok(());
         };
@@ -245,7 +250,7 @@ impl Applier<'_, '_> {
         }
         // A regular file: the same copy as the hot path, from handles on
         // the two directories.
-        self.copy_file_to(id, src, dest)
+        self.copy_file_to(id, src, dest, def)
     }
 
     /// Owner first (it clears set-id bits), then mode, then ACL (built from

@@ -49,6 +49,13 @@ struct Dirs {
     dst: Option<(u32, OwnedFd, bool)>,
 }
 
+/// A destination directory, and whether it is set-group-id.
+fn open_dest_dir(p: &Path) -> Result<(File, bool), ApplyError> {
+    let f = open_dir(p).map_err(|e| fail(p, "cannot open", e))?;
+    let mode = f.metadata().map_err(|e| fail(p, "cannot stat", e))?.mode();
+    Ok((f, mode & libc::S_ISGID != 0))
+}
+
 fn open_dir(p: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
@@ -66,7 +73,7 @@ impl Applier<'_, '_> {
                 continue;
             };
             if self.archive.kind(src) != AKind::File {
-                self.copy(id, &self.plan.path(id))?;
+                self.copy(id, &self.plan.path(id), def)?;
                 continue;
             }
             self.open_dirs(&mut dirs, id, src)?;
@@ -86,13 +93,16 @@ impl Applier<'_, '_> {
     }
 
     /// Copy one regular file to `dest` (a replacement's temporary name).
-    pub(super) fn copy_file_to(&self, id: u32, src: u32, dest: &Path) -> Result<(), ApplyError> {
+    pub(super) fn copy_file_to(
+        &self,
+        id: u32,
+        src: u32,
+        dest: &Path,
+        def: &Defaults,
+    ) -> Result<(), ApplyError> {
         let sp = self.archive.full_path(self.archive.parent(src));
         let s = open_dir(&sp).map_err(|e| fail(&sp, "cannot open", e))?;
-        let dp = dest.parent().unwrap_or(Path::new("/"));
-        let d = open_dir(dp).map_err(|e| fail(dp, "cannot open", e))?;
-        let setgid =
-            d.metadata().map_err(|e| fail(dp, "cannot stat", e))?.mode() & libc::S_ISGID != 0;
+        let (d, setgid) = open_dest_dir(dest.parent().unwrap_or(Path::new("/")))?;
         let at = Where {
             src_dir: s.as_fd(),
             dst_dir: d.as_fd(),
@@ -100,7 +110,7 @@ impl Applier<'_, '_> {
             name: dest.file_name().unwrap_or_default(),
             dest: Some(dest),
         };
-        self.copy_at(id, src, at, &mut Vec::new(), &Defaults::current())
+        self.copy_at(id, src, at, &mut Vec::new(), def)
     }
 
     fn open_dirs(&self, dirs: &mut Dirs, id: u32, src: u32) -> Result<(), ApplyError> {
@@ -112,10 +122,7 @@ impl Applier<'_, '_> {
         }
         let dp = self.plan.parent(id);
         if dirs.dst.as_ref().map(|d| d.0) != Some(dp) {
-            let p = self.plan.path(dp);
-            let f = open_dir(&p).map_err(|e| fail(&p, "cannot open", e))?;
-            let setgid =
-                f.metadata().map_err(|e| fail(&p, "cannot stat", e))?.mode() & libc::S_ISGID != 0;
+            let (f, setgid) = open_dest_dir(&self.plan.path(dp))?;
             dirs.dst = Some((dp, f.into(), setgid));
         }
         Ok(())
