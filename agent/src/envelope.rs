@@ -15,6 +15,9 @@
 //! verdict is still worked out and reported, so an operator can turn strict
 //! mode on with evidence (README, "Signed specifications").
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
 use base64::Engine as _;
 use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
 use openssl::stack::Stack;
@@ -72,7 +75,20 @@ pub struct Verifier {
     mode: Mode,
     /// Tests only (`:allow_unsigned_specs:`): accept `TEXT/JSON`.
     allow_text: bool,
+    /// Envelopes verified lately, byte for byte, with what they held. Every
+    /// command of a deployment fetches the same envelope, and parsing it
+    /// (OpenSSL 3 decodes the carried key) was the largest part of a
+    /// lifecycle event's own time; the same bytes against the same store
+    /// cannot verify differently.
+    recent: Mutex<VecDeque<(String, Verified)>>,
 }
+
+/// The signed JSON and the strict verdict on it.
+type Verified = (String, StrictVerdict);
+
+/// How many verified envelopes are kept, and the largest one kept.
+const RECENT: usize = 8;
+const RECENT_MAX_BYTES: usize = 64 << 10;
 
 fn trust(e: impl std::fmt::Display) -> EnvelopeError {
     EnvelopeError::Trust(e.to_string())
@@ -100,6 +116,7 @@ impl Verifier {
             region: region.to_string(),
             mode,
             allow_text,
+            recent: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -122,7 +139,28 @@ impl Verifier {
         })
     }
 
-    fn verify(&self, payload: &str) -> Result<(String, StrictVerdict), EnvelopeError> {
+    fn verify(&self, payload: &str) -> Result<Verified, EnvelopeError> {
+        let hit = self.recent.lock().ok().and_then(|r| {
+            r.iter()
+                .find(|(p, _)| p.as_str() == payload)
+                .map(|(_, v)| v.clone())
+        });
+        if let Some(v) = hit {
+            return Ok(v);
+        }
+        let v = self.verify_afresh(payload)?;
+        if payload.len() <= RECENT_MAX_BYTES {
+            if let Ok(mut r) = self.recent.lock() {
+                if r.len() >= RECENT {
+                    r.pop_front();
+                }
+                r.push_back((payload.to_string(), v.clone()));
+            }
+        }
+        Ok(v)
+    }
+
+    fn verify_afresh(&self, payload: &str) -> Result<Verified, EnvelopeError> {
         let p7 = decode(payload)?;
         let none: Stack<X509> =
             Stack::new().map_err(|e| EnvelopeError::Signature(e.to_string()))?;
@@ -243,13 +281,7 @@ mod tests {
 
     #[test]
     fn text_json_is_refused_unless_allowed() {
-        let v = Verifier::new(
-            AWS_SIGNER_CHAIN.as_bytes(),
-            "us-east-1",
-            Mode::Compatible,
-            false,
-        )
-        .unwrap();
+        let v = compatible();
         assert!(matches!(
             v.open("TEXT/JSON", "{}"),
             Err(EnvelopeError::Format(_))
@@ -258,5 +290,72 @@ mod tests {
             v.open("PKCS7/JSON", "garbage!"),
             Err(EnvelopeError::Decode(_))
         ));
+    }
+
+    fn compatible() -> Verifier {
+        Verifier::new(
+            AWS_SIGNER_CHAIN.as_bytes(),
+            "us-east-1",
+            Mode::Compatible,
+            false,
+        )
+        .unwrap()
+    }
+
+    /// A specification signed by a throwaway key with `subject`, as PEM.
+    fn signed(json: &str, subject: &str) -> String {
+        use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa};
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", subject).unwrap();
+        let name = name.build();
+        let mut b = openssl::x509::X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        let cert = b.build();
+        let none = Stack::new().unwrap();
+        let p7 = Pkcs7::sign(&cert, &key, &none, json.as_bytes(), Pkcs7Flags::BINARY).unwrap();
+        String::from_utf8(p7.to_pem().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_verified_envelope_is_recognised_and_a_tampered_one_still_refused() {
+        let v = compatible();
+        let json = r#"{"DeploymentId":"d-1"}"#;
+        let pem = signed(json, "someone");
+        let first = v.verify(&pem).unwrap();
+        assert_eq!(first.0, json);
+        assert!(
+            first.1.is_some(),
+            "strict mode refuses a stranger's signature"
+        );
+        assert_eq!(v.recent.lock().unwrap().len(), 1);
+        assert_eq!(
+            v.verify(&pem).unwrap(),
+            first,
+            "the same bytes, the same answer"
+        );
+        assert_eq!(v.recent.lock().unwrap().len(), 1, "kept once");
+        // The signed content changed, the envelope otherwise the same.
+        let der = Pkcs7::from_pem(pem.as_bytes()).unwrap().to_der().unwrap();
+        let at = der
+            .windows(json.len())
+            .position(|w| w == json.as_bytes())
+            .unwrap();
+        let mut bad = der.clone();
+        bad[at + 17] = b'2';
+        let bad = base64::engine::general_purpose::STANDARD.encode(&bad);
+        assert!(matches!(v.verify(&bad), Err(EnvelopeError::Signature(_))));
+        for i in 0..RECENT + 2 {
+            v.verify(&signed(json, &format!("s{i}"))).unwrap();
+        }
+        assert_eq!(v.recent.lock().unwrap().len(), RECENT, "bounded");
     }
 }

@@ -10,6 +10,7 @@ pub mod diagnostics;
 pub mod envelope;
 pub mod fsutil;
 pub mod hooks;
+pub mod idle;
 pub mod install;
 pub mod layout;
 pub mod lb_plan;

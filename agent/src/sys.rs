@@ -77,3 +77,33 @@ pub fn current_umask() -> u32 {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// Drop this process's mapping of `len` bytes at `addr` (page aligned):
+/// the pages stay in the page cache and fault back in when touched.
+/// Callers pass only private file mappings that hold no page of their own
+/// (`idle::droppable`), whose contents are exactly the file's.
+pub fn forget_file_pages(addr: usize, len: usize) -> io::Result<()> {
+    // SAFETY: MADV_DONTNEED on a range of a private file mapping none of
+    // whose pages was ever written (no anonymous copy) only unmaps pages
+    // whose contents equal the file's; the next access maps the same bytes
+    // again from the page cache, so no memory the program sees changes. The
+    // range is one mapping read from /proc/self/smaps, page aligned by the
+    // kernel. Installed binaries and libraries are replaced by rename, never
+    // rewritten in place, so the file under a mapping keeps its contents.
+    let rc = unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Hand the allocator's free memory back to the kernel (glibc only).
+pub fn malloc_trim() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes no pointer and only rearranges the
+    // allocator's own free lists under its locks; any thread may call it.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -1,5 +1,6 @@
 //! A TCP proxy that can spoil what passes through it: cut a response after
-//! some bytes (a dropped connection mid-download), answer 503 SlowDown
+//! some bytes (a dropped connection mid-download), flip a byte of one (a
+//! corruption in transit that TCP's checksum missed), answer 503 SlowDown
 //! without forwarding, or delay. Put in front of moto to test the agent's
 //! S3 retries and resumes against a third-party server.
 
@@ -19,6 +20,10 @@ struct Faults {
     cuts: AtomicU32,
     /// Bytes of response passed before a cut.
     cut_after: AtomicU64,
+    /// Responses still to corrupt.
+    corruptions: AtomicU32,
+    /// The response byte (headers included) that is flipped.
+    corrupt_at: AtomicU64,
     /// Requests still to answer 503.
     unavailable: AtomicU32,
     delay_ms: AtomicU64,
@@ -59,6 +64,13 @@ impl FaultyProxy {
     pub fn cut_responses(&self, times: u32, after: u64) {
         self.faults.cut_after.store(after, Ordering::SeqCst);
         self.faults.cuts.store(times, Ordering::SeqCst);
+    }
+
+    /// Flip byte `at` (counted from the status line) of the next `times`
+    /// connections' responses that are that long.
+    pub fn corrupt_responses(&self, times: u32, at: u64) {
+        self.faults.corrupt_at.store(at, Ordering::SeqCst);
+        self.faults.corruptions.store(times, Ordering::SeqCst);
     }
 
     /// Answer the next `times` connections' first request with 503.
@@ -103,6 +115,8 @@ async fn relay(mut client: TcpStream, upstream: SocketAddr, f: Arc<Faults>) -> s
         return Ok(());
     }
     let cut = take(&f.cuts).then(|| f.cut_after.load(Ordering::SeqCst));
+    let mut corrupt =
+        (f.corruptions.load(Ordering::SeqCst) > 0).then(|| f.corrupt_at.load(Ordering::SeqCst));
     let server = TcpStream::connect(upstream).await?;
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
@@ -125,6 +139,13 @@ async fn relay(mut client: TcpStream, upstream: SocketAddr, f: Arc<Faults>) -> s
                 up.abort();
                 // Dropping both halves resets the client's connection.
                 return Ok(());
+            }
+        }
+        if let Some(at) = corrupt {
+            if (passed..passed + n as u64).contains(&at) && take(&f.corruptions) {
+                buf[(at - passed) as usize] ^= 0x20;
+                f.fired.fetch_add(1, Ordering::SeqCst);
+                corrupt = None;
             }
         }
         cw.write_all(&buf[..n]).await?;

@@ -302,6 +302,102 @@ fn s3_downloads_resume_after_cut_connections_and_check_the_etag() {
     );
 }
 
+/// A tar of `mib` MiB of random data, uploaded as `version`: (the data,
+/// the deployment's location, the ETag).
+fn random_tar(bed: &Testbed, version: &str, mib: usize) -> (Vec<u8>, String, String) {
+    let b = recording_bundle(&bed.path(version), version, 0);
+    let mut data = vec![0u8; mib << 20];
+    openssl::rand::rand_bytes(&mut data).unwrap();
+    fs::write(bed.path(&format!("{version}/site/blob.bin")), &data).unwrap();
+    let tar = b.tar(&bed.path(&format!("{version}.tar")));
+    let key = format!("shop/{version}.tar");
+    let (_, etag) = bed.upload("e2e-spoil", &key, &tar);
+    let location = format!("bucket=e2e-spoil,key={key},bundleType=tar,eTag={etag}");
+    (data, location, etag)
+}
+
+/// Deploy `location` with the next `times` S3 responses spoiled 2 MiB in;
+/// the deployment ends as `expect`.
+fn deploy_spoiling(
+    bed: &Testbed,
+    agents: &[Agent],
+    location: &str,
+    times: u32,
+    expect: &str,
+) -> String {
+    let before = bed.s3.fired();
+    bed.s3.corrupt_responses(times, 2 << 20);
+    let d = create_s3_deployment(bed, location);
+    assert_eq!(bed.wait_deployment(&d, LIMIT), expect, "{}", logs(agents));
+    assert_eq!(
+        bed.s3.fired() - before,
+        times,
+        "the corruptions did not fire"
+    );
+    d
+}
+
+/// A tar unpacks while its parts arrive; a response spoiled in transit
+/// that fails its checksum (S3 sent one) is fetched again, and the bundle
+/// unpacked afresh once whole. Two responses are spoiled: the early fetch
+/// for the `loadBalancer` section's, then DownloadBundle's.
+#[test]
+fn a_bundle_spoiled_in_transit_is_fetched_again_when_its_checksum_fails() {
+    testbed::require_root();
+    let bed = Testbed::new();
+    let agents = fleet(&bed, 1);
+    setup_group(&bed, "CodeDeployDefault.OneAtATime");
+    // One part of 4 MiB, whose response carries a checksum.
+    let (data, location, _) = random_tar(&bed, "v1", 4);
+    deploy_spoiling(&bed, &agents, &location, 2, "Succeeded");
+    assert_eq!(fs::read(agents[0].dir.join("www/blob.bin")).unwrap(), data);
+    let log = agents[0].log();
+    assert!(
+        log.contains("checksum mismatch"),
+        "{}",
+        agents[0].log_tail()
+    );
+    assert!(
+        log.contains("unpacked again once whole"),
+        "{}",
+        agents[0].log_tail()
+    );
+}
+
+/// Bytes spoiled in a ranged part, whose response carries no checksum, are
+/// caught by the MD5 of the ETag even though the unpack read them as they
+/// came: the command fails, nothing of the spoiled revision is installed or
+/// run, and no partial bundle is kept for a restart to reuse. (On-premises,
+/// so no early fetch for a `loadBalancer` section takes the spoiled part.)
+#[test]
+fn a_bundle_spoiled_in_transit_fails_the_etag_check_while_it_unpacks() {
+    testbed::require_root();
+    let bed = Testbed::new();
+    let agents = on_premises_fleet(&bed, 1);
+    setup_on_premises_group(&bed, "CodeDeployDefault.OneAtATime");
+    // 20 MiB in three ranged parts, the agent's first S3 download: every
+    // connection is new, so the spoiling proxy sees each one.
+    let (_, location, etag) = random_tar(&bed, "v2", 20);
+    let d2 = deploy_spoiling(&bed, &agents, &location, 1, "Failed");
+    let s = instance_summary(&bed, &d2, &agents[0].imds.instance_id);
+    let msg = message(event(&s, "DownloadBundle"));
+    assert!(msg.contains("MD5") && msg.contains(&etag), "{msg}");
+    assert!(
+        !agents[0].dir.join("www").exists(),
+        "a spoiled file was installed"
+    );
+    assert!(hook_lines(&agents[0]).is_empty(), "a hook ran");
+    let group = bed
+        .control
+        .with_state(|s| s.groups.values().next().unwrap().id.clone());
+    let dir = agents[0].root().join(group).join(&d2);
+    assert!(
+        !dir.join("bundle.tar").exists(),
+        "a spoiled bundle was kept"
+    );
+    assert!(!dir.join("deployment-archive").exists());
+}
+
 #[test]
 fn restart_deployments_reuse_an_intact_bundle_and_download_otherwise() {
     testbed::require_root();

@@ -4,12 +4,13 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::diagnostics::Diagnostics;
 use crate::layout;
-use crate::revision;
-use crate::spec::RevisionSource;
+use crate::revision::{self, progress::Growing, progress::Progress};
+use crate::spec::{BundleType, RevisionSource};
 
 use super::{Deployment, Executor, Report};
 
@@ -99,8 +100,10 @@ fn fetch_and_unpack(
     target: &Path,
 ) -> Result<(revision::Stats, String), Diagnostics> {
     let (spec, dir) = (&d.spec, d.dir.as_path());
-    let mut fetched = String::new();
-    let source: PathBuf = match &spec.revision {
+    let staging = layout::staging_dir(dir);
+    let _ = crate::fsutil::remove_tree(&staging);
+    let names = appspec::candidates(&spec.appspec_filename);
+    let (fetched, unpacked) = match &spec.revision {
         RevisionSource::LocalFile { location, .. } => {
             let link = layout::bundle_file(dir);
             let _ = fs::remove_file(&link);
@@ -113,25 +116,21 @@ fn fetch_and_unpack(
             })?;
             // Read through the user's own path, so errors name the file
             // they gave, not the link to it.
-            location.clone()
+            (String::new(), unpack_file(x, d, location, &staging))
         }
-        RevisionSource::LocalDirectory { location } => location.clone(),
+        RevisionSource::LocalDirectory { location } => {
+            (String::new(), unpack_file(x, d, location, &staging))
+        }
         remote @ (RevisionSource::S3 { .. } | RevisionSource::GitHub { .. }) => {
             let bundle = layout::bundle_file(dir);
             let _ = fs::remove_file(&bundle);
             match reuse_bundle(x, d, &bundle) {
-                Some(from) => fetched = format!("reused the bundle of {from}"),
-                None => {
-                    let fetcher = x.fetcher.ok_or_else(|| {
-                        Diagnostics::unknown("this command cannot download S3 or GitHub revisions")
-                    })?;
-                    fetched = fetcher.fetch(remote, &bundle).map_err(|e| {
-                        let _ = fs::remove_file(&bundle);
-                        Diagnostics::unknown(e)
-                    })?;
-                }
+                Some(from) => (
+                    format!("reused the bundle of {from}"),
+                    unpack_file(x, d, &bundle, &staging),
+                ),
+                None => download_and_unpack(x, d, remote, &bundle, &staging)?,
             }
-            bundle
         }
     };
     let source_kind = if fetched.starts_with("reused") {
@@ -140,22 +139,102 @@ fn fetch_and_unpack(
         BUNDLE_DOWNLOADED
     };
     let _ = fs::write(layout::bundle_source_file(dir), source_kind);
-    let staging = layout::staging_dir(dir);
-    let _ = crate::fsutil::remove_tree(&staging);
-    let names = appspec::candidates(&spec.appspec_filename);
-    let unpacked = revision::unpack(
-        spec.revision.bundle_type(),
-        &source,
-        &staging,
-        !x.config.ignore_ownership_in_bundle,
-        x.config.revision_limits,
-    )
-    .and_then(|stats| revision::install_archive(&staging, target, &names).map(|_| stats));
-    match unpacked {
+    match unpacked
+        .and_then(|stats| revision::install_archive(&staging, target, &names).map(|_| stats))
+    {
         Ok(s) => Ok((s, fetched)),
         Err(e) => {
             let _ = crate::fsutil::remove_tree(&staging);
             Err(Diagnostics::unknown(format!("{e}")))
+        }
+    }
+}
+
+fn unpack_file(
+    x: &Executor,
+    d: &Deployment,
+    source: &Path,
+    staging: &Path,
+) -> Result<revision::Stats, revision::RevisionError> {
+    revision::unpack(
+        d.spec.revision.bundle_type(),
+        source,
+        staging,
+        !x.config.ignore_ownership_in_bundle,
+        x.config.revision_limits,
+    )
+}
+
+/// Download `remote` to `bundle` and unpack it into `staging`: a tar or
+/// tgz from a fetcher that reports its progress while the bytes arrive
+/// (the download on a thread of its own, the unpack reading behind it), any
+/// other once it is whole. A failed download fails the command, whatever
+/// the unpack made of the bytes it saw.
+fn download_and_unpack(
+    x: &Executor,
+    d: &Deployment,
+    remote: &RevisionSource,
+    bundle: &Path,
+    staging: &Path,
+) -> Result<(String, Result<revision::Stats, revision::RevisionError>), Diagnostics> {
+    let fetcher = x.fetcher.ok_or_else(|| {
+        Diagnostics::unknown("this command cannot download S3 or GitHub revisions")
+    })?;
+    let failed = |e: String| {
+        let _ = fs::remove_file(bundle);
+        Diagnostics::unknown(e)
+    };
+    let kind = d.spec.revision.bundle_type();
+    let tar = matches!(kind, BundleType::Tar | BundleType::Tgz);
+    if !(tar && fetcher.streams(remote)) {
+        let fetched = fetcher.fetch(remote, bundle, None).map_err(failed)?;
+        return Ok((fetched, unpack_file(x, d, bundle, staging)));
+    }
+    let progress = Arc::new(Progress::default());
+    let (fetched, unpacked) = std::thread::scope(|s| {
+        let p = progress.clone();
+        let download = s.spawn(move || {
+            let r = fetcher.fetch(remote, bundle, Some(p.clone()));
+            p.finish(r.as_ref().map(|_| ()).map_err(Clone::clone));
+            r
+        });
+        let unpacked = revision::unpack_reader(
+            kind,
+            Growing::new(bundle, &progress),
+            bundle,
+            staging,
+            !x.config.ignore_ownership_in_bundle,
+            x.config.revision_limits,
+        );
+        if unpacked.is_err() && !progress.tainted() {
+            progress.cancel();
+        }
+        let fetched = download
+            .join()
+            .unwrap_or_else(|_| Err("the download thread panicked".into()));
+        (fetched, unpacked)
+    });
+    match fetched {
+        // Bytes the unpack had read were fetched again: unpack the whole,
+        // checked file afresh.
+        Ok(f) if progress.tainted() => {
+            let _ = crate::fsutil::remove_tree(staging);
+            tracing::warn!(deployment = %d.spec.deployment_id, "bytes unpacked while downloading were fetched again; unpacking the whole bundle afresh");
+            Ok((
+                format!("{f}; unpacked again once whole"),
+                unpack_file(x, d, bundle, staging),
+            ))
+        }
+        Ok(f) => Ok((format!("{f}; unpacked while downloading"), unpacked)),
+        // The unpack stopped first (a refused entry, a full disk ...): its
+        // error is the one to report; the download it cancelled is partial.
+        Err(_) if unpacked.is_err() && !progress.failed_first() => {
+            let _ = fs::remove_file(bundle);
+            Ok((String::new(), unpacked))
+        }
+        Err(e) => {
+            let _ = crate::fsutil::remove_tree(staging);
+            Err(failed(e))
         }
     }
 }

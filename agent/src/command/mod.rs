@@ -11,6 +11,7 @@ mod load_balancer;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use appspec::events::{HostCommand, LifecycleEvent};
@@ -22,6 +23,7 @@ use crate::config::Config;
 use crate::diagnostics::Diagnostics;
 use crate::hooks;
 use crate::layout::{self, Layout};
+use crate::revision::progress::Progress;
 use crate::spec::{DeploymentSpec, RevisionSource};
 
 /// Runs host commands for one agent configuration.
@@ -53,8 +55,22 @@ pub trait Traffic: Sync {
 /// Brings a remote bundle to a file. Blocking: the executor runs on a
 /// worker thread; the daemon's implementation drives its async clients.
 pub trait Fetcher: Sync {
-    /// Write the bundle to `dest`; returns a summary for the log.
-    fn fetch(&self, revision: &RevisionSource, dest: &Path) -> Result<String, String>;
+    /// Write the bundle to `dest`; returns a summary for the log. With
+    /// `progress` (only when `streams` says so), tell it of the bytes as
+    /// they land, and stop when it is cancelled; the caller reports how
+    /// the download ended.
+    fn fetch(
+        &self,
+        revision: &RevisionSource,
+        dest: &Path,
+        progress: Option<Arc<Progress>>,
+    ) -> Result<String, String>;
+
+    /// Whether `fetch` of `revision` reports its progress, so the bundle
+    /// can be unpacked while it downloads.
+    fn streams(&self, _revision: &RevisionSource) -> bool {
+        false
+    }
 }
 
 /// What a successful command did, for the operator.

@@ -62,6 +62,9 @@ struct Agent {
     spec_checks: Mutex<VecDeque<status::SpecCheck>>,
     /// A metrics textfile failure was logged (once until one succeeds).
     metrics_warned: AtomicBool,
+    /// Start-up or a command touched memory that idling gives back
+    /// (`idle::trim`), at the next empty poll with nothing running.
+    trim_due: AtomicBool,
 }
 
 /// Run the daemon until SIGTERM/SIGINT. Errors are start-up failures.
@@ -188,6 +191,7 @@ impl Agent {
             heartbeat: AtomicU64::new(status::now()),
             spec_checks: Mutex::new(VecDeque::new()),
             metrics_warned: AtomicBool::new(false),
+            trim_due: AtomicBool::new(true),
             config,
         })
     }

@@ -73,6 +73,7 @@ impl Agent {
                 }
                 Ok(None) => {
                     backoff.reset();
+                    self.trim_if_idle();
                     self.config.wait_between_runs
                 }
                 Err(e) => {
@@ -84,6 +85,17 @@ impl Agent {
             if !self.pause(wait).await {
                 break;
             }
+        }
+    }
+
+    /// Give memory back once the agent is idle again: nothing running, and
+    /// the service offered nothing. (Trimming again every few minutes while
+    /// idle was measured to change nothing: polling keeps touching the same
+    /// pages.)
+    fn trim_if_idle(&self) {
+        let idle = self.running.lock().map(|r| r.is_empty()).unwrap_or(false);
+        if idle && self.trim_due.swap(false, Ordering::Relaxed) {
+            tokio::task::spawn_blocking(crate::idle::trim);
         }
     }
 

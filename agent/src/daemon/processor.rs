@@ -53,6 +53,8 @@ impl Agent {
         if let Ok(mut r) = self.running.lock() {
             r.remove(&id);
         }
+        self.trim_due
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some((result, payload)) = outcome {
             metrics::get().command(&cmd.command_name, result, t0.elapsed());
             self.publish_metrics();

@@ -2,10 +2,13 @@
 //! (and an operator's `cat`): the last poll and its error, the commands
 //! running. One JSON file beside the pid file, rewritten on each change with
 //! temp file + rename and no fsync: it is advisory, and a host rewrites it
-//! every poll for years.
+//! every poll for years. A thread of its own writes it, so a command never
+//! waits for a rename: changes made while a write is under way are written
+//! together by the next one.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -74,8 +77,24 @@ pub fn now() -> u64 {
 }
 
 pub struct StatusFile {
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+}
+
+struct Shared {
     path: PathBuf,
-    state: Mutex<Status>,
+    state: Mutex<Versioned>,
+    /// Wakes the writer on a change and `flush` on a write.
+    changed: Condvar,
+}
+
+struct Versioned {
+    status: Status,
+    /// Bumped by each change worth writing.
+    version: u64,
+    /// The version on disk.
+    written: u64,
+    stop: bool,
 }
 
 impl StatusFile {
@@ -83,17 +102,46 @@ impl StatusFile {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let s = StatusFile {
+        let shared = Arc::new(Shared {
             path,
-            state: Mutex::new(Status {
-                pid: std::process::id(),
-                version: version.into(),
-                started: now(),
-                ..Status::default()
+            state: Mutex::new(Versioned {
+                status: Status {
+                    pid: std::process::id(),
+                    version: version.into(),
+                    started: now(),
+                    ..Status::default()
+                },
+                version: 1,
+                written: 0,
+                stop: false,
             }),
-        };
-        s.update(|_| true);
+            changed: Condvar::new(),
+        });
+        let me = shared.clone();
+        // Without a writer thread the file is written in place, on the caller.
+        let writer = std::thread::Builder::new()
+            .name("status".into())
+            .stack_size(64 << 10)
+            .spawn(move || me.write_loop())
+            .ok();
+        let s = StatusFile { shared, writer };
+        if s.writer.is_none() {
+            s.shared.write_pending();
+        }
         s
+    }
+
+    /// Wait until every change made so far is on disk.
+    pub fn flush(&self) {
+        let Ok(mut st) = self.shared.state.lock() else {
+            return;
+        };
+        while st.written < st.version && self.writer.is_some() {
+            st = match self.shared.changed.wait(st) {
+                Ok(g) => g,
+                Err(_) => return,
+            };
+        }
     }
 
     /// Polls come every second with the shipped `:wait_between_runs: 1`:
@@ -165,26 +213,72 @@ impl StatusFile {
         });
     }
 
-    /// Apply `f`; write the file when it says the change is worth it.
+    /// Apply `f`; have the file written when it says the change is worth it.
     fn update(&self, f: impl FnOnce(&mut Status) -> bool) {
-        let Ok(mut s) = self.state.lock() else {
+        let Ok(mut st) = self.shared.state.lock() else {
             return;
         };
-        if !f(&mut s) {
+        if !f(&mut st.status) {
             return;
         }
-        let Ok(json) = serde_json::to_vec_pretty(&*s) else {
-            return;
+        st.version += 1;
+        drop(st);
+        if self.writer.is_some() {
+            self.shared.changed.notify_all();
+        } else {
+            self.shared.write_pending();
+        }
+    }
+}
+
+impl Shared {
+    fn write_loop(&self) {
+        loop {
+            let Ok(mut st) = self.state.lock() else {
+                return;
+            };
+            while st.written == st.version && !st.stop {
+                st = match self.changed.wait(st) {
+                    Ok(g) => g,
+                    Err(_) => return,
+                };
+            }
+            if st.written == st.version {
+                return;
+            }
+            drop(st);
+            self.write_pending();
+        }
+    }
+
+    /// Write the newest status, and record which version that was.
+    fn write_pending(&self) {
+        let (version, json) = match self.state.lock() {
+            Ok(st) => (st.version, serde_json::to_vec_pretty(&st.status)),
+            Err(_) => return,
         };
-        if let Err(e) = fsutil::write_atomic(&self.path, &json, 0o644, Durability::Atomic) {
-            tracing::debug!(path = %self.path.display(), error = %e, "cannot write the status file");
+        if let Ok(json) = json {
+            if let Err(e) = fsutil::write_atomic(&self.path, &json, 0o644, Durability::Atomic) {
+                tracing::debug!(path = %self.path.display(), error = %e, "cannot write the status file");
+            }
         }
+        if let Ok(mut st) = self.state.lock() {
+            st.written = st.written.max(version);
+        }
+        self.changed.notify_all();
     }
 }
 
 impl Drop for StatusFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Ok(mut st) = self.shared.state.lock() {
+            st.stop = true;
+        }
+        self.shared.changed.notify_all();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        let _ = std::fs::remove_file(&self.shared.path);
     }
 }
 
@@ -294,15 +388,20 @@ mod tests {
         );
     }
 
+    fn flushed(f: &StatusFile, p: &Path) -> Option<Status> {
+        f.flush();
+        read(p)
+    }
+
     #[test]
     fn a_poll_that_offers_a_command_says_a_deployment_is_pending() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("s.json");
         let f = StatusFile::new(p.clone(), "9.9");
         f.polled(Ok(None));
-        assert_eq!(read(&p).unwrap().pending, None);
+        assert_eq!(flushed(&f, &p).unwrap().pending, None);
         f.polled(Ok(Some(("hc-1", "ApplicationStop"))));
-        let s = read(&p).unwrap();
+        let s = flushed(&f, &p).unwrap();
         let offered = s.pending.clone().expect("pending");
         assert_eq!(
             (offered.host_command.as_str(), offered.event.as_str()),
@@ -317,10 +416,10 @@ mod tests {
         );
         // Offered again: still pending since the first time.
         f.polled(Ok(Some(("hc-1", "ApplicationStop"))));
-        assert_eq!(read(&p).unwrap().pending, Some(offered));
+        assert_eq!(flushed(&f, &p).unwrap().pending, Some(offered));
         f.polled(Ok(None));
         assert_eq!(
-            read(&p).unwrap().pending,
+            flushed(&f, &p).unwrap().pending,
             None,
             "a poll with nothing clears it"
         );
@@ -332,16 +431,20 @@ mod tests {
         let p = d.path().join("s.json");
         let f = StatusFile::new(p.clone(), "9.9");
         f.polled(Ok(None));
+        f.flush();
         std::fs::remove_file(&p).unwrap();
         f.polled(Ok(None));
+        f.flush();
         assert!(
             !p.exists(),
             "a second good poll within {REFRESH_SECS} s writes nothing"
         );
         f.polled(Err("503".into()));
+        f.flush();
         assert!(p.exists(), "a failed poll is written at once");
         std::fs::remove_file(&p).unwrap();
         f.polled(Ok(None));
+        f.flush();
         assert!(p.exists(), "and so is the good poll that clears it");
     }
 
@@ -352,13 +455,13 @@ mod tests {
         let f = StatusFile::new(p.clone(), "9.9");
         f.polled(Ok(None));
         f.begin("hc-1", "d-1", "Install");
-        let s = read(&p).unwrap();
+        let s = flushed(&f, &p).unwrap();
         assert_eq!(s.version, "9.9");
         assert!(s.last_poll_ok.is_some());
         assert_eq!(s.running.len(), 1);
         f.end("hc-1");
         f.polled(Err("503".into()));
-        let s = read(&p).unwrap();
+        let s = flushed(&f, &p).unwrap();
         assert!(s.running.is_empty());
         assert_eq!(s.last_poll_error.map(|e| e.1).as_deref(), Some("503"));
         drop(f);

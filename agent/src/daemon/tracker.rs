@@ -21,14 +21,17 @@ impl Tracker {
 
     pub fn begin(&self, deployment_id: &str, host_command_id: &str) -> io::Result<()> {
         fs::create_dir_all(&self.dir)?;
-        // Synced: this record is what a restart after a power loss reads.
-        // It is written before the command runs, so it never waits behind a
-        // large unpack of the same command.
+        // Atomic, not synced: the record is for the agent's own death (a
+        // crash, a kill, a restart), which the page cache survives. The
+        // Ruby agent writes it with a plain File.write; after a power loss
+        // that lost it, the service times the command out, as for that
+        // agent. Two fsyncs here were most of a lifecycle event's own time
+        // (tests/examples/daemon_bench.rs).
         fsutil::write_atomic(
             &self.dir.join(deployment_id),
             host_command_id.as_bytes(),
             0o644,
-            Durability::Synced,
+            Durability::Atomic,
         )
     }
 

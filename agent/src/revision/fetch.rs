@@ -17,6 +17,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 
+use super::progress::Progress;
 use crate::net::http::{chain, HttpClient};
 use crate::spec::{BundleType, Secret};
 
@@ -68,6 +69,7 @@ impl S3Fetch {
         version: Option<&str>,
         etag: Option<&str>,
         dest: &Path,
+        progress: Option<Arc<Progress>>,
     ) -> Result<Fetched, FetchError> {
         let err = |message: String| FetchError::S3 {
             bucket: bucket.into(),
@@ -106,6 +108,9 @@ impl S3Fetch {
             .map_err(|e| FetchError::Io(format!("{}: {e}", dest.display())))?;
         let file = Arc::new(file);
         let ranges = split(size, self.part_size.max(1), self.parts.max(1));
+        if let Some(p) = &progress {
+            p.begin(size, &ranges);
+        }
         let mut tasks = tokio::task::JoinSet::new();
         let slots = Arc::new(tokio::sync::Semaphore::new(self.parts.max(1)));
         for (start, end) in ranges.iter().copied() {
@@ -114,9 +119,16 @@ impl S3Fetch {
             let (b, k) = (bucket.to_string(), key.to_string());
             let (v, e) = (pinned_version.clone(), pinned_etag.clone());
             let f = file.clone();
+            let p = progress.clone();
             tasks.spawn(async move {
                 let _slot = slots.acquire_owned().await.map_err(|e| e.to_string())?;
-                fetch_range(&client, &b, &k, v, e, &f, start, end).await
+                let part = Part {
+                    file: &f,
+                    start,
+                    end,
+                    progress: p.as_deref(),
+                };
+                fetch_range(&client, &b, &k, v, e, part).await
             });
         }
         while let Some(r) = tasks.join_next().await {
@@ -165,20 +177,35 @@ pub fn split(size: u64, part: u64, max: usize) -> Vec<(u64, u64)> {
     v
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One range of the object, where it goes, and who hears of its bytes.
+struct Part<'a> {
+    file: &'a File,
+    start: u64,
+    end: u64,
+    progress: Option<&'a Progress>,
+}
+
+/// Said when the unpack reading the download gave up on it.
+const CANCELLED: &str = "cancelled: the unpack stopped reading";
+
 async fn fetch_range(
     client: &S3Client,
     bucket: &str,
     key: &str,
     version: Option<String>,
     etag: Option<String>,
-    file: &File,
-    start: u64,
-    end: u64,
+    part: Part<'_>,
 ) -> Result<(), String> {
+    let Part {
+        file,
+        start,
+        end,
+        progress,
+    } = part;
     let mut at = start;
     let mut attempt = 0;
     loop {
+        let from = at;
         let mut req = client
             .get_object()
             .bucket(bucket)
@@ -207,9 +234,15 @@ async fn fetch_range(
                         end - start
                     ));
                 }
+                if progress.is_some_and(Progress::cancelled) {
+                    return Err(CANCELLED.to_string());
+                }
                 file.write_all_at(&chunk, at)
                     .map_err(|e| format!("writing the bundle: {e}"))?;
                 at += chunk.len() as u64;
+                if let Some(p) = progress {
+                    p.wrote(start, at);
+                }
             }
             if at < end {
                 return Err(format!("connection ended at byte {at} of {end}"));
@@ -217,12 +250,26 @@ async fn fetch_range(
             Ok(())
         }
         .await;
+        // The SDK checks a response's checksum (when S3 sends one) at its
+        // end: after a mismatch every byte of that response is suspect, so
+        // the part is fetched again from where the response began, not
+        // resumed.
+        if result
+            .as_ref()
+            .is_err_and(|m| m.contains("checksum mismatch"))
+        {
+            at = from;
+            if let Some(p) = progress {
+                p.rewind(start, from);
+            }
+        }
         match result {
             Ok(()) => return Ok(()),
             Err(m)
                 if attempt + 1 < ATTEMPTS
                     && !m.contains("PreconditionFailed")
-                    && !m.contains("writing") =>
+                    && !m.contains("writing")
+                    && m != CANCELLED =>
             {
                 attempt += 1;
                 tracing::warn!(bucket, key, at, end, attempt, error = %m, "S3 part interrupted, resuming");

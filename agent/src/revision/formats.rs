@@ -32,19 +32,20 @@ impl Sniffed {
     }
 }
 
+/// How many first bytes tell a bundle's format.
+pub const SNIFF_BYTES: usize = 512;
+
 /// Identify a bundle by its first bytes.
 pub fn sniff(path: &Path) -> io::Result<Sniffed> {
-    let mut head = [0u8; 512];
-    let mut f = File::open(path)?;
-    let mut n = 0;
-    while n < head.len() {
-        match f.read(&mut head[n..])? {
-            0 => break,
-            r => n += r,
-        }
-    }
-    let head = &head[..n];
-    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+    let mut head = [0u8; SNIFF_BYTES];
+    let n = read_full(&mut File::open(path)?, &mut head)?;
+    Ok(sniff_bytes(&head[..n]))
+}
+
+/// Identify a bundle by `head`, its first (up to SNIFF_BYTES) bytes.
+pub fn sniff_bytes(head: &[u8]) -> Sniffed {
+    let n = head.len();
+    if head.starts_with(&[0x1f, 0x8b]) {
         Sniffed::Gzip
     } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         Sniffed::Zip
@@ -52,7 +53,7 @@ pub fn sniff(path: &Path) -> io::Result<Sniffed> {
         Sniffed::Tar
     } else {
         Sniffed::Unknown
-    })
+    }
 }
 
 /// Old-style tar headers have no magic; check the header checksum.
@@ -114,6 +115,18 @@ pub fn untar(
 ) -> Result<Stats, RevisionError> {
     let file =
         File::open(bundle).map_err(io_err(format!("cannot open bundle {}", bundle.display())))?;
+    untar_from(file, bundle, staging, gzip, restore_owners, limits)
+}
+
+/// Unpack the tar (gzip: tgz) that `file` reads; errors name `bundle`.
+pub fn untar_from(
+    file: impl Read + Send,
+    bundle: &Path,
+    staging: &Path,
+    gzip: bool,
+    restore_owners: bool,
+    limits: Limits,
+) -> Result<Stats, RevisionError> {
     if !gzip {
         return untar_stream(
             BufReader::with_capacity(CHUNK, file),
@@ -159,7 +172,7 @@ pub fn untar(
     })
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {

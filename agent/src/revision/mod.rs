@@ -8,6 +8,7 @@
 pub mod fetch;
 mod formats;
 mod pool;
+pub mod progress;
 pub mod remote;
 pub mod safe_writer;
 mod tar_guard;
@@ -51,37 +52,78 @@ pub fn unpack(
     limits: Limits,
 ) -> Result<Stats, RevisionError> {
     fs::create_dir(staging).map_err(io_err(format!("cannot create {}", staging.display())))?;
-    match bundle_type {
-        BundleType::Directory => formats::copy_directory(bundle, staging, limits),
-        declared => {
-            let found = sniff(bundle)
-                .map_err(io_err(format!("cannot read bundle {}", bundle.display())))?;
-            match (declared, found) {
-                (BundleType::Zip, Sniffed::Zip) => formats::unzip(bundle, staging, limits),
-                (BundleType::Zip, other) => Err(RevisionError::Format {
-                    path: bundle.into(),
-                    message: format!(
-                        "the deployment says zip but the bundle is {}",
-                        other.describe()
-                    ),
-                }),
-                (_, Sniffed::Zip) => Err(RevisionError::Format {
-                    path: bundle.into(),
-                    message: format!(
-                        "the deployment says {} but the bundle is a zip archive",
-                        declared.as_str()
-                    ),
-                }),
-                // Like GNU tar, read compressed and plain tar whatever the
-                // declared tar/tgz says.
-                (_, Sniffed::Gzip) => formats::untar(bundle, staging, true, restore_owners, limits),
-                (_, Sniffed::Tar) => formats::untar(bundle, staging, false, restore_owners, limits),
-                (_, Sniffed::Unknown) => Err(RevisionError::Format {
-                    path: bundle.into(),
-                    message: format!("not a {} archive (unrecognised content)", declared.as_str()),
-                }),
-            }
+    if bundle_type == BundleType::Directory {
+        return formats::copy_directory(bundle, staging, limits);
+    }
+    let found =
+        sniff(bundle).map_err(io_err(format!("cannot read bundle {}", bundle.display())))?;
+    match archive_kind(bundle_type, found, bundle)? {
+        Archive::Zip => formats::unzip(bundle, staging, limits),
+        Archive::Tar { gzip } => formats::untar(bundle, staging, gzip, restore_owners, limits),
+    }
+}
+
+/// Unpack the tar or tgz bundle `reader` reads (a download under way,
+/// `progress::Growing`) into the fresh directory `staging`; errors name
+/// `bundle`. A zip is never read this way: its directory is at its end.
+pub fn unpack_reader(
+    bundle_type: BundleType,
+    mut reader: impl Read + Send,
+    bundle: &Path,
+    staging: &Path,
+    restore_owners: bool,
+    limits: Limits,
+) -> Result<Stats, RevisionError> {
+    fs::create_dir(staging).map_err(io_err(format!("cannot create {}", staging.display())))?;
+    let mut head = [0u8; formats::SNIFF_BYTES];
+    let n = formats::read_full(&mut reader, &mut head)
+        .map_err(io_err(format!("cannot read bundle {}", bundle.display())))?;
+    let found = formats::sniff_bytes(&head[..n]);
+    match archive_kind(bundle_type, found, bundle)? {
+        Archive::Zip => Err(RevisionError::Format {
+            path: bundle.into(),
+            message: "a zip archive cannot be unpacked while it downloads".into(),
+        }),
+        Archive::Tar { gzip } => {
+            let whole = io::Cursor::new(head[..n].to_vec()).chain(reader);
+            formats::untar_from(whole, bundle, staging, gzip, restore_owners, limits)
         }
+    }
+}
+
+enum Archive {
+    Zip,
+    Tar { gzip: bool },
+}
+
+/// What to read `bundle` as, declared `declared` and found to be `found`.
+fn archive_kind(
+    declared: BundleType,
+    found: Sniffed,
+    bundle: &Path,
+) -> Result<Archive, RevisionError> {
+    let refuse = |message: String| RevisionError::Format {
+        path: bundle.into(),
+        message,
+    };
+    match (declared, found) {
+        (BundleType::Zip, Sniffed::Zip) => Ok(Archive::Zip),
+        (BundleType::Zip, other) => Err(refuse(format!(
+            "the deployment says zip but the bundle is {}",
+            other.describe()
+        ))),
+        (_, Sniffed::Zip) => Err(refuse(format!(
+            "the deployment says {} but the bundle is a zip archive",
+            declared.as_str()
+        ))),
+        // Like GNU tar, read compressed and plain tar whatever the
+        // declared tar/tgz says.
+        (_, Sniffed::Gzip) => Ok(Archive::Tar { gzip: true }),
+        (_, Sniffed::Tar) => Ok(Archive::Tar { gzip: false }),
+        (_, Sniffed::Unknown) => Err(refuse(format!(
+            "not a {} archive (unrecognised content)",
+            declared.as_str()
+        ))),
     }
 }
 

@@ -3,6 +3,7 @@
 //! agent's AWS context (`aws`).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use tokio::runtime::Handle;
 
@@ -11,6 +12,7 @@ use crate::command::Fetcher;
 use crate::config::Config;
 use crate::net::http::HttpClient;
 use crate::revision::fetch::{self, S3Fetch};
+use crate::revision::progress::Progress;
 use crate::spec::RevisionSource;
 
 /// Downloads S3 (through the SDK) and GitHub (through `net::http`) bundles.
@@ -48,7 +50,18 @@ impl RemoteFetcher {
 }
 
 impl Fetcher for RemoteFetcher {
-    fn fetch(&self, revision: &RevisionSource, dest: &Path) -> Result<String, String> {
+    /// S3 downloads in ranged parts that report their bytes; GitHub's
+    /// archive comes as one stream and is unpacked once whole.
+    fn streams(&self, revision: &RevisionSource) -> bool {
+        matches!(revision, RevisionSource::S3 { .. })
+    }
+
+    fn fetch(
+        &self,
+        revision: &RevisionSource,
+        dest: &Path,
+        progress: Option<Arc<Progress>>,
+    ) -> Result<String, String> {
         let t0 = std::time::Instant::now();
         let got = self.handle.block_on(async {
             match revision {
@@ -60,7 +73,14 @@ impl Fetcher for RemoteFetcher {
                     ..
                 } => {
                     self.s3()
-                        .download(bucket, key, version.as_deref(), etag.as_deref(), dest)
+                        .download(
+                            bucket,
+                            key,
+                            version.as_deref(),
+                            etag.as_deref(),
+                            dest,
+                            progress,
+                        )
                         .await
                 }
                 RevisionSource::GitHub {
