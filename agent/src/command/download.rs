@@ -194,7 +194,11 @@ fn download_and_unpack(
     let (fetched, unpacked) = std::thread::scope(|s| {
         let p = progress.clone();
         let download = s.spawn(move || {
-            let r = fetcher.fetch(remote, bundle, Some(p.clone()));
+            // The unpack waits on `finish`: it is told even of a panic.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                fetcher.fetch(remote, bundle, Some(p.clone()))
+            }))
+            .unwrap_or_else(|_| Err("the download thread panicked".into()));
             p.finish(r.as_ref().map(|_| ()).map_err(Clone::clone));
             r
         });

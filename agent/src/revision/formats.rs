@@ -118,9 +118,9 @@ pub fn untar(
     untar_from(file, bundle, staging, gzip, restore_owners, limits)
 }
 
-/// Unpack the tar (gzip: tgz) that `file` reads; errors name `bundle`.
+/// Unpack the tar (gzip: tgz) that `reader` reads; errors name `bundle`.
 pub fn untar_from(
-    file: impl Read + Send,
+    reader: impl Read + Send,
     bundle: &Path,
     staging: &Path,
     gzip: bool,
@@ -129,7 +129,7 @@ pub fn untar_from(
 ) -> Result<Stats, RevisionError> {
     if !gzip {
         return untar_stream(
-            BufReader::with_capacity(CHUNK, file),
+            BufReader::with_capacity(CHUNK, reader),
             bundle,
             staging,
             restore_owners,
@@ -140,7 +140,8 @@ pub fn untar_from(
     let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(4);
     std::thread::scope(|s| {
         s.spawn(move || {
-            let mut dec = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(CHUNK, file));
+            let mut dec =
+                flate2::read::MultiGzDecoder::new(BufReader::with_capacity(CHUNK, reader));
             loop {
                 let mut buf = vec![0u8; CHUNK];
                 match read_full(&mut dec, &mut buf) {

@@ -41,9 +41,9 @@ struct State {
 impl State {
     /// Bytes from the start that are all on disk.
     fn contiguous(&self) -> u64 {
-        for &(start, end, at) in &self.parts {
+        for &(_, end, at) in &self.parts {
             if at < end {
-                return at.max(start);
+                return at;
             }
         }
         self.size.unwrap_or(0)
