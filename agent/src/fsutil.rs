@@ -29,6 +29,17 @@ pub fn write_atomic(
     mode: u32,
     durability: Durability,
 ) -> io::Result<()> {
+    write_atomic_with(path, mode, durability, |f| f.write_all(bytes))
+}
+
+/// `write_atomic` with the content written by `fill`, for content that is
+/// streamed rather than held whole.
+pub fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    durability: Durability,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -42,7 +53,7 @@ pub fn write_atomic(
             .truncate(true)
             .mode(mode)
             .open(&tmp)?;
-        f.write_all(bytes)?;
+        fill(&mut f)?;
         if durability == Durability::Synced {
             f.sync_all()?;
         }

@@ -15,10 +15,14 @@ use testbed::bundle::Bundle;
 use testbed::scenario::{create_s3_deployment, setup_group};
 
 fn rss_kb(pid: i32) -> u64 {
+    status_kb(pid, "VmRSS:")
+}
+
+fn status_kb(pid: i32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap_or(0)
 }
@@ -133,6 +137,11 @@ fn main() {
         "idle: {idle} s, {polls} polls, RSS now {:.1} MB, peak {:.1} MB (target <= 8 MB)",
         idle_rss as f64 / 1024.0,
         peak as f64 / 1024.0
+    );
+    println!(
+        "      of it anonymous {:.1} MB, file-backed {:.1} MB",
+        status_kb(pid, "RssAnon:") as f64 / 1024.0,
+        status_kb(pid, "RssFile:") as f64 / 1024.0
     );
 
     // 2. Commands: a revision with no scripts and no files.

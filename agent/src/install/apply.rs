@@ -104,10 +104,12 @@ impl Applier<'_, '_> {
         json: &mut ledger::InstructionsWriter,
     ) -> Result<ApplyReport, ApplyError> {
         let plan = self.plan;
-        let mut dirs = Vec::new();
-        let mut files = Vec::new();
-        let mut replaced = Vec::new();
-        let mut with_perm = Vec::new();
+        // Counted first: a million ids are not grown by doubling.
+        let c = plan.counts();
+        let mut dirs = Vec::with_capacity(c.dirs_created);
+        let mut files = Vec::with_capacity(c.files - c.replaced);
+        let mut replaced = Vec::with_capacity(c.replaced);
+        let mut with_perm = Vec::with_capacity(c.with_permissions);
         for id in plan.ids() {
             match plan.kind(id) {
                 DKind::Create => dirs.push(id),

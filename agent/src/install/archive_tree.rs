@@ -78,6 +78,10 @@ impl ArchiveTree {
             }
         }
         t.links.sort_unstable_by_key(|(id, _)| *id);
+        // Grown by doubling: give back up to half of each (a large block is
+        // moved by mremap, not copied).
+        t.nodes.shrink_to_fit();
+        t.names.shrink_to_fit();
         Ok(t)
     }
 
@@ -174,6 +178,11 @@ impl ArchiveTree {
 
     pub fn len(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// Bytes of all names together.
+    pub fn names_len(&self) -> usize {
+        self.names.len()
     }
 
     pub fn is_empty(&self) -> bool {

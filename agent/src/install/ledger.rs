@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufRead, BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -37,14 +37,18 @@ pub fn parse(bytes: &[u8]) -> Vec<Entry<'_>> {
         Some(i) => &bytes[..=i],
         None => return Vec::new(),
     };
-    complete
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|line| match line.strip_prefix(b"semanage\0") {
-            Some(p) => Entry::Context(Path::new(OsStr::from_bytes(p))),
-            None => Entry::Path(Path::new(OsStr::from_bytes(line))),
-        })
-        .collect()
+    // Counted first, so a million lines are not grown by doubling.
+    let mut entries = Vec::with_capacity(complete.iter().filter(|b| **b == b'\n').count());
+    entries.extend(
+        complete
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|line| match line.strip_prefix(b"semanage\0") {
+                Some(p) => Entry::Context(Path::new(OsStr::from_bytes(p))),
+                None => Entry::Path(Path::new(OsStr::from_bytes(line))),
+            }),
+    );
+    entries
 }
 
 #[derive(Debug, Default)]
@@ -187,9 +191,7 @@ impl Writer {
     /// Add to an existing cleanup file (a cut-short last line is ended
     /// first, so no entry runs into another).
     pub fn append(path: &Path) -> io::Result<Writer> {
-        let ends_open = fs::read(path)
-            .map(|b| b.last().is_some_and(|c| *c != b'\n'))
-            .unwrap_or(false);
+        let ends_open = last_byte(path).is_some_and(|c| c != b'\n');
         let f = OpenOptions::new()
             .append(true)
             .create(true)
@@ -228,20 +230,38 @@ impl Writer {
     }
 }
 
+/// The last byte of a file, read alone (a cleanup file can be megabytes).
+fn last_byte(path: &Path) -> Option<u8> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, len.checked_sub(1)?).ok()?;
+    Some(b[0])
+}
+
 /// Rewrite a finished cleanup file without `gone` (atomically: the old
 /// file stays whole until the new one replaces it). The file then lists
 /// exactly what the install left, as the official agent's does.
 pub fn forget(path: &Path, gone: &[PathBuf]) -> io::Result<()> {
     let gone: HashSet<&[u8]> = gone.iter().map(|p| p.as_os_str().as_bytes()).collect();
-    let text = fs::read(path)?;
-    let mut kept = Vec::with_capacity(text.len());
-    for line in text.split_inclusive(|b| *b == b'\n') {
-        let name = line.strip_suffix(b"\n").unwrap_or(line);
-        if !gone.contains(name) {
-            kept.extend_from_slice(line);
+    // Streamed line by line: a million-line file is not held twice.
+    let mut old = io::BufReader::with_capacity(64 * 1024, File::open(path)?);
+    fsutil::write_atomic_with(path, 0o644, fsutil::Durability::Atomic, |f| {
+        let mut out = BufWriter::with_capacity(64 * 1024, f);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if old.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            let name = line.strip_suffix(b"\n").unwrap_or(&line);
+            if !gone.contains(name) {
+                out.write_all(&line)?;
+            }
         }
-    }
-    fsutil::write_atomic(path, &kept, 0o644, fsutil::Durability::Atomic)
+        out.flush()
+    })
 }
 
 /// Streams `install.json`: `{"instructions":[{"type":"copy",...},...]}`.
@@ -373,6 +393,41 @@ mod tests {
         );
         assert!(parse(b"").is_empty());
         assert!(parse(b"/only/partial").is_empty());
+    }
+
+    #[test]
+    fn appending_ends_a_cut_short_line_and_forgetting_streams_the_rest() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("g-cleanup");
+        for (before, after) in [
+            (None, "/c\n"),
+            (Some(""), "/c\n"),
+            (Some("/a\n"), "/a\n/c\n"),
+            (Some("/a\n/b"), "/a\n/b\n/c\n"),
+        ] {
+            let _ = fs::remove_file(&f);
+            if let Some(b) = before {
+                fs::write(&f, b).unwrap();
+            }
+            let mut w = Writer::append(&f).unwrap();
+            w.path(Path::new("/c")).unwrap();
+            w.finish().unwrap();
+            assert_eq!(fs::read_to_string(&f).unwrap(), after, "{before:?}");
+        }
+        let lines: String = (0..20_000).map(|i| format!("/srv/app/f{i}\n")).collect();
+        fs::write(&f, &lines).unwrap();
+        let gone: Vec<PathBuf> = (0..20_000)
+            .filter(|i| i % 3 != 0)
+            .map(|i| PathBuf::from(format!("/srv/app/f{i}")))
+            .collect();
+        forget(&f, &gone).unwrap();
+        let want: String = (0..20_000)
+            .filter(|i| i % 3 == 0)
+            .map(|i| format!("/srv/app/f{i}\n"))
+            .collect();
+        assert_eq!(fs::read_to_string(&f).unwrap(), want);
+        let tmp_left = fs::read_dir(d.path()).unwrap().count();
+        assert_eq!(tmp_left, 1, "only the cleanup file is left");
     }
 
     #[test]

@@ -152,6 +152,7 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
         plan::plan(req.spec, &archive, req.behavior, &req.cwd, &mut probe).map_err(plan_err)?;
     space::check(&ahead, &archive).map_err(InstallError::Space)?;
     drop(ahead);
+    drop(going);
     let ids = resolve_ids(req.spec, req.appspec_file)?;
     let selinux_on = selinux::enabled();
 
@@ -202,6 +203,8 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
             return Err(e);
         }
     };
+    // Only a rollback needed the previous file's bytes.
+    drop(raw);
     let t1 = Instant::now();
     json.finish().map_err(io_err("cannot write install.json"))?;
     cleanup

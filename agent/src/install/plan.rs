@@ -54,6 +54,8 @@ struct DNode {
     kind: DKind,
     /// Created here and absent before: nothing below needs probing.
     fresh: bool,
+    /// Its children are in `index` (see `find_child`).
+    indexed: bool,
     perm: u32,
     first_child: u32,
     next_sibling: u32,
@@ -72,10 +74,20 @@ pub struct PlanError {
 /// unmanaged tree could otherwise report every one of its files.
 const MAX_ERRORS: usize = 20;
 
+/// A node with more children than this gets them indexed the first time one
+/// is looked up; fewer are found by walking the sibling list.
+const INDEX_FROM: usize = 16;
+
 pub struct InstallPlan<'a> {
     spec: &'a AppSpec,
+    /// A copied file's name is its source's: only directories and kept
+    /// files have theirs in `names` (a million files, 10 MB less).
+    archive: &'a ArchiveTree,
     nodes: Vec<DNode>,
     names: Vec<u8>,
+    /// (parent, name hash) -> child, for the children of `indexed` nodes
+    /// only: the usual revision maps each directory once, and then no
+    /// lookup is needed at all (see `copy_dir`).
     index: HashMap<(u32, u64), u32>,
     errors: Vec<PlanError>,
     more_errors: usize,
@@ -107,23 +119,29 @@ fn name_hash(name: &[u8]) -> u64 {
 
 pub fn plan<'a>(
     spec: &'a AppSpec,
-    archive: &ArchiveTree,
+    archive: &'a ArchiveTree,
     behavior: FileExistsBehavior,
     cwd: &Path,
     probe: &mut dyn FnMut(&Path) -> Existing,
 ) -> Result<InstallPlan<'a>, Vec<PlanError>> {
+    // Sized for one mapping of the whole revision plus a destination's
+    // ancestors, so the node array is not doubled (and copied) as it grows.
+    let mut nodes = Vec::with_capacity(archive.len() + 16);
+    nodes.push(DNode {
+        parent: NONE,
+        name_off: 0,
+        name_len: 0,
+        kind: DKind::Existing,
+        fresh: false,
+        indexed: false,
+        perm: NONE,
+        first_child: NONE,
+        next_sibling: NONE,
+    });
     let mut p = InstallPlan {
         spec,
-        nodes: vec![DNode {
-            parent: NONE,
-            name_off: 0,
-            name_len: 0,
-            kind: DKind::Existing,
-            fresh: false,
-            perm: NONE,
-            first_child: NONE,
-            next_sibling: NONE,
-        }],
+        archive,
+        nodes,
         names: Vec::new(),
         index: HashMap::new(),
         errors: Vec::new(),
@@ -167,6 +185,7 @@ pub fn plan<'a>(
             p.child_file(
                 d,
                 archive.name(src),
+                false,
                 src,
                 Path::new(OsStr::from_bytes(archive.name(src))),
                 &ctx,
@@ -218,41 +237,86 @@ impl<'a> InstallPlan<'a> {
 
     fn name(&self, id: u32) -> &[u8] {
         let n = &self.nodes[id as usize];
-        &self.names[n.name_off as usize..n.name_off as usize + n.name_len as usize]
+        match n.kind {
+            DKind::Copy { src, .. } => self.archive.name(src),
+            _ => &self.names[n.name_off as usize..n.name_off as usize + n.name_len as usize],
+        }
     }
 
-    fn find_child(&self, parent: u32, name: &[u8]) -> Option<u32> {
+    fn find_child(&mut self, parent: u32, name: &[u8]) -> Option<u32> {
+        if !self.nodes[parent as usize].indexed {
+            let mut seen = 0;
+            let mut c = self.nodes[parent as usize].first_child;
+            while c != NONE && seen <= INDEX_FROM {
+                if self.name(c) == name {
+                    return Some(c);
+                }
+                seen += 1;
+                c = self.nodes[c as usize].next_sibling;
+            }
+            if c == NONE {
+                return None;
+            }
+            self.index_children(parent);
+        }
         let id = *self.index.get(&(parent, name_hash(name)))?;
         if self.name(id) == name {
             return Some(id);
         }
         // A 64-bit hash collision: fall back to the sibling list.
-        let mut c = self.nodes[parent as usize].first_child;
-        while c != NONE {
-            if self.name(c) == name {
-                return Some(c);
-            }
-            c = self.nodes[c as usize].next_sibling;
+        self.siblings(parent).find(|&c| self.name(c) == name)
+    }
+
+    fn find_child_unless(&mut self, unique: bool, parent: u32, name: &[u8]) -> Option<u32> {
+        if unique {
+            return None;
         }
-        None
+        self.find_child(parent, name)
+    }
+
+    fn siblings(&self, parent: u32) -> impl Iterator<Item = u32> + '_ {
+        let first = self.nodes[parent as usize].first_child;
+        std::iter::successors((first != NONE).then_some(first), |&c| {
+            let next = self.nodes[c as usize].next_sibling;
+            (next != NONE).then_some(next)
+        })
+    }
+
+    fn index_children(&mut self, parent: u32) {
+        let kids: Vec<u32> = self.siblings(parent).collect();
+        // Oldest first, as `add` would have inserted them.
+        for &c in kids.iter().rev() {
+            let h = name_hash(self.name(c));
+            self.index.entry((parent, h)).or_insert(c);
+        }
+        self.nodes[parent as usize].indexed = true;
     }
 
     fn add(&mut self, parent: u32, name: &[u8], kind: DKind, fresh: bool) -> u32 {
         let id = self.nodes.len() as u32;
         let prev_first = self.nodes[parent as usize].first_child;
+        let own_name = !matches!(kind, DKind::Copy { .. });
+        debug_assert!(
+            own_name || matches!(kind, DKind::Copy { src, .. } if self.archive.name(src) == name)
+        );
         self.nodes.push(DNode {
             parent,
             name_off: self.names.len() as u32,
-            name_len: name.len() as u16,
+            name_len: if own_name { name.len() as u16 } else { 0 },
             kind,
             fresh,
+            indexed: false,
             perm: NONE,
             first_child: NONE,
             next_sibling: prev_first,
         });
-        self.names.extend_from_slice(name);
+        if own_name {
+            self.names.extend_from_slice(name);
+        }
         self.nodes[parent as usize].first_child = id;
-        self.index.entry((parent, name_hash(name))).or_insert(id);
+        if self.nodes[parent as usize].indexed {
+            self.index.entry((parent, name_hash(name))).or_insert(id);
+        }
         id
     }
 
@@ -284,20 +348,22 @@ impl<'a> InstallPlan<'a> {
         for c in dest.components() {
             let Component::Normal(n) = c else { continue };
             path.push(n);
-            cur = self.child_dir(cur, n.as_bytes(), &path, ctx, probe)?;
+            cur = self.child_dir(cur, n.as_bytes(), false, &path, ctx, probe)?;
         }
         Some(cur)
     }
 
+    /// `unique`: the caller knows `parent` has no child of that name yet.
     fn child_dir(
         &mut self,
         parent: u32,
         name: &[u8],
+        unique: bool,
         path: &Path,
         ctx: &Ctx,
         probe: &mut dyn FnMut(&Path) -> Existing,
     ) -> Option<u32> {
-        if let Some(id) = self.find_child(parent, name) {
+        if let Some(id) = self.find_child_unless(unique, parent, name) {
             return match self.nodes[id as usize].kind {
                 DKind::Existing | DKind::Create => Some(id),
                 DKind::Copy { .. } | DKind::Keep => {
@@ -342,6 +408,9 @@ impl<'a> InstallPlan<'a> {
         ctx: &Ctx,
         probe: &mut dyn FnMut(&Path) -> Existing,
     ) {
+        // Into a directory with nothing planned in it yet, every name comes
+        // from one archive directory, so each is new there: no lookups.
+        let unique = self.nodes[dst as usize].first_child == NONE;
         for child in ctx.archive.children(src) {
             if self.errors.len() >= MAX_ERRORS {
                 self.more_errors += 1;
@@ -351,21 +420,23 @@ impl<'a> InstallPlan<'a> {
             rel.push(OsStr::from_bytes(name));
             if ctx.archive.kind(child) == AKind::Dir {
                 let path = self.path(dst).join(OsStr::from_bytes(name));
-                if let Some(d) = self.child_dir(dst, name, &path, ctx, probe) {
+                if let Some(d) = self.child_dir(dst, name, unique, &path, ctx, probe) {
                     self.copy_dir(child, d, rel, ctx, probe);
                 }
             } else {
                 let rel_now = rel.clone();
-                self.child_file(dst, name, child, &rel_now, ctx, probe);
+                self.child_file(dst, name, unique, child, &rel_now, ctx, probe);
             }
             rel.pop();
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn child_file(
         &mut self,
         parent: u32,
         name: &[u8],
+        unique: bool,
         src: u32,
         rel: &Path,
         ctx: &Ctx,
@@ -395,7 +466,7 @@ impl<'a> InstallPlan<'a> {
                 return;
             }
         }
-        if let Some(id) = self.find_child(parent, name) {
+        if let Some(id) = self.find_child_unless(unique, parent, name) {
             match self.nodes[id as usize].kind {
                 DKind::Copy { src: other, .. } => {
                     let msg = format!(
@@ -564,7 +635,7 @@ impl<'a> InstallPlan<'a> {
         self.nodes[id as usize].perm = perm.index as u32;
     }
 
-    fn lookup(&self, path: &Path) -> Option<u32> {
+    fn lookup(&mut self, path: &Path) -> Option<u32> {
         let mut cur = 0u32;
         for c in path.components() {
             if let Component::Normal(n) = c {
@@ -693,8 +764,9 @@ mod tests {
         host: &mut Host,
         b: FileExistsBehavior,
     ) -> Result<InstallPlan<'a>, Vec<PlanError>> {
-        let t = tree();
-        plan(s, &t, b, Path::new("/"), &mut |p| host.probe(p))
+        // Leaked: the plan borrows the listing (tests only).
+        let t: &'static ArchiveTree = Box::leak(Box::new(tree()));
+        plan(s, t, b, Path::new("/"), &mut |p| host.probe(p))
     }
 
     /// Plan on a host that has only `/var`, with DISALLOW.
@@ -984,6 +1056,69 @@ mod tests {
         let file_default_acl = spec(&format!("{SEED}permissions:\n  - object: /var/www/html/index.html\n    acls: ['d:u:root:rwx']\n"));
         let err = on_var(&file_default_acl).unwrap_err();
         assert!(err[0].message.contains("directories only"), "{err:?}");
+    }
+
+    #[test]
+    fn a_second_mapping_into_a_large_directory_finds_every_clash() {
+        use AKind::*;
+        // One directory above the indexing threshold and one below, each
+        // mapped into /srv after a whole directory was; the clashes are
+        // found whichever way the children are looked up.
+        for n in [INDEX_FROM / 2, INDEX_FROM * 3] {
+            let names: Vec<String> = (0..n).map(|i| format!("big/f{i:03}")).collect();
+            let mut entries: Vec<(&str, AKind, Option<&str>)> = vec![("big", Dir, None)];
+            entries.extend(names.iter().map(|p| (p.as_str(), File, None)));
+            entries.extend([
+                ("other", Dir, None),
+                ("other/f001", File, None),
+                ("other/sub", Dir, None),
+                ("other/sub/x", File, None),
+                ("more", Dir, None),
+                ("more/sub", Dir, None),
+                ("more/sub/y", File, None),
+            ]);
+            let t = ArchiveTree::from_listing(Path::new("/arch"), &entries);
+            let srv = |p: &Path| {
+                if p == Path::new("/srv") {
+                    Existing::Dir
+                } else {
+                    Existing::Missing
+                }
+            };
+            let clash = spec("version: 0.0\nos: linux\nfiles:\n  - source: big\n    destination: /srv\n  - source: other\n    destination: /srv\n");
+            let err = plan(
+                &clash,
+                &t,
+                FileExistsBehavior::Disallow,
+                Path::new("/"),
+                &mut { srv },
+            )
+            .unwrap_err();
+            assert_eq!(err.len(), 1, "{n}: {err:?}");
+            assert!(
+                err[0].message.contains("same destination /srv/f001"),
+                "{n}: {err:?}"
+            );
+            // Directories of two mappings merge, below a large directory too.
+            let merge = spec("version: 0.0\nos: linux\nfiles:\n  - source: big\n    destination: /srv\n  - source: more\n    destination: /srv\n  - source: other/sub\n    destination: /srv/sub\n");
+            let p = plan(
+                &merge,
+                &t,
+                FileExistsBehavior::Disallow,
+                Path::new("/"),
+                &mut { srv },
+            )
+            .unwrap();
+            let l = listing(&p);
+            assert_eq!(
+                l.iter().filter(|e| e.as_str() == "mkdir /srv/sub").count(),
+                1,
+                "{l:?}"
+            );
+            assert!(l.contains(&"copy /srv/sub/x".to_string()), "{l:?}");
+            assert!(l.contains(&"copy /srv/sub/y".to_string()), "{l:?}");
+            assert_eq!(p.counts().files, n + 2);
+        }
     }
 
     #[test]

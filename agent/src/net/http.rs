@@ -2,6 +2,7 @@
 //! API, IMDS, GitHub): rustls with the system's roots, an optional
 //! `:proxy_uri:` (CONNECT tunnel), and a deadline on every exchange.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,6 +52,23 @@ impl std::fmt::Debug for HttpClient {
     }
 }
 
+/// The TLS configuration every client of this process starts from: the
+/// system's roots are read and parsed once, not once per client (each copy
+/// of the store is a few hundred KB for the life of the daemon). Clones
+/// share the store.
+fn tls_config() -> Result<rustls::ClientConfig, HttpError> {
+    use hyper_rustls::ConfigBuilderExt;
+    static CONFIG: OnceLock<rustls::ClientConfig> = OnceLock::new();
+    if let Some(c) = CONFIG.get() {
+        return Ok(c.clone());
+    }
+    let c = rustls::ClientConfig::builder()
+        .with_native_roots()
+        .map_err(|e| HttpError::Tls(e.to_string()))?
+        .with_no_client_auth();
+    Ok(CONFIG.get_or_init(|| c).clone())
+}
+
 impl HttpClient {
     pub fn new(proxy: Option<&str>, timeout: Duration) -> Result<HttpClient, HttpError> {
         let mut tcp = HttpConnector::new();
@@ -58,10 +76,12 @@ impl HttpClient {
         tcp.set_connect_timeout(Some(Duration::from_secs(10)));
         tcp.set_nodelay(true);
         let tls = || {
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_native_roots()
-                .map_err(|e| HttpError::Tls(e.to_string()))
-                .map(|b| b.https_or_http().enable_http1())
+            tls_config().map(|c| {
+                hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(c)
+                    .https_or_http()
+                    .enable_http1()
+            })
         };
         // Idle connections are kept only briefly: the agent polls every few
         // seconds and a long-idle socket through a NAT is the usual cause of
