@@ -117,7 +117,7 @@ impl Kept {
 /// filesystem, every entry in it is listed, and every directory in it is
 /// whole: nothing of anyone else's is inside, so it can move aside in one
 /// rename. Found deepest first, one directory listing each.
-fn whole_dirs<'a>(listed: &HashSet<&'a Path>) -> HashSet<&'a Path> {
+fn whole_dirs<'a>(listed: &ledger::PathSet<'_, 'a>) -> HashSet<&'a Path> {
     // Only a parent of another listed path can be a whole directory (an
     // empty one is kept the other way), so only those are looked at.
     let parents: HashSet<&Path> = listed
@@ -193,17 +193,11 @@ fn move_back(backup: &Path, orig: &Path) -> usize {
 /// Keep the previous revision that `entries` (the cleanup file, `raw`)
 /// lists. The backups are appended to the cleanup file before they exist.
 pub fn keep(entries: &[Entry], cleanup_path: &Path) -> io::Result<Kept> {
-    let listed: HashSet<&Path> = entries
-        .iter()
-        .filter_map(|e| match e {
-            Entry::Path(p) => Some(*p),
-            Entry::Context(_) => None,
-        })
-        .collect();
+    let listed = ledger::PathSet::new(entries);
     let whole = whole_dirs(&listed);
     let mut plan: BTreeMap<PathBuf, (Vec<PathBuf>, Vec<PathBuf>)> = BTreeMap::new();
     let mut dirs = Vec::new();
-    for p in &listed {
+    for p in listed.iter() {
         let parent_whole = p.parent().is_some_and(|a| whole.contains(a));
         if parent_whole {
             continue; // moves with its directory

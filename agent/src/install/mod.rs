@@ -18,10 +18,7 @@ pub mod plan;
 pub mod selinux;
 pub mod space;
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::HashSet;
 use std::fs;
-use std::hash::{Hash, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -109,12 +106,6 @@ pub fn probe_host(p: &Path) -> Existing {
     }
 }
 
-fn path_hash(p: &Path) -> u64 {
-    let mut h = DefaultHasher::new();
-    p.hash(&mut h);
-    h.finish()
-}
-
 pub fn install(req: &Request) -> Result<Outcome, InstallError> {
     let archive = ArchiveTree::walk(req.archive_dir)
         .map_err(io_err(format!("cannot list {}", req.archive_dir.display())))?;
@@ -133,16 +124,9 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
 
     // 2. Check everything before touching anything: the plan against the
     // host as it will be, and room for the new files beside the old ones.
-    let going: HashSet<u64> = previous
-        .iter()
-        .flatten()
-        .filter_map(|e| match e {
-            ledger::Entry::Path(p) => Some(path_hash(p)),
-            ledger::Entry::Context(_) => None,
-        })
-        .collect();
+    let going = ledger::PathSet::new(previous.as_deref().unwrap_or_default());
     let mut probe = |p: &Path| {
-        if going.contains(&path_hash(p)) {
+        if going.contains(p) {
             Existing::Ledger
         } else {
             probe_host(p)
