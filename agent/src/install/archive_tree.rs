@@ -180,11 +180,6 @@ impl ArchiveTree {
         self.nodes.len()
     }
 
-    /// Bytes of all names together.
-    pub fn names_len(&self) -> usize {
-        self.names.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.nodes.len() <= 1
     }

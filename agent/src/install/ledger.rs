@@ -28,6 +28,15 @@ pub enum Entry<'a> {
     Context(&'a Path),
 }
 
+impl<'a> Entry<'a> {
+    /// The path the line names, whichever kind of line it is.
+    fn path(self) -> &'a Path {
+        match self {
+            Entry::Path(p) | Entry::Context(p) => p,
+        }
+    }
+}
+
 /// Parse a cleanup file's bytes.
 pub fn parse(bytes: &[u8]) -> Vec<Entry<'_>> {
     if bytes.is_empty() {
@@ -70,9 +79,7 @@ impl<'e, 'a> PathSet<'e, 'a> {
             .filter(|e| matches!(e, Entry::Path(_)))
             .count();
         let mut table = hashbrown::HashTable::with_capacity(paths);
-        let path = |i: u32| match entries[i as usize] {
-            Entry::Path(p) | Entry::Context(p) => p,
-        };
+        let path = |i: u32| entries[i as usize].path();
         for (i, e) in entries.iter().enumerate() {
             let Entry::Path(p) = *e else { continue };
             let h = state.hash_one(p);
@@ -90,9 +97,7 @@ impl<'e, 'a> PathSet<'e, 'a> {
     }
 
     fn path(&self, i: u32) -> &'a Path {
-        match self.entries[i as usize] {
-            Entry::Path(p) | Entry::Context(p) => p,
-        }
+        self.entries[i as usize].path()
     }
 
     /// The listed path equal to `p`.

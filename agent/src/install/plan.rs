@@ -245,17 +245,8 @@ impl<'a> InstallPlan<'a> {
 
     fn find_child(&mut self, parent: u32, name: &[u8]) -> Option<u32> {
         if !self.nodes[parent as usize].indexed {
-            let mut seen = 0;
-            let mut c = self.nodes[parent as usize].first_child;
-            while c != NONE && seen <= INDEX_FROM {
-                if self.name(c) == name {
-                    return Some(c);
-                }
-                seen += 1;
-                c = self.nodes[c as usize].next_sibling;
-            }
-            if c == NONE {
-                return None;
+            if self.siblings(parent).nth(INDEX_FROM).is_none() {
+                return self.siblings(parent).find(|&c| self.name(c) == name);
             }
             self.index_children(parent);
         }
