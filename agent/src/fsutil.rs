@@ -101,6 +101,15 @@ pub fn expand_path(path: &Path, base: &Path) -> PathBuf {
     out
 }
 
+/// A handle on a directory, to create and open files in it by name.
+pub fn open_dir(p: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(p)
+}
+
 /// How many worker threads file-heavy phases use: the cores, at most 8
 /// (more only adds contention on one filesystem).
 pub fn workers() -> usize {
@@ -129,36 +138,60 @@ pub fn parallel_chunks<T: Sync, E: Send>(
     chunk: usize,
     f: impl Fn(&[T]) -> Result<(), E> + Sync,
 ) -> Result<(), E> {
-    if threads <= 1 || items.len() <= chunk {
-        return items.chunks(chunk.max(1)).try_for_each(f);
+    parallel_fold(items.len(), threads, chunk, || (), |_, r| f(&items[r])).map(drop)
+}
+
+/// Run `f` over consecutive ranges of `0..len` on `threads` scoped threads,
+/// each with its own state from `init` (caches, partial sums), which are
+/// returned, one a thread. Stops at the first error and returns it; ranges
+/// after it may not have been processed.
+pub fn parallel_fold<S: Send, E: Send>(
+    len: usize,
+    threads: usize,
+    chunk: usize,
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, std::ops::Range<usize>) -> Result<(), E> + Sync,
+) -> Result<Vec<S>, E> {
+    let chunk = chunk.max(1);
+    if threads <= 1 || len <= chunk {
+        let mut state = init();
+        for start in (0..len).step_by(chunk) {
+            f(&mut state, start..(start + chunk).min(len))?;
+        }
+        return Ok(vec![state]);
     }
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let first_err: Mutex<Option<E>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    let start = next.fetch_add(chunk, Ordering::Relaxed);
-                    if start >= items.len() {
-                        break;
-                    }
-                    let end = (start + chunk).min(items.len());
-                    if let Err(e) = f(&items[start..end]) {
-                        stop.store(true, Ordering::Relaxed);
-                        let mut slot = first_err.lock().unwrap_or_else(|p| p.into_inner());
-                        if slot.is_none() {
-                            *slot = Some(e);
+    let states = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut state = init();
+                    while !stop.load(Ordering::Relaxed) {
+                        let start = next.fetch_add(chunk, Ordering::Relaxed);
+                        if start >= len {
+                            break;
                         }
-                        return;
+                        if let Err(e) = f(&mut state, start..(start + chunk).min(len)) {
+                            stop.store(true, Ordering::Relaxed);
+                            let mut slot = first_err.lock().unwrap_or_else(|p| p.into_inner());
+                            slot.get_or_insert(e);
+                            break;
+                        }
                     }
-                }
-            });
-        }
+                    state
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
     });
     match first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => Ok(states),
     }
 }
 
@@ -191,6 +224,45 @@ mod tests {
         .unwrap();
         assert_eq!(sum.into_inner(), 10_000 * 9_999 / 2);
         let err = parallel_try(&items, 4, 64, |i| if *i == 5000 { Err(*i) } else { Ok(()) });
+        assert_eq!(err, Err(5000));
+    }
+
+    #[test]
+    fn parallel_fold_gives_back_every_workers_state() {
+        let states = parallel_fold(10_000, 3, 64, Vec::new, |v: &mut Vec<usize>, r| {
+            v.extend(r);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(states.len(), 3);
+        let mut all: Vec<usize> = states.into_iter().flatten().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..10_000).collect::<Vec<_>>());
+        let one = parallel_fold(
+            10,
+            3,
+            64,
+            || 0,
+            |n, r| {
+                *n += r.len();
+                Ok::<(), ()>(())
+            },
+        );
+        assert_eq!(
+            one,
+            Ok(vec![10]),
+            "a short input stays on the calling thread"
+        );
+        let err = parallel_fold(
+            10_000,
+            3,
+            64,
+            || (),
+            |_, r| match r.contains(&5000) {
+                true => Err(5000),
+                false => Ok(()),
+            },
+        );
         assert_eq!(err, Err(5000));
     }
 

@@ -5,11 +5,11 @@
 //! set only when creating the file did not already give them.
 
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use nix::fcntl::{openat, OFlag};
@@ -18,6 +18,7 @@ use nix::sys::stat::Mode;
 use super::apply::{copy_sparse, fail, Applier, ApplyError};
 use super::archive_tree::AKind;
 use super::plan::DKind;
+use crate::fsutil::open_dir;
 
 /// Files up to this size go through one read and one write: cheaper than
 /// `copy_file_range` for them, which tmpfs and others serve as a splice.
@@ -54,13 +55,6 @@ fn open_dest_dir(p: &Path) -> Result<(File, bool), ApplyError> {
     let f = open_dir(p).map_err(|e| fail(p, "cannot open", e))?;
     let mode = f.metadata().map_err(|e| fail(p, "cannot stat", e))?.mode();
     Ok((f, mode & libc::S_ISGID != 0))
-}
-
-fn open_dir(p: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(p)
 }
 
 impl Applier<'_, '_> {

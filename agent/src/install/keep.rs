@@ -116,7 +116,8 @@ impl Kept {
 /// A listed directory is whole when it is a real directory on its parent's
 /// filesystem, every entry in it is listed, and every directory in it is
 /// whole: nothing of anyone else's is inside, so it can move aside in one
-/// rename. Found deepest first, one directory listing each.
+/// rename. Each candidate is listed once, on every core (that is most of
+/// the time of keeping a large tree); then the verdicts go deepest first.
 fn whole_dirs<'a>(listed: &ledger::PathSet<'_, 'a>) -> HashSet<&'a Path> {
     // Only a parent of another listed path can be a whole directory (an
     // empty one is kept the other way), so only those are looked at.
@@ -125,35 +126,61 @@ fn whole_dirs<'a>(listed: &ledger::PathSet<'_, 'a>) -> HashSet<&'a Path> {
         .filter_map(|p| p.parent())
         .filter(|p| listed.contains(p))
         .collect();
-    let mut dirs: Vec<(&Path, u64)> = parents
-        .into_iter()
-        .filter_map(|p| match fs::symlink_metadata(p) {
-            Ok(m) if m.is_dir() => Some((p, m.dev())),
-            _ => None,
+    let mut dirs: Vec<&'a Path> = parents.into_iter().filter_map(|p| listed.get(p)).collect();
+    dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    let looked =
+        fsutil::parallel_fold(dirs.len(), fsutil::workers(), 64, Vec::new, |out, range| {
+            out.extend(range.map(|i| (i, look_inside(dirs[i], listed))));
+            Ok::<(), std::convert::Infallible>(())
         })
+        .unwrap_or_else(|never| match never {});
+    let mut inside: Vec<Option<Inside<'a>>> = (0..dirs.len()).map(|_| None).collect();
+    for (i, v) in looked.into_iter().flatten() {
+        inside[i] = v;
+    }
+    let devs: std::collections::HashMap<&Path, u64> = dirs
+        .iter()
+        .zip(&inside)
+        .filter_map(|(d, v)| Some((*d, v.as_ref()?.dev)))
         .collect();
-    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-    let devs: std::collections::HashMap<&Path, u64> = dirs.iter().copied().collect();
     let mut whole: HashSet<&Path> = HashSet::new();
-    for (d, dev) in &dirs {
-        let Ok(rd) = fs::read_dir(d) else { continue };
-        let all_ours = rd.into_iter().all(|e| {
-            let Ok(e) = e else { return false };
-            let child = e.path();
-            let Some(listed_child) = listed.get(child.as_path()) else {
-                return false;
-            };
-            match devs.get(listed_child) {
-                // A directory: whole itself, and not a mount point.
-                Some(cdev) => cdev == dev && whole.contains(listed_child),
-                None => e.file_type().map(|t| !t.is_dir()).unwrap_or(false),
-            }
-        });
-        if all_ours {
+    for (d, v) in dirs.iter().zip(&inside) {
+        let Some(v) = v else { continue };
+        // A directory inside: whole itself (decided deeper first), and not
+        // a mount point.
+        let all_whole = v
+            .subdirs
+            .iter()
+            .all(|c| devs.get(c) == Some(&v.dev) && whole.contains(c));
+        if all_whole {
             whole.insert(d);
         }
     }
     whole
+}
+
+/// A candidate directory whose every entry is listed: its device, and its
+/// subdirectories.
+struct Inside<'a> {
+    dev: u64,
+    subdirs: Vec<&'a Path>,
+}
+
+/// `None` when `d` is not a real directory or holds anything not listed.
+fn look_inside<'a>(d: &Path, listed: &ledger::PathSet<'_, 'a>) -> Option<Inside<'a>> {
+    let m = fs::symlink_metadata(d).ok().filter(|m| m.is_dir())?;
+    let mut subdirs = Vec::new();
+    for e in fs::read_dir(d).ok()? {
+        let e = e.ok()?;
+        let listed_child = listed.get(&e.path())?;
+        if e.file_type().ok()?.is_dir() {
+            subdirs.push(listed_child);
+        }
+    }
+    Some(Inside {
+        dev: m.dev(),
+        subdirs,
+    })
 }
 
 /// Put a moved directory back; if the failed install left a directory at
@@ -383,5 +410,40 @@ mod tests {
             "backups and the moved tree are gone"
         );
         assert!(d.path().join("www/operator.conf").exists());
+    }
+
+    #[test]
+    fn a_foreign_file_deep_in_a_large_tree_keeps_only_its_ancestors_in_place() {
+        // Enough directories that they are looked at on several threads.
+        let d = tempfile::tempdir().unwrap();
+        let app = d.path().join("app");
+        let mut raw = Vec::new();
+        let mut list = |p: &Path| {
+            raw.extend_from_slice(p.as_os_str().as_encoded_bytes());
+            raw.push(b'\n');
+        };
+        fs::create_dir(&app).unwrap();
+        list(&app);
+        for i in 0..150 {
+            let sub = app.join(format!("d{i:03}/sub"));
+            fs::create_dir_all(&sub).unwrap();
+            fs::write(sub.join("f.js"), "ours").unwrap();
+            for p in [sub.parent().unwrap(), &sub, &sub.join("f.js")] {
+                list(p);
+            }
+        }
+        fs::write(app.join("d077/sub/operator.conf"), "theirs").unwrap();
+        let entries = ledger::parse(&raw);
+        let whole = whole_dirs(&ledger::PathSet::new(&entries));
+        for p in [app.clone(), app.join("d077"), app.join("d077/sub")] {
+            assert!(
+                !whole.contains(p.as_path()),
+                "{} holds a file not ours",
+                p.display()
+            );
+        }
+        assert!(whole.contains(app.join("d000").as_path()));
+        assert!(whole.contains(app.join("d149/sub").as_path()));
+        assert_eq!(whole.len(), 149 * 2);
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::archive_tree::ArchiveTree;
 use super::plan::{DKind, InstallPlan};
@@ -52,30 +52,6 @@ fn human(b: u64) -> String {
     }
 }
 
-/// The filesystem (device) a path would be created on: that of its
-/// nearest existing ancestor.
-fn device_of(p: &Path, cache: &mut HashMap<PathBuf, (u64, PathBuf)>) -> Option<(u64, PathBuf)> {
-    let mut cur = p.parent()?.to_path_buf();
-    let mut walked = Vec::new();
-    let found = loop {
-        if let Some(hit) = cache.get(&cur) {
-            break hit.clone();
-        }
-        match std::fs::metadata(&cur) {
-            Ok(m) => break (m.dev(), cur.clone()),
-            Err(_) => {
-                walked.push(cur.clone());
-                cur = cur.parent()?.to_path_buf();
-            }
-        }
-    };
-    cache.insert(cur, found.clone());
-    for w in walked {
-        cache.insert(w, found.clone());
-    }
-    Some(found)
-}
-
 /// The size of a revision entry, looked up relative to its directory.
 fn size_of(archive: &ArchiveTree, src: u32, dir: &mut Option<(u32, std::fs::File)>) -> u64 {
     let parent = archive.parent(src);
@@ -91,30 +67,85 @@ fn size_of(archive: &ArchiveTree, src: u32, dir: &mut Option<(u32, std::fs::File
         .unwrap_or(0)
 }
 
-/// Check every destination filesystem; `Err` names the first that is short.
-pub fn check(plan: &InstallPlan, archive: &ArchiveTree) -> Result<(), String> {
-    let mut cache = HashMap::new();
-    let mut needs: HashMap<u64, (PathBuf, Need)> = HashMap::new();
-    // Neighbours share a directory: its device and handle are found once.
-    let mut device_by_parent: HashMap<u32, Option<(u64, PathBuf)>> = HashMap::new();
-    let mut src_dir = None;
-    for id in plan.ids() {
+/// What one worker of `check` has seen: the needs of its share of the plan,
+/// and the look-ups neighbours share (a directory's device and handle).
+#[derive(Default)]
+struct Tally {
+    /// Device -> (a directory on it, for `statvfs`; what lands there).
+    needs: HashMap<u64, (PathBuf, Need)>,
+    /// Plan directory -> the device what is created in it lands on.
+    devices: HashMap<u32, Option<u64>>,
+    src_dir: Option<(u32, std::fs::File)>,
+}
+
+impl Tally {
+    fn add(&mut self, plan: &InstallPlan, archive: &ArchiveTree, id: u32) {
         let bytes = match plan.kind(id) {
             DKind::Create => 0,
-            DKind::Copy { src, .. } => size_of(archive, src, &mut src_dir).div_ceil(4096) * 4096,
-            DKind::Existing | DKind::Keep => continue,
+            DKind::Copy { src, .. } => {
+                size_of(archive, src, &mut self.src_dir).div_ceil(4096) * 4096
+            }
+            DKind::Existing | DKind::Keep => return,
         };
-        let found = device_by_parent
-            .entry(plan.parent(id))
-            .or_insert_with(|| device_of(&plan.path(id), &mut cache));
-        let Some((dev, probe)) = found else {
-            continue;
+        let Some(dev) = self.device(plan, plan.parent(id)) else {
+            return;
         };
-        let e = needs
-            .entry(*dev)
-            .or_insert((probe.clone(), Need::default()));
-        e.1.bytes += bytes;
-        e.1.inodes += 1;
+        let need = &mut self.needs.get_mut(&dev).expect("noted with its device").1;
+        need.bytes += bytes;
+        need.inodes += 1;
+    }
+
+    /// The device of a plan directory: that of the directory itself if it
+    /// exists, else of the nearest ancestor that does (what the plan
+    /// creates lands there). One `stat` per existing directory.
+    fn device(&mut self, plan: &InstallPlan, dir: u32) -> Option<u64> {
+        let mut missing = Vec::new();
+        let mut cur = dir;
+        let dev = loop {
+            if let Some(d) = self.devices.get(&cur) {
+                break *d;
+            }
+            if plan.kind(cur) == DKind::Existing {
+                let path = plan.path(cur);
+                let dev = std::fs::metadata(&path).ok().map(|m| m.dev());
+                if let Some(d) = dev {
+                    self.needs.entry(d).or_insert((path, Need::default()));
+                }
+                self.devices.insert(cur, dev);
+                break dev;
+            }
+            missing.push(cur);
+            cur = plan.parent(cur);
+        };
+        for m in missing {
+            self.devices.insert(m, dev);
+        }
+        dev
+    }
+}
+
+/// Check every destination filesystem; `Err` names the first that is short.
+pub fn check(plan: &InstallPlan, archive: &ArchiveTree) -> Result<(), String> {
+    // One stat per file to copy, which on a tmpfs costs as much as the
+    // rest of the plan: spread over the cores like the copy itself.
+    let tallies = crate::fsutil::parallel_fold(
+        plan.len(),
+        crate::fsutil::workers(),
+        1024,
+        Tally::default,
+        |t, ids| {
+            for id in ids {
+                t.add(plan, archive, id as u32);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        },
+    )
+    .unwrap_or_else(|never| match never {});
+    let mut needs: HashMap<u64, (PathBuf, Need)> = HashMap::new();
+    for (dev, (probe, need)) in tallies.into_iter().flat_map(|t| t.needs) {
+        let e = needs.entry(dev).or_insert((probe, Need::default()));
+        e.1.bytes += need.bytes;
+        e.1.inodes += need.inodes;
     }
     for (probe, need) in needs.values() {
         let Ok(s) = nix::sys::statvfs::statvfs(probe) else {

@@ -7,12 +7,18 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
+
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::Mode;
+
+use crate::fsutil;
 
 /// One small file to write, everything about it decided.
 pub struct Job {
@@ -123,8 +129,11 @@ fn work(rx: &Mutex<Receiver<Vec<Job>>>, state: &(Mutex<State>, Condvar)) {
             .failed
             .is_some();
         if !skip {
+            // Per batch: once handed over, its directories stay as they are
+            // until the pool is drained (see the module's doc).
+            let mut dir = None;
             for job in jobs {
-                if let Err(error) = write(&job) {
+                if let Err(error) = write(&job, &mut dir) {
                     failed = Some(Failed {
                         rel: job.rel,
                         error,
@@ -144,7 +153,7 @@ fn work(rx: &Mutex<Receiver<Vec<Job>>>, state: &(Mutex<State>, Condvar)) {
     }
 }
 
-fn create(full: &std::path::Path, mode: u32) -> io::Result<File> {
+fn create(full: &Path, mode: u32) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -153,10 +162,35 @@ fn create(full: &std::path::Path, mode: u32) -> io::Result<File> {
         .open(full)
 }
 
+/// Create `full` by name in a handle on its directory, kept from the
+/// previous file of the batch: a batch is consecutive archive entries,
+/// mostly of one directory, and this spares the kernel walking the whole
+/// path for each file (path walking was 8 % of a 50,000-file deployment's
+/// profile, most of it here).
+fn create_in(dir: &mut Option<(PathBuf, File)>, full: &Path, mode: u32) -> io::Result<File> {
+    let (Some(parent), Some(name)) = (full.parent(), full.file_name()) else {
+        return create(full, mode);
+    };
+    let handle = match dir {
+        Some((p, f)) if p.as_path() == parent => f,
+        _ => {
+            &dir.insert((parent.to_path_buf(), fsutil::open_dir(parent)?))
+                .1
+        }
+    };
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(handle.as_fd(), name, flags, Mode::from_bits_truncate(mode))?;
+    Ok(File::from(fd))
+}
+
 /// Create, fill and finish one file, as `SafeWriter::file` does.
-fn write(job: &Job) -> Result<(), Result<io::Error, &'static str>> {
+fn write(
+    job: &Job,
+    dir: &mut Option<(PathBuf, File)>,
+) -> Result<(), Result<io::Error, &'static str>> {
     let first = if job.exact { job.mode } else { 0o600 };
-    let mut f = match create(&job.full, first) {
+    let mut f = match create_in(dir, &job.full, first) {
         Ok(f) => f,
         // An earlier entry of the same name, written already: a later
         // entry replaces a file or a link, never a directory.
