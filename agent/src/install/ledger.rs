@@ -252,7 +252,7 @@ impl Writer {
             .mode(0o644)
             .open(path)?;
         Ok(Writer {
-            out: BufWriter::with_capacity(256 * 1024, f),
+            out: BufWriter::with_capacity(RECORD_BUFFER, f),
         })
     }
 
@@ -333,6 +333,10 @@ pub fn forget(path: &Path, gone: &[PathBuf]) -> io::Result<()> {
 }
 
 /// Streams `install.json`: `{"instructions":[{"type":"copy",...},...]}`.
+/// The records' write buffer: their lines go out in writes of this size
+/// (64 kB: as fast as larger ones, and a quarter of the memory).
+const RECORD_BUFFER: usize = 64 * 1024;
+
 pub struct InstructionsWriter {
     out: BufWriter<File>,
     first: bool,
@@ -349,7 +353,7 @@ impl InstructionsWriter {
             .truncate(true)
             .mode(0o644)
             .open(&tmp)?;
-        let mut out = BufWriter::with_capacity(256 * 1024, f);
+        let mut out = BufWriter::with_capacity(RECORD_BUFFER, f);
         out.write_all(b"{\"instructions\":[")?;
         Ok(InstructionsWriter {
             out,

@@ -6,7 +6,8 @@
 //! 2. plan against the host as it will be once the previous files are gone,
 //!    and resolve every user and group named; any error stops here;
 //! 3. remove the previous files;
-//! 4. plan again against the real host and apply the plan (see `apply`).
+//! 4. plan again against the real host (if step 3 removed anything) and
+//!    apply the plan (see `apply`).
 
 pub mod acl;
 pub mod apply;
@@ -135,8 +136,11 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
     let ahead =
         plan::plan(req.spec, &archive, req.behavior, &req.cwd, &mut probe).map_err(plan_err)?;
     space::check(&ahead, &archive).map_err(InstallError::Space)?;
-    drop(ahead);
     drop(going);
+    // With no previous revision nothing is removed before the copy, so the
+    // host the plan saw is the host it is applied to: no second plan (and
+    // no second probe of every destination path).
+    let ahead = previous.is_none().then_some(ahead);
     let ids = resolve_ids(req.spec, req.appspec_file)?;
     let selinux_on = selinux::enabled();
 
@@ -158,6 +162,7 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
     let replaced = replace(
         req,
         &archive,
+        ahead,
         previous,
         &ids,
         Workers {
@@ -217,9 +222,10 @@ struct Workers {
 /// then, and apply. Returns the record writers to finish; an error here is
 /// undone by the caller (the previous revision is put back).
 #[allow(clippy::too_many_arguments)]
-fn replace(
-    req: &Request,
-    archive: &ArchiveTree,
+fn replace<'a>(
+    req: &'a Request,
+    archive: &'a ArchiveTree,
+    planned: Option<plan::InstallPlan<'a>>,
     previous: Option<Vec<ledger::Entry>>,
     ids: &Ids,
     w: Workers,
@@ -254,8 +260,11 @@ fn replace(
         file: req.appspec_file.to_string(),
         errors,
     };
-    let plan =
-        plan::plan(req.spec, archive, req.behavior, &req.cwd, &mut probe_host).map_err(plan_err)?;
+    let plan = match planned {
+        Some(p) => p,
+        None => plan::plan(req.spec, archive, req.behavior, &req.cwd, &mut probe_host)
+            .map_err(plan_err)?,
+    };
     outcome.counts = plan.counts();
     fs::create_dir_all(req.layout.instructions_dir())
         .map_err(io_err("cannot create deployment-instructions"))?;

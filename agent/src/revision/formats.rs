@@ -104,7 +104,10 @@ impl Read for ChunkReader {
     }
 }
 
-const CHUNK: usize = 256 * 1024;
+/// Read and inflate in pieces of this size. Small enough that the chunks in
+/// flight (below) are a few hundred kB, large enough that handing them over
+/// costs nothing measurable.
+const CHUNK: usize = 64 * 1024;
 
 pub fn untar(
     bundle: &Path,

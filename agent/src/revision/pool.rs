@@ -54,7 +54,7 @@ pub struct Pool {
 /// Batches waiting for a writer. A batch holds at most `BATCH_FILES` files
 /// or `BATCH_BYTES` of content (handing files over one by one costs more in
 /// locking than writing them), so this bounds the memory they hold.
-const QUEUE: usize = 8;
+const QUEUE: usize = 4;
 pub const BATCH_FILES: usize = 64;
 pub const BATCH_BYTES: u64 = 256 << 10;
 

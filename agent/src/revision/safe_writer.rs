@@ -14,6 +14,7 @@
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
+use std::hash::BuildHasher;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -104,11 +105,13 @@ pub struct SafeWriter {
     /// Bytes really written (holes excluded) since free space was checked.
     unchecked: u64,
     /// Writers for small files (none on one core), and the names handed
-    /// to them since they were last waited for.
+    /// to them since they were last waited for, as hashes: a collision only
+    /// waits for the pool when it need not (4096 names in 32 kB, not 300).
     pool: Option<Pool>,
     batch: Vec<pool::Job>,
     batch_bytes: u64,
-    inflight: HashSet<PathBuf>,
+    inflight: HashSet<u64>,
+    inflight_keys: std::hash::RandomState,
     /// Who owns a file this process creates here without a chown.
     default_owner: Option<(u32, u32)>,
 }
@@ -152,6 +155,7 @@ impl SafeWriter {
             batch: Vec::new(),
             batch_bytes: 0,
             inflight: HashSet::new(),
+            inflight_keys: std::hash::RandomState::new(),
             default_owner,
         }
     }
@@ -159,7 +163,7 @@ impl SafeWriter {
     /// Wait for the pool if it may still be writing `rel`, so what follows
     /// sees the archive's earlier entries as a serial unpack would.
     fn settle(&mut self, rel: &Path) -> Result<(), WriteError> {
-        if self.inflight.contains(rel) {
+        if self.inflight.contains(&self.inflight_keys.hash_one(rel)) {
             self.drain()?;
         }
         Ok(())
@@ -488,7 +492,7 @@ impl SafeWriter {
         if self.batch.len() >= pool::BATCH_FILES || self.batch_bytes >= pool::BATCH_BYTES {
             self.flush_batch()?;
         }
-        self.inflight.insert(rel.to_path_buf());
+        self.inflight.insert(self.inflight_keys.hash_one(rel));
         self.stats.files += 1;
         self.stats.bytes += n;
         self.check_space(rel, n)?;
