@@ -332,11 +332,11 @@ pub fn forget(path: &Path, gone: &[PathBuf]) -> io::Result<()> {
     })
 }
 
-/// Streams `install.json`: `{"instructions":[{"type":"copy",...},...]}`.
 /// The records' write buffer: their lines go out in writes of this size
 /// (64 kB: as fast as larger ones, and a quarter of the memory).
 const RECORD_BUFFER: usize = 64 * 1024;
 
+/// Streams `install.json`: `{"instructions":[{"type":"copy",...},...]}`.
 pub struct InstructionsWriter {
     out: BufWriter<File>,
     first: bool,

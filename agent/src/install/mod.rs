@@ -137,10 +137,13 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
         plan::plan(req.spec, &archive, req.behavior, &req.cwd, &mut probe).map_err(plan_err)?;
     space::check(&ahead, &archive).map_err(InstallError::Space)?;
     drop(going);
-    // With no previous revision nothing is removed before the copy, so the
-    // host the plan saw is the host it is applied to: no second plan (and
-    // no second probe of every destination path).
-    let ahead = previous.is_none().then_some(ahead);
+    // With nothing listed by a previous revision nothing is removed before
+    // the copy, so the host the plan saw is the host it is applied to: no
+    // second plan (and no second probe of every destination path).
+    let ahead = previous
+        .as_deref()
+        .is_none_or(<[_]>::is_empty)
+        .then_some(ahead);
     let ids = resolve_ids(req.spec, req.appspec_file)?;
     let selinux_on = selinux::enabled();
 

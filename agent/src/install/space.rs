@@ -56,7 +56,7 @@ fn human(b: u64) -> String {
 fn size_of(archive: &ArchiveTree, src: u32, dir: &mut Option<(u32, std::fs::File)>) -> u64 {
     let parent = archive.parent(src);
     if dir.as_ref().map(|d| d.0) != Some(parent) {
-        *dir = std::fs::File::open(archive.full_path(parent))
+        *dir = crate::fsutil::open_dir(&archive.full_path(parent))
             .ok()
             .map(|f| (parent, f));
     }
