@@ -101,6 +101,13 @@ impl Layout {
         self.instructions_dir().join(format!("{group}-cleanup"))
     }
 
+    /// The previous cleanup file while an install runs (ours only: it goes
+    /// when the install ends, and the official agent never looks at it).
+    pub fn previous_cleanup_file(&self, group: &str) -> PathBuf {
+        self.instructions_dir()
+            .join(format!("{group}-cleanup.previous"))
+    }
+
     pub fn install_json(&self, group: &str) -> PathBuf {
         self.instructions_dir()
             .join(format!("{group}-install.json"))
@@ -152,6 +159,7 @@ impl Layout {
             pid.bytes().all(|b| b.is_ascii_digit())
                 && !pid.is_empty()
                 && (head == format!("{group}-install.json")
+                    || head == format!(".{group}-cleanup")
                     || head
                         .strip_prefix('.')
                         .is_some_and(|h| h.strip_prefix(group).is_some_and(|r| r.starts_with('_'))))
@@ -163,6 +171,13 @@ impl Layout {
                     removed += 1;
                 }
             }
+        }
+        // An install that crashed kept the previous cleanup file; the
+        // current one lists all there is to remove.
+        let previous = self.previous_cleanup_file(group);
+        if fs::symlink_metadata(&previous).is_ok() {
+            fs::remove_file(&previous)?;
+            removed += 1;
         }
         if let Ok(rd) = fs::read_dir(self.group_dir(group)) {
             for e in rd.flatten() {
@@ -352,14 +367,18 @@ mod tests {
         for n in [
             "g1-install.json.tmp-123",
             ".g1_last_successful_install.tmp-77",
+            ".g1-cleanup.tmp-8",
+            "g1-cleanup.previous",
             "g1-install.json",
+            "g1-cleanup",
             ".g1.lock",
             "g10-install.json.tmp-5",
             ".g2_most_recent_install.tmp-9",
+            "g2-cleanup.previous",
         ] {
             fs::write(ins.join(n), "x").unwrap();
         }
-        assert_eq!(l.sweep_leftovers("g1").unwrap(), 3);
+        assert_eq!(l.sweep_leftovers("g1").unwrap(), 5);
         let mut left: Vec<String> = fs::read_dir(&ins)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -370,8 +389,10 @@ mod tests {
             [
                 ".g1.lock",
                 ".g2_most_recent_install.tmp-9",
+                "g1-cleanup",
                 "g1-install.json",
-                "g10-install.json.tmp-5"
+                "g10-install.json.tmp-5",
+                "g2-cleanup.previous"
             ]
         );
         assert!(!staging_dir(&dep).exists() && archive_dir(&dep).exists());

@@ -167,6 +167,10 @@ fn a_failure_midway_puts_the_previous_revision_back() {
         !host.path(".codedeploy-previous").exists(),
         "no backup is left"
     );
+    assert!(
+        !host.instructions("web-cleanup.previous").exists(),
+        "nor the previous cleanup file's second name"
+    );
     drop(_lock);
     // The next good revision replaces v1 cleanly.
     let v3 = revision(&host, "v3", &dest, &[("index.html", 2000)]);

@@ -163,6 +163,12 @@ fn second_deployment_removes_the_first_ones_files() {
     let n = dest.join("new.txt").display().to_string();
     assert_eq!(lines, vec![a.as_str(), n.as_str()], "{cleanup}");
     assert!(cleanup.ends_with('\n'));
+    assert!(
+        !host
+            .instructions("default-local-deployment-group-cleanup.previous")
+            .exists(),
+        "the previous cleanup file went with the install"
+    );
     // The pointer files name the deployment directory, without a newline.
     let last = fs::read_to_string(
         host.instructions("default-local-deployment-group_last_successful_install"),

@@ -14,13 +14,14 @@
 //! made, so a crash at any point leaves nothing the next deployment does not
 //! remove.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::ledger::{self, Entry};
+use super::ledger;
+use super::listed::{Listed, ROOT};
 use crate::fsutil;
 
 /// Backup directories are named so (one per directory that stays).
@@ -54,21 +55,6 @@ impl Kept {
             .chain(self.trees.iter().map(|(_, b)| b.as_path()))
     }
 
-    /// Drop from `entries` the paths that moved aside with a directory:
-    /// the cleanup has nothing left to remove there. Returns how many.
-    pub fn drop_moved(&self, entries: &mut Vec<Entry>) -> usize {
-        if self.trees.is_empty() {
-            return 0;
-        }
-        let roots: HashSet<&Path> = self.trees.iter().map(|(t, _)| t.as_path()).collect();
-        let before = entries.len();
-        entries.retain(|e| match e {
-            Entry::Path(p) => !p.ancestors().any(|a| roots.contains(a)),
-            Entry::Context(_) => true,
-        });
-        before - entries.len()
-    }
-
     /// The install succeeded: drop the backups.
     pub fn release(self) {
         for b in &self.backups {
@@ -79,8 +65,8 @@ impl Kept {
     }
 
     /// The install failed: put the previous revision back, and its cleanup
-    /// file (`previous`, as it was read).
-    pub fn restore(self, cleanup_path: &Path, previous: &[u8]) -> io::Result<usize> {
+    /// file as it was read.
+    pub fn restore(self, previous: &ledger::Previous) -> io::Result<usize> {
         let mut dirs: Vec<&Dir> = self.dirs.iter().collect();
         dirs.sort_by_key(|d| d.path.components().count());
         for d in dirs {
@@ -108,7 +94,7 @@ impl Kept {
         for b in &self.backups {
             let _ = fsutil::remove_tree(b);
         }
-        fsutil::write_atomic(cleanup_path, previous, 0o644, fsutil::Durability::Atomic)?;
+        previous.restore()?;
         Ok(restored)
     }
 }
@@ -118,63 +104,64 @@ impl Kept {
 /// whole: nothing of anyone else's is inside, so it can move aside in one
 /// rename. Each candidate is listed once, on every core (that is most of
 /// the time of keeping a large tree); then the verdicts go deepest first.
-fn whole_dirs<'a>(listed: &ledger::PathSet<'_, 'a>) -> HashSet<&'a Path> {
+fn whole_dirs(listed: &mut Listed) {
     // Only a parent of another listed path can be a whole directory (an
     // empty one is kept the other way), so only those are looked at.
-    let parents: HashSet<&Path> = listed
-        .iter()
-        .filter_map(|p| p.parent())
-        .filter(|p| listed.contains(p))
+    let mut dirs: Vec<u32> = listed
+        .listed()
+        .filter(|&i| listed.is_listed_dir(i))
         .collect();
-    let mut dirs: Vec<&'a Path> = parents.into_iter().filter_map(|p| listed.get(p)).collect();
-    dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    dirs.sort_by_cached_key(|&d| std::cmp::Reverse(listed.depth(d)));
+    let view: &Listed = listed;
     let looked =
         fsutil::parallel_fold(dirs.len(), fsutil::workers(), 64, Vec::new, |out, range| {
-            out.extend(range.map(|i| (i, look_inside(dirs[i], listed))));
+            out.extend(range.map(|i| (i, look_inside(view, dirs[i]))));
             Ok::<(), std::convert::Infallible>(())
         })
         .unwrap_or_else(|never| match never {});
-    let mut inside: Vec<Option<Inside<'a>>> = (0..dirs.len()).map(|_| None).collect();
+    let mut inside: Vec<Option<Inside>> = (0..dirs.len()).map(|_| None).collect();
     for (i, v) in looked.into_iter().flatten() {
         inside[i] = v;
     }
-    let devs: std::collections::HashMap<&Path, u64> = dirs
+    let devs: HashMap<u32, u64> = dirs
         .iter()
         .zip(&inside)
         .filter_map(|(d, v)| Some((*d, v.as_ref()?.dev)))
         .collect();
-    let mut whole: HashSet<&Path> = HashSet::new();
-    for (d, v) in dirs.iter().zip(&inside) {
+    for (&d, v) in dirs.iter().zip(&inside) {
         let Some(v) = v else { continue };
         // A directory inside: whole itself (decided deeper first), and not
         // a mount point.
         let all_whole = v
             .subdirs
             .iter()
-            .all(|c| devs.get(c) == Some(&v.dev) && whole.contains(c));
+            .all(|c| devs.get(c) == Some(&v.dev) && listed.is_whole(*c));
         if all_whole {
-            whole.insert(d);
+            listed.set_whole(d);
         }
     }
-    whole
 }
 
 /// A candidate directory whose every entry is listed: its device, and its
 /// subdirectories.
-struct Inside<'a> {
+struct Inside {
     dev: u64,
-    subdirs: Vec<&'a Path>,
+    subdirs: Vec<u32>,
 }
 
 /// `None` when `d` is not a real directory or holds anything not listed.
-fn look_inside<'a>(d: &Path, listed: &ledger::PathSet<'_, 'a>) -> Option<Inside<'a>> {
-    let m = fs::symlink_metadata(d).ok().filter(|m| m.is_dir())?;
+fn look_inside(listed: &Listed, d: u32) -> Option<Inside> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = listed.path(d);
+    let m = fs::symlink_metadata(&path).ok().filter(|m| m.is_dir())?;
     let mut subdirs = Vec::new();
-    for e in fs::read_dir(d).ok()? {
+    for e in fs::read_dir(&path).ok()? {
         let e = e.ok()?;
-        let listed_child = listed.get(&e.path())?;
+        let child = listed
+            .child(d, e.file_name().as_bytes())
+            .filter(|&c| listed.is_listed(c))?;
         if e.file_type().ok()?.is_dir() {
-            subdirs.push(listed_child);
+            subdirs.push(child);
         }
     }
     Some(Inside {
@@ -217,40 +204,50 @@ fn move_back(backup: &Path, orig: &Path) -> usize {
     n
 }
 
-/// Keep the previous revision that `entries` (the cleanup file, `raw`)
-/// lists. The backups are appended to the cleanup file before they exist.
-pub fn keep(entries: &[Entry], cleanup_path: &Path) -> io::Result<Kept> {
-    let listed = ledger::PathSet::new(entries);
-    let whole = whole_dirs(&listed);
-    let mut plan: BTreeMap<PathBuf, (Vec<PathBuf>, Vec<PathBuf>)> = BTreeMap::new();
+/// What goes into one backup directory: files to link, and directories
+/// (with their nodes) to move whole.
+type Backup = (Vec<PathBuf>, Vec<(u32, PathBuf)>);
+
+/// Keep the previous revision that `listed` (the cleanup file) lists, and
+/// mark in it what moved aside whole. The backups are appended to the
+/// cleanup file before they exist.
+pub fn keep(listed: &mut Listed, cleanup_path: &Path) -> io::Result<Kept> {
+    whole_dirs(listed);
+    let mut plan: BTreeMap<PathBuf, Backup> = BTreeMap::new();
     let mut dirs = Vec::new();
-    for p in listed.iter() {
-        let parent_whole = p.parent().is_some_and(|a| whole.contains(a));
-        if parent_whole {
+    for id in listed.listed() {
+        if listed.is_whole(listed.parent(id)) {
             continue; // moves with its directory
         }
         // The nearest ancestor that is not ours stays through the cleanup.
-        let Some(anchor) = p.ancestors().skip(1).find(|a| !listed.contains(a)) else {
-            continue;
-        };
-        let slot = plan.entry(anchor.join(BACKUP)).or_default();
-        if whole.contains(p) {
-            slot.1.push(p.to_path_buf());
+        // A path whose every ancestor is listed (`/` itself, or a relative
+        // path, which no install writes) is not kept.
+        let mut anchor = listed.parent(id);
+        while anchor != ROOT && listed.is_listed(anchor) {
+            anchor = listed.parent(anchor);
+        }
+        if anchor == ROOT {
             continue;
         }
-        let Ok(m) = fs::symlink_metadata(p) else {
+        let slot = plan.entry(listed.path(anchor).join(BACKUP)).or_default();
+        let p = listed.path(id);
+        if listed.is_whole(id) {
+            slot.1.push((id, p));
+            continue;
+        }
+        let Ok(m) = fs::symlink_metadata(&p) else {
             continue;
         };
         if m.is_dir() {
             dirs.push(Dir {
-                path: p.to_path_buf(),
+                path: p,
                 mode: m.mode() & 0o7777,
                 uid: m.uid(),
                 gid: m.gid(),
             });
             continue;
         }
-        slot.0.push(p.to_path_buf());
+        slot.0.push(p);
     }
     let mut kept = Kept {
         links: Vec::new(),
@@ -283,10 +280,13 @@ pub fn keep(entries: &[Entry], cleanup_path: &Path) -> io::Result<Kept> {
                 }
             }
         }
-        for (i, t) in trees.into_iter().enumerate() {
+        for (i, (id, t)) in trees.into_iter().enumerate() {
             let b = backup.join(tree_name(i));
             match fs::rename(&t, &b) {
-                Ok(()) => kept.trees.push((t, b)),
+                Ok(()) => {
+                    listed.set_moved(id);
+                    kept.trees.push((t, b));
+                }
                 Err(e) => {
                     tracing::warn!(path = %t.display(), error = %e, "cannot keep a directory of the previous revision")
                 }
@@ -364,17 +364,26 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let cleanup = d.path().join("cleanup");
         let raw = previous(d.path());
-        let mut entries = ledger::parse(&raw);
+        let mut listed = Listed::parse(&raw);
         fs::write(&cleanup, &raw).unwrap();
-        let kept = keep(&entries, &cleanup).unwrap();
+        let kept = keep(&mut listed, &cleanup).unwrap();
         assert_eq!(kept.trees.len(), 1, "app moved in one rename");
         assert!(!d.path().join("app").exists());
         assert_eq!(kept.links.len(), 1, "www/index.html linked");
-        assert_eq!(kept.drop_moved(&mut entries), 6);
-        assert_eq!(entries.len(), 2, "www and its file; nothing of app");
-        ledger::replay(&entries, 2).unwrap();
+        let rep = ledger::replay(&listed, 2).unwrap();
+        assert_eq!(rep.moved, 6, "app and all below went with it");
+        assert_eq!(rep.removed, 1, "www/index.html; www holds a file not ours");
         assert!(d.path().join("www/operator.conf").exists());
-        kept.restore(&cleanup, &raw).unwrap();
+        // The install starts its cleanup file, then fails: the previous
+        // one comes back from the disk, as it was read.
+        let aside = d.path().join("cleanup.previous");
+        let prev = ledger::Previous::new(&cleanup, &aside, listed.bytes());
+        let mut w = prev.start_new(kept.listed()).unwrap();
+        w.path(Path::new("/srv/new/file")).unwrap();
+        w.finish().unwrap();
+        assert!(fs::read(&cleanup).unwrap().ends_with(b"/srv/new/file\n"));
+        kept.restore(&prev).unwrap();
+        assert!(!aside.exists());
         assert_eq!(
             fs::read(d.path().join("app/lib/x/c.js")).unwrap(),
             b"app/lib/x/c.js"
@@ -392,12 +401,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let cleanup = d.path().join("cleanup");
         let raw = previous(d.path());
-        let entries = ledger::parse(&raw);
         fs::write(&cleanup, &raw).unwrap();
-        let kept = keep(&entries, &cleanup).unwrap();
+        let kept = keep(&mut Listed::parse(&raw), &cleanup).unwrap();
         std::mem::forget(kept); // the process dies here
         let after = fs::read(&cleanup).unwrap();
-        ledger::replay(&ledger::parse(&after), 2).unwrap();
+        ledger::replay(&Listed::parse(&after), 2).unwrap();
         let left: Vec<_> = fs::read_dir(d.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -409,6 +417,31 @@ mod tests {
             ["cleanup", "www"],
             "backups and the moved tree are gone"
         );
+        assert!(d.path().join("www/operator.conf").exists());
+    }
+
+    #[test]
+    fn a_crash_after_the_new_cleanup_file_started_leaves_nothing_behind_either() {
+        let d = tempfile::tempdir().unwrap();
+        let cleanup = d.path().join("cleanup");
+        let raw = previous(d.path());
+        fs::write(&cleanup, &raw).unwrap();
+        let mut listed = Listed::parse(&raw);
+        let kept = keep(&mut listed, &cleanup).unwrap();
+        ledger::replay(&listed, 2).unwrap();
+        let aside = d.path().join("cleanup.previous");
+        let prev = ledger::Previous::new(&cleanup, &aside, listed.bytes());
+        let w = prev.start_new(kept.listed()).unwrap();
+        std::mem::forget((kept, w)); // the process dies here
+        fs::remove_file(&aside).unwrap(); // as the next command's sweep does
+        let after = fs::read(&cleanup).unwrap();
+        ledger::replay(&Listed::parse(&after), 2).unwrap();
+        let mut left: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["cleanup", "www"], "the backups are listed, and gone");
         assert!(d.path().join("www/operator.conf").exists());
     }
 
@@ -433,17 +466,15 @@ mod tests {
             }
         }
         fs::write(app.join("d077/sub/operator.conf"), "theirs").unwrap();
-        let entries = ledger::parse(&raw);
-        let whole = whole_dirs(&ledger::PathSet::new(&entries));
+        let mut listed = Listed::parse(&raw);
+        whole_dirs(&mut listed);
+        let whole = |p: &Path| listed.find(p).is_some_and(|i| listed.is_whole(i));
         for p in [app.clone(), app.join("d077"), app.join("d077/sub")] {
-            assert!(
-                !whole.contains(p.as_path()),
-                "{} holds a file not ours",
-                p.display()
-            );
+            assert!(!whole(&p), "{} holds a file not ours", p.display());
         }
-        assert!(whole.contains(app.join("d000").as_path()));
-        assert!(whole.contains(app.join("d149/sub").as_path()));
-        assert_eq!(whole.len(), 149 * 2);
+        assert!(whole(&app.join("d000")));
+        assert!(whole(&app.join("d149/sub")));
+        let count = listed.ids().filter(|&i| listed.is_whole(i)).count();
+        assert_eq!(count, 149 * 2);
     }
 }

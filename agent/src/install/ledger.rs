@@ -8,7 +8,6 @@
 //! ignored, as the official agent does.
 
 use std::collections::HashSet;
-use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -18,106 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::keep;
+use super::listed::Listed;
 use crate::fsutil;
-
-/// One line of a cleanup file, borrowed from the file's bytes: a million
-/// lines cost 24 bytes each, not an allocation each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Entry<'a> {
-    Path(&'a Path),
-    Context(&'a Path),
-}
-
-impl<'a> Entry<'a> {
-    /// The path the line names, whichever kind of line it is.
-    fn path(self) -> &'a Path {
-        match self {
-            Entry::Path(p) | Entry::Context(p) => p,
-        }
-    }
-}
-
-/// Parse a cleanup file's bytes.
-pub fn parse(bytes: &[u8]) -> Vec<Entry<'_>> {
-    if bytes.is_empty() {
-        return Vec::new();
-    }
-    let complete = match bytes.iter().rposition(|b| *b == b'\n') {
-        Some(i) => &bytes[..=i],
-        None => return Vec::new(),
-    };
-    // Counted first, so a million lines are not grown by doubling.
-    let mut entries = Vec::with_capacity(complete.iter().filter(|b| **b == b'\n').count());
-    entries.extend(
-        complete
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|line| match line.strip_prefix(b"semanage\0") {
-                Some(p) => Entry::Context(Path::new(OsStr::from_bytes(p))),
-                None => Entry::Path(Path::new(OsStr::from_bytes(line))),
-            }),
-    );
-    entries
-}
-
-/// The paths of a cleanup file's lines as a set: an index into the lines
-/// and a control byte per path (5 bytes, where a `HashSet<&Path>` takes 17),
-/// so a million-line file costs a 10 MB set rather than 36. Paths compare
-/// as `Path`s (`/a/b/` is `/a/b`), as they did in a `HashSet<&Path>`.
-pub struct PathSet<'e, 'a> {
-    entries: &'e [Entry<'a>],
-    table: hashbrown::HashTable<u32>,
-    state: std::hash::RandomState,
-}
-
-impl<'e, 'a> PathSet<'e, 'a> {
-    pub fn new(entries: &'e [Entry<'a>]) -> PathSet<'e, 'a> {
-        use std::hash::BuildHasher;
-        let state = std::hash::RandomState::new();
-        let paths = entries
-            .iter()
-            .filter(|e| matches!(e, Entry::Path(_)))
-            .count();
-        let mut table = hashbrown::HashTable::with_capacity(paths);
-        let path = |i: u32| entries[i as usize].path();
-        for (i, e) in entries.iter().enumerate() {
-            let Entry::Path(p) = *e else { continue };
-            let h = state.hash_one(p);
-            if let hashbrown::hash_table::Entry::Vacant(v) =
-                table.entry(h, |&j| path(j) == p, |&j| state.hash_one(path(j)))
-            {
-                v.insert(i as u32);
-            }
-        }
-        PathSet {
-            entries,
-            table,
-            state,
-        }
-    }
-
-    fn path(&self, i: u32) -> &'a Path {
-        self.entries[i as usize].path()
-    }
-
-    /// The listed path equal to `p`.
-    pub fn get(&self, p: &Path) -> Option<&'a Path> {
-        use std::hash::BuildHasher;
-        let h = self.state.hash_one(p);
-        self.table
-            .find(h, |&j| self.path(j) == p)
-            .map(|&j| self.path(j))
-    }
-
-    pub fn contains(&self, p: &Path) -> bool {
-        self.get(p).is_some()
-    }
-
-    /// Each listed path once, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &'a Path> + '_ {
-        self.table.iter().map(|&j| self.path(j))
-    }
-}
 
 #[derive(Debug, Default)]
 pub struct ReplayReport {
@@ -129,63 +30,49 @@ pub struct ReplayReport {
     /// following it could delete files elsewhere, so they are left.
     pub unsafe_skipped: Vec<PathBuf>,
     pub contexts: Vec<PathBuf>,
+    /// Listed paths that went with a directory `keep` moved aside.
+    pub moved: usize,
 }
 
-/// Remove what a previous install created. Only listed paths are touched,
-/// and never through a directory of the list that was swapped for a symlink.
-pub fn replay(entries: &[Entry], threads: usize) -> io::Result<ReplayReport> {
-    let mut report = ReplayReport::default();
-    let paths: Vec<&Path> = entries
-        .iter()
-        .filter_map(|e| match e {
-            Entry::Path(p) => Some(*p),
-            Entry::Context(c) => {
-                report.contexts.push(c.to_path_buf());
-                None
+/// Remove what a previous install created, but what `keep` moved aside.
+/// Only listed paths are touched, and never through a directory of the list
+/// that was swapped for a symlink.
+pub fn replay(listed: &Listed, threads: usize) -> io::Result<ReplayReport> {
+    let mut report = ReplayReport {
+        contexts: listed.contexts().to_vec(),
+        ..ReplayReport::default()
+    };
+    let mut below = vec![Below::Nothing; listed.ids().end as usize];
+    let mut go: Vec<u32> = Vec::with_capacity(listed.paths());
+    for id in listed.ids() {
+        let own = match below[listed.parent(id) as usize] {
+            Below::Moved => Below::Moved,
+            Below::Swapped | Below::Unsafe => Below::Unsafe,
+            Below::Nothing if listed.is_moved(id) => Below::Moved,
+            Below::Nothing if listed.is_listed_dir(id) && is_symlink(&listed.path(id)) => {
+                Below::Swapped
             }
-        })
-        .collect();
-    let listed: HashSet<&Path> = paths.iter().copied().collect();
-    // A listed path that is the parent of another listed path was a
-    // directory we created; if it is a symlink now, do not go below it.
-    let mut ledger_dirs: HashSet<&Path> = HashSet::new();
-    for p in &paths {
-        if let Some(parent) = p.parent() {
-            if listed.contains(parent) {
-                ledger_dirs.insert(parent);
-            }
+            Below::Nothing => Below::Nothing,
+        };
+        below[id as usize] = own;
+        if !listed.is_listed(id) {
+            continue;
+        }
+        match own {
+            Below::Moved => report.moved += 1,
+            Below::Unsafe => report.unsafe_skipped.push(listed.path(id)),
+            // A swapped directory is a symlink of ours now: it goes.
+            Below::Nothing | Below::Swapped => go.push(id),
         }
     }
-    let poisoned: HashSet<&Path> = ledger_dirs
-        .iter()
-        .copied()
-        .filter(|d| {
-            fs::symlink_metadata(d)
-                .map(|m| m.file_type().is_symlink())
-                .unwrap_or(false)
-        })
-        .collect();
-    let safe: Vec<&Path> = if poisoned.is_empty() {
-        paths.clone()
-    } else {
-        paths
-            .iter()
-            .copied()
-            .filter(|p| {
-                let below = p.ancestors().skip(1).any(|a| poisoned.contains(a));
-                if below {
-                    report.unsafe_skipped.push(p.to_path_buf());
-                }
-                !below
-            })
-            .collect()
-    };
+    drop(below);
 
     let removed = AtomicUsize::new(0);
     let missing = AtomicUsize::new(0);
-    let dirs: Mutex<Vec<&Path>> = Mutex::new(Vec::new());
-    fsutil::parallel_try(&safe, threads, 256, |p| {
-        match fs::remove_file(p) {
+    let dirs: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+    fsutil::parallel_try(&go, threads, 256, |&id| {
+        let p = listed.path(id);
+        match fs::remove_file(&p) {
             Ok(()) => {
                 removed.fetch_add(1, Ordering::Relaxed);
             }
@@ -196,7 +83,7 @@ pub fn replay(entries: &[Entry], threads: usize) -> io::Result<ReplayReport> {
                 if e.raw_os_error() == Some(libc::EISDIR)
                     || e.raw_os_error() == Some(libc::EPERM) =>
             {
-                dirs.lock().unwrap_or_else(|p| p.into_inner()).push(p);
+                dirs.lock().unwrap_or_else(|p| p.into_inner()).push(id);
             }
             Err(e) => {
                 return Err(io::Error::new(
@@ -209,8 +96,10 @@ pub fn replay(entries: &[Entry], threads: usize) -> io::Result<ReplayReport> {
     })?;
     let mut dirs = dirs.into_inner().unwrap_or_else(|p| p.into_inner());
     // Deepest first, so each directory is empty of our files when its turn comes.
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    dirs.sort_by_cached_key(|&d| std::cmp::Reverse(listed.depth(d)));
     for d in dirs {
+        let d = listed.path(d);
+        let d = d.as_path();
         match fs::remove_dir(d) {
             Ok(()) => report.removed += 1,
             Err(e) if e.kind() == io::ErrorKind::NotFound => report.missing += 1,
@@ -234,6 +123,22 @@ pub fn replay(entries: &[Entry], threads: usize) -> io::Result<ReplayReport> {
     report.removed += removed.into_inner();
     report.missing += missing.into_inner();
     Ok(report)
+}
+
+/// Where a node stands for `replay`, as seen by what is below it.
+#[derive(Clone, Copy)]
+enum Below {
+    Nothing,
+    /// Moved aside whole by `keep`, with everything below it.
+    Moved,
+    /// A directory of ours that is a symlink now.
+    Swapped,
+    /// Below a swapped directory.
+    Unsafe,
+}
+
+fn is_symlink(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
 }
 
 /// Appends the cleanup file as an install proceeds. Entries are written
@@ -295,6 +200,76 @@ impl Writer {
     /// installed (see `fsutil::Durability`).
     pub fn finish(mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+/// The previous cleanup file, kept on disk under a second name while the
+/// new one is written, so that a failed install gives it back byte for byte
+/// without holding it in memory (a million lines are 70 MB).
+pub struct Previous {
+    path: PathBuf,
+    aside: PathBuf,
+    /// Its length as read: `keep` appends to it, a rollback cuts that off.
+    len: u64,
+}
+
+impl Previous {
+    pub fn new(path: &Path, aside: &Path, len: u64) -> Previous {
+        Previous {
+            path: path.to_path_buf(),
+            aside: aside.to_path_buf(),
+            len,
+        }
+    }
+
+    /// Start the new cleanup file with `first`, the previous one staying
+    /// under its second name. At every instant the file at `path` lists all
+    /// the next cleanup must remove: the previous file (with `keep`'s
+    /// backups appended) until the rename, the new one after.
+    pub fn start_new<'p>(&self, first: impl Iterator<Item = &'p Path>) -> io::Result<Writer> {
+        remove_if_there(&self.aside)?;
+        if fs::hard_link(&self.path, &self.aside).is_err() {
+            // A filesystem without hard links: the same bytes, copied.
+            fs::copy(&self.path, &self.aside)?;
+        }
+        fsutil::write_atomic_with(&self.path, 0o644, fsutil::Durability::Atomic, |f| {
+            let mut out = BufWriter::with_capacity(RECORD_BUFFER, f);
+            for p in first {
+                out.write_all(p.as_os_str().as_bytes())?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()
+        })?;
+        Writer::append(&self.path)
+    }
+
+    /// The install failed: the previous file back, as it was read.
+    pub fn restore(&self) -> io::Result<()> {
+        let aside = fs::symlink_metadata(&self.aside).is_ok();
+        let from = if aside { &self.aside } else { &self.path };
+        OpenOptions::new()
+            .write(true)
+            .open(from)?
+            .set_len(self.len)?;
+        if aside {
+            fs::rename(&self.aside, &self.path)?;
+        }
+        Ok(())
+    }
+
+    /// The install succeeded: the previous file goes.
+    pub fn release(&self) {
+        if let Err(e) = remove_if_there(&self.aside) {
+            tracing::warn!(path = %self.aside.display(), error = %e, "cannot remove the previous cleanup file");
+        }
+    }
+}
+
+/// Remove a file that may not be there (a crashed install's leftover).
+pub fn remove_if_there(p: &Path) -> io::Result<()> {
+    match fs::remove_file(p) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -453,50 +428,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_the_official_format() {
-        let bytes = b"/srv/app\n/srv/app/a.txt\nsemanage\0/srv/app/a.txt\n/srv/app/partial";
-        assert_eq!(
-            parse(bytes),
-            vec![
-                Entry::Path(Path::new("/srv/app")),
-                Entry::Path(Path::new("/srv/app/a.txt")),
-                Entry::Context(Path::new("/srv/app/a.txt")),
-            ]
-        );
-        assert!(parse(b"").is_empty());
-        assert!(parse(b"/only/partial").is_empty());
-    }
-
-    #[test]
-    fn a_path_set_holds_each_listed_path_once_and_compares_as_paths() {
-        let bytes = b"/srv/app\n/srv/app/a\nsemanage\0/srv/ctx\n/srv/app/a\n/srv/app/b/\n";
-        let entries = parse(bytes);
-        let set = PathSet::new(&entries);
-        let mut all: Vec<&Path> = set.iter().collect();
-        all.sort();
-        assert_eq!(
-            all,
-            [
-                Path::new("/srv/app"),
-                Path::new("/srv/app/a"),
-                Path::new("/srv/app/b/")
-            ]
-        );
-        assert!(set.contains(Path::new("/srv/app/a")));
-        // As a HashSet<&Path> would: a trailing slash does not matter.
-        assert_eq!(
-            set.get(Path::new("/srv/app/b")),
-            Some(Path::new("/srv/app/b/"))
-        );
-        assert!(
-            !set.contains(Path::new("/srv/ctx")),
-            "contexts are not paths"
-        );
-        assert!(!set.contains(Path::new("/srv")));
-        assert!(PathSet::new(&[]).iter().next().is_none());
-    }
-
-    #[test]
     fn appending_ends_a_cut_short_line_and_forgetting_streams_the_rest() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("g-cleanup");
@@ -556,7 +487,7 @@ mod tests {
             .iter()
             .map(|p| format!("{}\n", r.join(p).display()))
             .collect();
-        let rep = replay(&parse(text.as_bytes()), 4).unwrap();
+        let rep = replay(&Listed::parse(text.as_bytes()), 4).unwrap();
         assert!(!r.join("app").exists());
         assert!(r.join("keep/theirs").exists());
         assert!(!r.join("keep/ours").exists());
@@ -579,7 +510,7 @@ mod tests {
             r.join("app").display(),
             r.join("app/precious").display()
         );
-        let rep = replay(&parse(text.as_bytes()), 2).unwrap();
+        let rep = replay(&Listed::parse(text.as_bytes()), 2).unwrap();
         assert_eq!(
             fs::read_to_string(outside.join("precious")).unwrap(),
             "keep me"

@@ -15,6 +15,7 @@ pub mod archive_tree;
 mod copy;
 pub mod keep;
 pub mod ledger;
+pub mod listed;
 pub mod plan;
 pub mod selinux;
 pub mod space;
@@ -31,6 +32,7 @@ use crate::layout::Layout;
 use crate::users;
 use apply::{Applier, ApplyReport, Ids};
 use archive_tree::ArchiveTree;
+use listed::Listed;
 use plan::{Counts, Existing, PlanError};
 
 #[derive(Debug, thiserror::Error)]
@@ -111,12 +113,8 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
     let archive = ArchiveTree::walk(req.archive_dir)
         .map_err(io_err(format!("cannot list {}", req.archive_dir.display())))?;
     let cleanup_path = req.layout.cleanup_file(req.group);
-    let raw = match fs::read(&cleanup_path) {
-        Ok(b) => Some(b),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_err(format!("cannot read {}", cleanup_path.display()))(e)),
-    };
-    let previous = raw.as_deref().map(ledger::parse);
+    let previous = Listed::read(&cleanup_path)
+        .map_err(io_err(format!("cannot read {}", cleanup_path.display())))?;
     let threads = crate::fsutil::workers();
     let plan_err = |errors| InstallError::Plan {
         file: req.appspec_file.to_string(),
@@ -125,24 +123,20 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
 
     // 2. Check everything before touching anything: the plan against the
     // host as it will be, and room for the new files beside the old ones.
-    let going = ledger::PathSet::new(previous.as_deref().unwrap_or_default());
-    let mut probe = |p: &Path| {
-        if going.contains(p) {
-            Existing::Ledger
-        } else {
-            probe_host(p)
-        }
+    let mut finder = listed::Finder::default();
+    let mut probe = |p: &Path| match &previous {
+        Some(l) if l.lists(p, &mut finder) => Existing::Ledger,
+        _ => probe_host(p),
     };
     let ahead =
         plan::plan(req.spec, &archive, req.behavior, &req.cwd, &mut probe).map_err(plan_err)?;
     space::check(&ahead, &archive).map_err(InstallError::Space)?;
-    drop(going);
     // With nothing listed by a previous revision nothing is removed before
     // the copy, so the host the plan saw is the host it is applied to: no
     // second plan (and no second probe of every destination path).
     let ahead = previous
-        .as_deref()
-        .is_none_or(<[_]>::is_empty)
+        .as_ref()
+        .is_none_or(Listed::is_empty)
         .then_some(ahead);
     let ids = resolve_ids(req.spec, req.appspec_file)?;
     let selinux_on = selinux::enabled();
@@ -150,18 +144,19 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
     // 3. Keep the previous deployment's files (hard links), then remove them.
     let mut outcome = Outcome::default();
     let t0 = Instant::now();
-    let kept = match &previous {
-        Some(entries) => Some(
-            keep::keep(entries, &cleanup_path)
+    let mut previous = previous;
+    let kept = match previous.as_mut() {
+        Some(listed) => Some(
+            keep::keep(listed, &cleanup_path)
                 .map_err(io_err("cannot keep the previous deployment's files"))?,
         ),
         _ => None,
     };
-    let mut previous = previous;
-    let moved = match (&kept, previous.as_mut()) {
-        (Some(k), Some(entries)) => k.drop_moved(entries),
-        _ => 0,
-    };
+    // The previous file stays on disk for a rollback, not in memory.
+    let previous_file = previous.as_ref().map(|l| {
+        let aside = req.layout.previous_cleanup_file(req.group);
+        ledger::Previous::new(&cleanup_path, &aside, l.bytes())
+    });
     let replaced = replace(
         req,
         &archive,
@@ -172,17 +167,16 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
             threads,
             selinux: selinux_on,
         },
-        kept.as_ref(),
+        kept.as_ref().zip(previous_file.as_ref()),
         &mut outcome,
         t0,
     );
-    outcome.previous_removed += moved;
     let (json, cleanup) = match replaced {
         Ok(w) => w,
         Err(e) => {
             // Put the previous revision back, as it was.
-            if let Some(k) = kept {
-                match k.restore(&cleanup_path, raw.as_deref().unwrap_or_default()) {
+            if let (Some(k), Some(prev)) = (kept, &previous_file) {
+                match k.restore(prev) {
                     Ok(n) => tracing::warn!(
                         restored = n,
                         "install failed; the previous revision's files are back"
@@ -195,13 +189,15 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
             return Err(e);
         }
     };
-    // Only a rollback needed the previous file's bytes.
-    drop(raw);
     let t1 = Instant::now();
     json.finish().map_err(io_err("cannot write install.json"))?;
     cleanup
         .finish()
         .map_err(io_err(format!("cannot write {}", cleanup_path.display())))?;
+    // Only a rollback needed the previous cleanup file.
+    if let Some(prev) = &previous_file {
+        prev.release();
+    }
     let mut gone = outcome.applied.temporaries.clone();
     if let Some(k) = kept {
         gone.extend(k.listed().map(Path::to_path_buf));
@@ -229,16 +225,16 @@ fn replace<'a>(
     req: &'a Request,
     archive: &'a ArchiveTree,
     planned: Option<plan::InstallPlan<'a>>,
-    previous: Option<Vec<ledger::Entry>>,
+    previous: Option<Listed>,
     ids: &Ids,
     w: Workers,
-    kept: Option<&keep::Kept>,
+    kept: Option<(&keep::Kept, &ledger::Previous)>,
     outcome: &mut Outcome,
     t0: Instant,
 ) -> Result<(ledger::InstructionsWriter, ledger::Writer), InstallError> {
     let cleanup_path = req.layout.cleanup_file(req.group);
-    if let Some(entries) = previous {
-        let rep = ledger::replay(&entries, w.threads)
+    if let Some(listed) = previous {
+        let rep = ledger::replay(&listed, w.threads)
             .map_err(io_err("cannot remove the previous deployment's files"))?;
         if w.selinux {
             for c in &rep.contexts {
@@ -251,7 +247,7 @@ fn replace<'a>(
         if !rep.kept_dirs.is_empty() {
             tracing::info!(count = rep.kept_dirs.len(), first = %rep.kept_dirs[0].display(), "kept directories that hold files not installed by CodeDeploy");
         }
-        outcome.previous_removed = rep.removed;
+        outcome.previous_removed = rep.removed + rep.moved;
         outcome.previous_unsafe_skipped = rep.unsafe_skipped.len();
         outcome.previous_kept_dirs = rep.kept_dirs;
     }
@@ -273,14 +269,12 @@ fn replace<'a>(
         .map_err(io_err("cannot create deployment-instructions"))?;
     let mut json = ledger::InstructionsWriter::create(&req.layout.install_json(req.group))
         .map_err(io_err("cannot write install.json"))?;
-    let mut cleanup = ledger::Writer::create(&cleanup_path)
-        .map_err(io_err(format!("cannot create {}", cleanup_path.display())))?;
     // The backups stay listed until they are gone, whatever happens next.
-    for p in kept.iter().flat_map(|k| k.listed()) {
-        cleanup
-            .path(p)
-            .map_err(io_err(format!("cannot write {}", cleanup_path.display())))?;
+    let mut cleanup = match kept {
+        Some((k, prev)) => prev.start_new(k.listed()),
+        None => ledger::Writer::create(&cleanup_path),
     }
+    .map_err(io_err(format!("cannot create {}", cleanup_path.display())))?;
     let applier = Applier {
         plan: &plan,
         archive,
