@@ -18,20 +18,30 @@ pub enum AKind {
     Other,
 }
 
+/// 12 bytes: where a directory's children are is kept apart, in `kids`,
+/// for the one node in twenty that is a directory.
 #[derive(Clone, Copy, Debug)]
 struct ANode {
     parent: u32,
     name_off: u32,
     name_len: u16,
     kind: AKind,
-    child_start: u32,
-    child_count: u32,
+}
+
+/// A directory's children: ids `start..start + count`, sorted by name.
+#[derive(Clone, Copy, Debug)]
+struct Kids {
+    dir: u32,
+    start: u32,
+    count: u32,
 }
 
 #[derive(Debug)]
 pub struct ArchiveTree {
     root: PathBuf,
     nodes: Vec<ANode>,
+    /// By `dir`, for every directory with children.
+    kids: Vec<Kids>,
     names: Vec<u8>,
     /// Symlink targets, by node id (symlinks are rare).
     links: Vec<(u32, Vec<u8>)>,
@@ -69,8 +79,7 @@ impl ArchiveTree {
                     t.links.push((child, target.into_os_string().into_vec()));
                 }
             }
-            t.nodes[id as usize].child_start = start;
-            t.nodes[id as usize].child_count = entries.len() as u32;
+            t.set_kids(id, start, entries.len());
             for (i, (name, kind)) in entries.iter().enumerate().rev() {
                 if *kind == AKind::Dir {
                     stack.push((start + i as u32, dir.join(OsStr::from_bytes(name))));
@@ -78,11 +87,23 @@ impl ArchiveTree {
             }
         }
         t.links.sort_unstable_by_key(|(id, _)| *id);
+        t.kids.sort_unstable_by_key(|k| k.dir);
         // Grown by doubling: give back up to half of each (a large block is
         // moved by mremap, not copied).
         t.nodes.shrink_to_fit();
         t.names.shrink_to_fit();
+        t.kids.shrink_to_fit();
         Ok(t)
+    }
+
+    fn set_kids(&mut self, dir: u32, start: u32, count: usize) {
+        if count > 0 {
+            self.kids.push(Kids {
+                dir,
+                start,
+                count: count as u32,
+            });
+        }
     }
 
     fn empty(root: &Path) -> ArchiveTree {
@@ -93,9 +114,8 @@ impl ArchiveTree {
                 name_off: 0,
                 name_len: 0,
                 kind: AKind::Dir,
-                child_start: 0,
-                child_count: 0,
             }],
+            kids: Vec::new(),
             names: Vec::new(),
             links: Vec::new(),
         }
@@ -108,8 +128,6 @@ impl ArchiveTree {
             name_off: self.names.len() as u32,
             name_len: name.len() as u16,
             kind,
-            child_start: 0,
-            child_count: 0,
         });
         self.names.extend_from_slice(name);
         id
@@ -160,8 +178,7 @@ impl ArchiveTree {
                     t.links.push((c, l.as_bytes().to_vec()));
                 }
             }
-            t.nodes[id as usize].child_start = start;
-            t.nodes[id as usize].child_count = kids.len() as u32;
+            t.set_kids(id, start, kids.len());
             for (i, (name, kind, _)) in kids.iter().enumerate() {
                 if *kind == AKind::Dir {
                     queue.push((start + i as u32, rel.join(name)));
@@ -169,6 +186,7 @@ impl ArchiveTree {
             }
         }
         t.links.sort_unstable_by_key(|(id, _)| *id);
+        t.kids.sort_unstable_by_key(|k| k.dir);
         t
     }
 
@@ -194,8 +212,13 @@ impl ArchiveTree {
     }
 
     pub fn children(&self, id: u32) -> std::ops::Range<u32> {
-        let n = &self.nodes[id as usize];
-        n.child_start..n.child_start + n.child_count
+        match self.kids.binary_search_by_key(&id, |k| k.dir) {
+            Ok(i) => {
+                let k = self.kids[i];
+                k.start..k.start + k.count
+            }
+            Err(_) => 0..0,
+        }
     }
 
     pub fn parent(&self, id: u32) -> u32 {
@@ -259,6 +282,10 @@ impl ArchiveTree {
 mod tests {
     use super::*;
 
+    fn css_of(t: &ArchiveTree) -> u32 {
+        t.lookup(Path::new("html/css")).unwrap()
+    }
+
     #[test]
     fn walk_and_lookup() {
         let d = tempfile::tempdir().unwrap();
@@ -268,6 +295,11 @@ mod tests {
         std::os::unix::fs::symlink("index.html", d.path().join("html/home.html")).unwrap();
         let t = ArchiveTree::walk(d.path()).unwrap();
         assert_eq!(t.len(), 6);
+        assert_eq!(std::mem::size_of::<ANode>(), 12);
+        let html = t.lookup(Path::new("html")).unwrap();
+        assert_eq!(t.children(html).len(), 3, "css, home.html, index.html");
+        assert_eq!(t.children(css_of(&t)).len(), 1);
+        assert!(t.children(t.lookup(Path::new("html/index.html")).unwrap()).is_empty());
         let css = t.lookup(Path::new("/html/css/a.css")).unwrap();
         assert_eq!(t.kind(css), AKind::File);
         assert_eq!(t.full_path(css), d.path().join("html/css/a.css"));
