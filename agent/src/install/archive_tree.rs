@@ -299,7 +299,9 @@ mod tests {
         let html = t.lookup(Path::new("html")).unwrap();
         assert_eq!(t.children(html).len(), 3, "css, home.html, index.html");
         assert_eq!(t.children(css_of(&t)).len(), 1);
-        assert!(t.children(t.lookup(Path::new("html/index.html")).unwrap()).is_empty());
+        assert!(t
+            .children(t.lookup(Path::new("html/index.html")).unwrap())
+            .is_empty());
         let css = t.lookup(Path::new("/html/css/a.css")).unwrap();
         assert_eq!(t.kind(css), AKind::File);
         assert_eq!(t.full_path(css), d.path().join("html/css/a.css"));
