@@ -377,7 +377,7 @@ mod tests {
         // The install starts its cleanup file, then fails: the previous
         // one comes back from the disk, as it was read.
         let aside = d.path().join("cleanup.previous");
-        let prev = ledger::Previous::new(&cleanup, &aside, listed.bytes());
+        let prev = ledger::Previous::claim(&cleanup, &aside, listed.bytes()).unwrap();
         let mut w = prev.start_new(kept.listed()).unwrap();
         w.path(Path::new("/srv/new/file")).unwrap();
         w.finish().unwrap();
@@ -430,7 +430,7 @@ mod tests {
         let kept = keep(&mut listed, &cleanup).unwrap();
         ledger::replay(&listed, 2).unwrap();
         let aside = d.path().join("cleanup.previous");
-        let prev = ledger::Previous::new(&cleanup, &aside, listed.bytes());
+        let prev = ledger::Previous::claim(&cleanup, &aside, listed.bytes()).unwrap();
         let w = prev.start_new(kept.listed()).unwrap();
         std::mem::forget((kept, w)); // the process dies here
         fs::remove_file(&aside).unwrap(); // as the next command's sweep does

@@ -214,12 +214,16 @@ pub struct Previous {
 }
 
 impl Previous {
-    pub fn new(path: &Path, aside: &Path, len: u64) -> Previous {
-        Previous {
+    /// The cleanup file at `path`, `len` bytes as read, to be kept under
+    /// `aside`; whatever a crashed install left there goes first, so that a
+    /// rollback can only ever give back this file.
+    pub fn claim(path: &Path, aside: &Path, len: u64) -> io::Result<Previous> {
+        remove_if_there(aside)?;
+        Ok(Previous {
             path: path.to_path_buf(),
             aside: aside.to_path_buf(),
             len,
-        }
+        })
     }
 
     /// Start the new cleanup file with `first`, the previous one staying
@@ -460,6 +464,43 @@ mod tests {
         assert_eq!(fs::read_to_string(&f).unwrap(), want);
         let tmp_left = fs::read_dir(d.path()).unwrap().count();
         assert_eq!(tmp_left, 1, "only the cleanup file is left");
+    }
+
+    #[test]
+    fn a_rollback_gives_back_the_file_as_read_whatever_a_crash_left() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("g-cleanup");
+        let aside = d.path().join("g-cleanup.previous");
+        let read = || fs::read_to_string(&f).unwrap();
+        fs::write(&f, "/a\n/b").unwrap(); // its last line cut short
+        fs::write(&aside, "/stale/from/a/crash\n").unwrap();
+        let prev = Previous::claim(&f, &aside, 5).unwrap();
+        let backups = |f: &Path| {
+            let mut w = Writer::append(f).unwrap();
+            w.path(Path::new("/backup")).unwrap();
+            w.finish().unwrap();
+        };
+        // Failed before the new file started: only keep's lines go.
+        backups(&f);
+        prev.restore().unwrap();
+        assert_eq!(read(), "/a\n/b");
+        assert!(!aside.exists());
+        // Failed after it started.
+        backups(&f);
+        let mut w = prev.start_new([Path::new("/backup")].into_iter()).unwrap();
+        w.path(Path::new("/new")).unwrap();
+        w.finish().unwrap();
+        assert_eq!(read(), "/backup\n/new\n");
+        assert_eq!(fs::read_to_string(&aside).unwrap(), "/a\n/b\n/backup\n");
+        prev.restore().unwrap();
+        assert_eq!(read(), "/a\n/b");
+        assert!(!aside.exists());
+        // Succeeded: the second name goes, the new file stays.
+        let w = prev.start_new(std::iter::empty()).unwrap();
+        w.finish().unwrap();
+        prev.release();
+        assert!(!aside.exists());
+        assert_eq!(read(), "");
     }
 
     #[test]

@@ -144,6 +144,18 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
     // 3. Keep the previous deployment's files (hard links), then remove them.
     let mut outcome = Outcome::default();
     let t0 = Instant::now();
+    // The previous file stays on disk for a rollback, not in memory; a
+    // second name a crash left behind is not it.
+    let previous_file = match &previous {
+        Some(l) => {
+            let aside = req.layout.previous_cleanup_file(req.group);
+            Some(
+                ledger::Previous::claim(&cleanup_path, &aside, l.bytes())
+                    .map_err(io_err(format!("cannot remove {}", aside.display())))?,
+            )
+        }
+        None => None,
+    };
     let mut previous = previous;
     let kept = match previous.as_mut() {
         Some(listed) => Some(
@@ -152,11 +164,6 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
         ),
         _ => None,
     };
-    // The previous file stays on disk for a rollback, not in memory.
-    let previous_file = previous.as_ref().map(|l| {
-        let aside = req.layout.previous_cleanup_file(req.group);
-        ledger::Previous::new(&cleanup_path, &aside, l.bytes())
-    });
     let replaced = replace(
         req,
         &archive,
