@@ -107,15 +107,16 @@ impl Applier<'_, '_> {
         // Counted first: a million ids are not grown by doubling.
         let c = plan.counts();
         let mut dirs = Vec::with_capacity(c.dirs_created);
-        let mut files = Vec::with_capacity(c.files - c.replaced);
+        // New files are not listed apart: they are most of the plan's nodes
+        // (4 MB of ids at a million), and `new_files` finds them again.
+        let files = c.files - c.replaced;
         let mut replaced = Vec::with_capacity(c.replaced);
         let mut with_perm = Vec::with_capacity(c.with_permissions);
         for id in plan.ids() {
             match plan.kind(id) {
                 DKind::Create => dirs.push(id),
-                DKind::Copy { replace: false, .. } => files.push(id),
                 DKind::Copy { replace: true, .. } => replaced.push(id),
-                DKind::Existing | DKind::Keep => {}
+                DKind::Copy { replace: false, .. } | DKind::Existing | DKind::Keep => {}
             }
             if plan.permission(id).is_some()
                 && !matches!(plan.kind(id), DKind::Existing | DKind::Keep)
@@ -127,8 +128,8 @@ impl Applier<'_, '_> {
         let instr = Path::new("install.json");
         self.write_instructions(json).map_err(|e| ioe(instr, e))?;
         // The cleanup file first lists everything we are about to create.
-        for id in dirs.iter().chain(&files) {
-            let p = plan.path(*id);
+        for id in dirs.iter().copied().chain(self.new_files()) {
+            let p = plan.path(id);
             ledger.path(&p).map_err(|e| ioe(&p, e))?;
         }
         for id in &replaced {
@@ -138,9 +139,9 @@ impl Applier<'_, '_> {
         ledger.flush().map_err(|e| ioe(instr, e))?;
 
         let mut report = ApplyReport::default();
-        let result = self.execute(&dirs, &files, &replaced, &with_perm, ledger, &mut report);
+        let result = self.execute(&dirs, files, &replaced, &with_perm, ledger, &mut report);
         if let Err(e) = result {
-            self.rollback(&dirs, &files, &replaced);
+            self.rollback(&dirs, files, &replaced);
             return Err(e);
         }
         report.temporaries = replaced
@@ -150,10 +151,17 @@ impl Applier<'_, '_> {
         Ok(report)
     }
 
+    /// The plan's new files (not replacements), in plan order.
+    fn new_files(&self) -> impl Iterator<Item = u32> + '_ {
+        self.plan
+            .ids()
+            .filter(|&id| matches!(self.plan.kind(id), DKind::Copy { replace: false, .. }))
+    }
+
     fn execute(
         &self,
         dirs: &[u32],
-        files: &[u32],
+        files: usize,
         replaced: &[u32],
         with_perm: &[u32],
         ledger: &mut ledger::Writer,
@@ -166,8 +174,14 @@ impl Applier<'_, '_> {
             report.dirs += 1;
         }
         let defaults = super::copy::Defaults::current();
-        fsutil::parallel_chunks(files, self.threads, 64, |c| self.copy_chunk(c, &defaults))?;
-        report.files += files.len();
+        fsutil::parallel_fold(
+            plan.len(),
+            self.threads,
+            64,
+            || (),
+            |_, r| self.copy_chunk(r.start as u32..r.end as u32, &defaults),
+        )?;
+        report.files += files;
         fsutil::parallel_try(replaced, self.threads, 64, |id| {
             let dest = plan.path(*id);
             let tmp = temp_for(&dest);
@@ -379,21 +393,31 @@ impl Applier<'_, '_> {
     /// Undo this install: temporary replacements, copied files, created
     /// directories (deepest first). Best effort; what cannot be removed is
     /// still in the cleanup file for the next deployment.
-    fn rollback(&self, dirs: &[u32], files: &[u32], replaced: &[u32]) {
+    fn rollback(&self, dirs: &[u32], files: usize, replaced: &[u32]) {
         let plan = self.plan;
         for id in replaced {
             let _ = fs::remove_file(temp_for(&plan.path(*id)));
         }
-        let _ = fsutil::parallel_try(files, self.threads, 256, |id| {
-            let _ = fs::remove_file(plan.path(*id));
-            Ok::<(), ()>(())
-        });
+        let _ = fsutil::parallel_fold(
+            plan.len(),
+            self.threads,
+            256,
+            || (),
+            |_, r| {
+                for id in r.start as u32..r.end as u32 {
+                    if matches!(plan.kind(id), DKind::Copy { replace: false, .. }) {
+                        let _ = fs::remove_file(plan.path(id));
+                    }
+                }
+                Ok::<(), ()>(())
+            },
+        );
         for id in dirs.iter().rev() {
             let _ = fs::remove_dir(plan.path(*id));
         }
         tracing::warn!(
             dirs = dirs.len(),
-            files = files.len(),
+            files,
             "install failed; removed what it had created"
         );
     }

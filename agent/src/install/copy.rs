@@ -58,12 +58,20 @@ fn open_dest_dir(p: &Path) -> Result<(File, bool), ApplyError> {
 }
 
 impl Applier<'_, '_> {
-    /// Copy one chunk of the plan's new files (not replacements).
-    pub(super) fn copy_chunk(&self, ids: &[u32], def: &Defaults) -> Result<(), ApplyError> {
+    /// Copy the plan's new files (not replacements) among `ids`.
+    pub(super) fn copy_chunk(
+        &self,
+        ids: std::ops::Range<u32>,
+        def: &Defaults,
+    ) -> Result<(), ApplyError> {
         let mut dirs = Dirs::default();
         let mut buf = Vec::new();
-        for &id in ids {
-            let DKind::Copy { src, .. } = self.plan.kind(id) else {
+        for id in ids {
+            let DKind::Copy {
+                src,
+                replace: false,
+            } = self.plan.kind(id)
+            else {
                 continue;
             };
             if self.archive.kind(src) != AKind::File {
