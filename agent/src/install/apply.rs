@@ -153,9 +153,11 @@ impl Applier<'_, '_> {
 
     /// The plan's new files (not replacements), in plan order.
     fn new_files(&self) -> impl Iterator<Item = u32> + '_ {
-        self.plan
-            .ids()
-            .filter(|&id| matches!(self.plan.kind(id), DKind::Copy { replace: false, .. }))
+        self.plan.ids().filter(|&id| self.is_new_file(id))
+    }
+
+    fn is_new_file(&self, id: u32) -> bool {
+        matches!(self.plan.kind(id), DKind::Copy { replace: false, .. })
     }
 
     fn execute(
@@ -404,10 +406,8 @@ impl Applier<'_, '_> {
             256,
             || (),
             |_, r| {
-                for id in r.start as u32..r.end as u32 {
-                    if matches!(plan.kind(id), DKind::Copy { replace: false, .. }) {
-                        let _ = fs::remove_file(plan.path(id));
-                    }
+                for id in (r.start as u32..r.end as u32).filter(|&id| self.is_new_file(id)) {
+                    let _ = fs::remove_file(plan.path(id));
                 }
                 Ok::<(), ()>(())
             },

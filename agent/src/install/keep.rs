@@ -359,6 +359,16 @@ mod tests {
         raw
     }
 
+    /// What a directory holds, by name, sorted.
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
     #[test]
     fn a_tree_of_ours_moves_whole_and_comes_back() {
         let d = tempfile::tempdir().unwrap();
@@ -406,14 +416,8 @@ mod tests {
         std::mem::forget(kept); // the process dies here
         let after = fs::read(&cleanup).unwrap();
         ledger::replay(&Listed::parse(&after), 2).unwrap();
-        let left: Vec<_> = fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        let mut left = left;
-        left.sort();
         assert_eq!(
-            left,
+            names_in(d.path()),
             ["cleanup", "www"],
             "backups and the moved tree are gone"
         );
@@ -436,12 +440,11 @@ mod tests {
         fs::remove_file(&aside).unwrap(); // as the next command's sweep does
         let after = fs::read(&cleanup).unwrap();
         ledger::replay(&Listed::parse(&after), 2).unwrap();
-        let mut left: Vec<_> = fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
-        assert_eq!(left, ["cleanup", "www"], "the backups are listed, and gone");
+        assert_eq!(
+            names_in(d.path()),
+            ["cleanup", "www"],
+            "the backups are listed, and gone"
+        );
         assert!(d.path().join("www/operator.conf").exists());
     }
 

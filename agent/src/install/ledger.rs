@@ -98,8 +98,7 @@ pub fn replay(listed: &Listed, threads: usize) -> io::Result<ReplayReport> {
     // Deepest first, so each directory is empty of our files when its turn comes.
     dirs.sort_by_cached_key(|&d| std::cmp::Reverse(listed.depth(d)));
     for d in dirs {
-        let d = listed.path(d);
-        let d = d.as_path();
+        let d = &listed.path(d);
         match fs::remove_dir(d) {
             Ok(()) => report.removed += 1,
             Err(e) if e.kind() == io::ErrorKind::NotFound => report.missing += 1,
@@ -180,8 +179,7 @@ impl Writer {
     }
 
     pub fn path(&mut self, p: &Path) -> io::Result<()> {
-        self.out.write_all(p.as_os_str().as_bytes())?;
-        self.out.write_all(b"\n")
+        write_line(&mut self.out, p)
     }
 
     pub fn context(&mut self, p: &Path) -> io::Result<()> {
@@ -231,7 +229,7 @@ impl Previous {
     /// the next cleanup must remove: the previous file (with `keep`'s
     /// backups appended) until the rename, the new one after.
     pub fn start_new<'p>(&self, first: impl Iterator<Item = &'p Path>) -> io::Result<Writer> {
-        remove_if_there(&self.aside)?;
+        // `claim` cleared the second name.
         if fs::hard_link(&self.path, &self.aside).is_err() {
             // A filesystem without hard links: the same bytes, copied.
             fs::copy(&self.path, &self.aside)?;
@@ -239,8 +237,7 @@ impl Previous {
         fsutil::write_atomic_with(&self.path, 0o644, fsutil::Durability::Atomic, |f| {
             let mut out = BufWriter::with_capacity(RECORD_BUFFER, f);
             for p in first {
-                out.write_all(p.as_os_str().as_bytes())?;
-                out.write_all(b"\n")?;
+                write_line(&mut out, p)?;
             }
             out.flush()
         })?;
@@ -267,6 +264,12 @@ impl Previous {
             tracing::warn!(path = %self.aside.display(), error = %e, "cannot remove the previous cleanup file");
         }
     }
+}
+
+/// One line of a cleanup file.
+fn write_line(out: &mut impl Write, p: &Path) -> io::Result<()> {
+    out.write_all(p.as_os_str().as_bytes())?;
+    out.write_all(b"\n")
 }
 
 /// Remove a file that may not be there (a crashed install's leftover).

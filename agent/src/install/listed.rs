@@ -175,10 +175,8 @@ impl Listed {
     /// The node of `line`, created with its ancestors if need be. `None` for
     /// a line with a name too long for any filesystem.
     fn insert(&mut self, line: &[u8], finder: &mut Finder) -> Option<u32> {
-        if let (Some((dir, name)), Some(id)) = (split_plain(line), finder.id) {
-            if dir == finder.dir.as_slice() {
-                return self.child_or_new(id, name);
-            }
+        if let Some((dir, name)) = finder.cached(line) {
+            return self.child_or_new(dir, name);
         }
         let mut id = ROOT;
         let mut parent = ROOT;
@@ -248,20 +246,18 @@ impl Listed {
     /// Is `p` listed? Through `finder`, which remembers the last directory.
     pub fn lists(&self, p: &Path, finder: &mut Finder) -> bool {
         let bytes = p.as_os_str().as_bytes();
-        if let (Some((dir, name)), Some(id)) = (split_plain(bytes), finder.id) {
-            if dir == finder.dir.as_slice() {
-                return self.child(id, name).is_some_and(|c| self.is_listed(c));
+        let node = match (finder.cached(bytes), split_plain(bytes)) {
+            (Some((dir, name)), _) => self.child(dir, name),
+            (None, Some((dir, name))) => {
+                let dir = self.find(Path::new(OsStr::from_bytes(dir)));
+                if let Some(d) = dir {
+                    finder.remember(bytes, d);
+                }
+                dir.and_then(|d| self.child(d, name))
             }
-        }
-        let Some(parent) = p.parent().filter(|_| split_plain(bytes).is_some()) else {
-            return self.find(p).is_some_and(|c| self.is_listed(c));
+            (None, None) => self.find(p),
         };
-        let Some(dir) = self.find(parent) else {
-            return false;
-        };
-        finder.remember(bytes, dir);
-        let name = p.file_name().map(OsStrExt::as_bytes).unwrap_or_default();
-        self.child(dir, name).is_some_and(|c| self.is_listed(c))
+        node.is_some_and(|c| self.is_listed(c))
     }
 
     /// Every listed path's node, parents before children.
@@ -349,6 +345,13 @@ impl Listed {
 }
 
 impl Finder {
+    /// `line` as (its directory's node, its last name), when its directory
+    /// is the one remembered.
+    fn cached<'l>(&self, line: &'l [u8]) -> Option<(u32, &'l [u8])> {
+        let (dir, name) = split_plain(line)?;
+        (dir == self.dir.as_slice()).then_some((self.id?, name))
+    }
+
     /// `line`'s directory is node `dir`.
     fn remember(&mut self, line: &[u8], dir: u32) {
         match split_plain(line) {
