@@ -17,6 +17,7 @@ use appspec::Permission;
 use super::acl;
 use super::archive_tree::{AKind, ArchiveTree};
 use super::ledger;
+use super::paths::PathCursor;
 use super::plan::{DKind, InstallPlan};
 use super::selinux;
 use crate::fsutil;
@@ -125,30 +126,62 @@ impl Applier<'_, '_> {
             }
         }
         let ioe = |p: &Path, e: io::Error| fail(p, "cannot write the install records", e);
-        let instr = Path::new("install.json");
-        self.write_instructions(json).map_err(|e| ioe(instr, e))?;
-        // The cleanup file first lists everything we are about to create.
-        for id in dirs.iter().copied().chain(self.new_files()) {
-            let p = plan.path(id);
-            ledger.path(&p).map_err(|e| ioe(&p, e))?;
-        }
-        for id in &replaced {
-            let t = temp_for(&plan.path(*id));
-            ledger.path(&t).map_err(|e| ioe(&t, e))?;
-        }
-        ledger.flush().map_err(|e| ioe(instr, e))?;
-
+        // install.json is a record for people: nothing below reads it, so
+        // it is written beside the cleanup file and the copy, on the core
+        // the single-threaded steps leave idle. It lands (by rename) only
+        // once the install has succeeded.
         let mut report = ApplyReport::default();
-        let result = self.execute(&dirs, files, &replaced, &with_perm, ledger, &mut report);
-        if let Err(e) = result {
-            self.rollback(&dirs, files, &replaced);
-            return Err(e);
-        }
+        std::thread::scope(|s| {
+            let instructions = s.spawn(|| self.write_instructions(json));
+            let listed = self.list_new(&dirs, &replaced, ledger);
+            let applied = listed
+                .is_ok()
+                .then(|| self.execute(&dirs, files, &replaced, &with_perm, ledger, &mut report));
+            let written = instructions
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+                .map_err(|e| ioe(Path::new("install.json"), e));
+            match applied {
+                // Nothing was created.
+                None => listed.and(written),
+                Some(r) => {
+                    let r = r.and(written);
+                    if r.is_err() {
+                        self.rollback(&dirs, files, &replaced);
+                    }
+                    r
+                }
+            }
+        })?;
         report.temporaries = replaced
             .iter()
             .map(|id| temp_for(&plan.path(*id)))
             .collect();
         Ok(report)
+    }
+
+    /// List in the cleanup file everything the install is about to create,
+    /// before it creates any of it.
+    fn list_new(
+        &self,
+        dirs: &[u32],
+        replaced: &[u32],
+        ledger: &mut ledger::Writer,
+    ) -> Result<(), ApplyError> {
+        let plan = self.plan;
+        let ioe = |p: &Path, e: io::Error| fail(p, "cannot write the cleanup file", e);
+        let mut at = PathCursor::default();
+        for id in dirs.iter().copied().chain(self.new_files()) {
+            let p = plan.path_in(id, &mut at);
+            ledger.path(p).map_err(|e| ioe(p, e))?;
+        }
+        for id in replaced {
+            let t = temp_for(&plan.path(*id));
+            ledger.path(&t).map_err(|e| ioe(&t, e))?;
+        }
+        ledger
+            .flush()
+            .map_err(|e| ioe(Path::new("cleanup file"), e))
     }
 
     /// The plan's new files (not replacements), in plan order.
@@ -357,12 +390,14 @@ impl Applier<'_, '_> {
     fn write_instructions(&self, json: &mut ledger::InstructionsWriter) -> io::Result<()> {
         let plan = self.plan;
         let mut perms = Vec::new();
+        let (mut from, mut to) = (PathCursor::default(), PathCursor::default());
         for id in plan.ids() {
             match plan.kind(id) {
-                DKind::Create => json.mkdir(&plan.path(id))?,
-                DKind::Copy { src, .. } => {
-                    json.copy(&self.archive.full_path(src), &plan.path(id))?
-                }
+                DKind::Create => json.mkdir(plan.path_in(id, &mut to))?,
+                DKind::Copy { src, .. } => json.copy(
+                    self.archive.full_path_in(src, &mut from),
+                    plan.path_in(id, &mut to),
+                )?,
                 DKind::Existing | DKind::Keep => {}
             }
             if plan.permission(id).is_some()

@@ -8,6 +8,8 @@ use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
+use super::paths::PathCursor;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AKind {
     File,
@@ -275,6 +277,13 @@ impl ArchiveTree {
         let mut p = self.root.clone();
         self.push_rel(id, &mut p);
         p
+    }
+
+    /// `full_path(id)` for ids taken in order: built from the last one's
+    /// directory when `id` shares it.
+    pub fn full_path_in<'c>(&self, id: u32, cursor: &'c mut PathCursor) -> &'c Path {
+        let dir = self.parent(id);
+        cursor.get(dir, self.name(id), || self.full_path(dir))
     }
 }
 

@@ -350,11 +350,22 @@ impl InstructionsWriter {
             self.out.write_all(b",")?;
         }
         self.first = false;
-        write!(self.out, "{{\"type\":\"{kind}\"")
+        self.out.write_all(b"{\"type\":\"")?;
+        self.out.write_all(kind.as_bytes())?;
+        self.out.write_all(b"\"")
     }
 
     fn field(&mut self, key: &str, value: &str) -> io::Result<()> {
-        write!(self.out, ",\"{key}\":")?;
+        self.out.write_all(b",\"")?;
+        self.out.write_all(key.as_bytes())?;
+        self.out.write_all(b"\":")?;
+        // Twice per file: a path with nothing to escape (nearly all) goes
+        // out as it is, the bytes serde_json would write.
+        if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            self.out.write_all(b"\"")?;
+            self.out.write_all(value.as_bytes())?;
+            return self.out.write_all(b"\"");
+        }
         serde_json::to_writer(&mut self.out, value).map_err(io::Error::other)
     }
 

@@ -16,6 +16,7 @@ mod copy;
 pub mod keep;
 pub mod ledger;
 pub mod listed;
+mod paths;
 pub mod plan;
 pub mod selinux;
 pub mod space;
@@ -110,11 +111,19 @@ pub fn probe_host(p: &Path) -> Existing {
 }
 
 pub fn install(req: &Request) -> Result<Outcome, InstallError> {
-    let archive = ArchiveTree::walk(req.archive_dir)
-        .map_err(io_err(format!("cannot list {}", req.archive_dir.display())))?;
     let cleanup_path = req.layout.cleanup_file(req.group);
-    let previous = Listed::read(&cleanup_path)
-        .map_err(io_err(format!("cannot read {}", cleanup_path.display())))?;
+    // Two reads of a size with the revision (a directory tree, a file of
+    // paths), each on one core: side by side.
+    let (archive, previous) = std::thread::scope(|s| {
+        let previous = s.spawn(|| Listed::read(&cleanup_path));
+        let archive = ArchiveTree::walk(req.archive_dir);
+        let previous = previous
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (archive, previous)
+    });
+    let archive = archive.map_err(io_err(format!("cannot list {}", req.archive_dir.display())))?;
+    let previous = previous.map_err(io_err(format!("cannot read {}", cleanup_path.display())))?;
     let threads = crate::fsutil::workers();
     let plan_err = |errors| InstallError::Plan {
         file: req.appspec_file.to_string(),

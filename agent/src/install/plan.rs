@@ -17,6 +17,7 @@ use appspec::yaml::Pos;
 use appspec::{AppSpec, FileExistsBehavior, Permission};
 
 use super::archive_tree::{AKind, ArchiveTree};
+use super::paths::PathCursor;
 use crate::fsutil::expand_path;
 use crate::links;
 
@@ -153,6 +154,8 @@ pub struct InstallPlan<'a> {
     dir_perms: HashMap<u32, u32>,
     errors: Vec<PlanError>,
     more_errors: usize,
+    /// The path of the directory whose files were last probed.
+    probed: PathCursor,
 }
 
 impl std::fmt::Debug for InstallPlan<'_> {
@@ -199,6 +202,7 @@ pub fn plan<'a>(
         dir_perms: HashMap::new(),
         errors: Vec::new(),
         more_errors: 0,
+        probed: PathCursor::default(),
     };
     for (i, m) in spec.files.iter().enumerate() {
         let field = format!("files[{i}]");
@@ -376,6 +380,13 @@ impl<'a> InstallPlan<'a> {
         p
     }
 
+    /// `path(id)` for ids taken in order: built from the last one's
+    /// directory when `id` shares it.
+    pub fn path_in<'c>(&self, id: u32, cursor: &'c mut PathCursor) -> &'c Path {
+        let dir = self.parent(id);
+        cursor.get(dir, self.name(id), || self.path(dir))
+    }
+
     /// The directory node for an absolute path, creating plan nodes (and
     /// planning mkdirs) for what is missing.
     fn dir_path(
@@ -465,8 +476,7 @@ impl<'a> InstallPlan<'a> {
                     self.copy_dir(child, d, rel, ctx, probe);
                 }
             } else {
-                let rel_now = rel.clone();
-                self.child_file(dst, name, unique, child, &rel_now, ctx, probe);
+                self.child_file(dst, name, unique, child, rel, ctx, probe);
             }
             rel.pop();
         }
@@ -533,8 +543,12 @@ impl<'a> InstallPlan<'a> {
         let state = if self.nodes[parent as usize].fresh() {
             Existing::Missing
         } else {
-            let path = self.path(parent).join(OsStr::from_bytes(name));
-            probe(&path)
+            // Siblings come one after another: their directory's path is
+            // built once.
+            let mut at = std::mem::take(&mut self.probed);
+            let state = probe(at.get(parent, name, || self.path(parent)));
+            self.probed = at;
+            state
         };
         let kind = match (state, ctx.behavior) {
             (Existing::Missing | Existing::Ledger, _) => DKind::Copy {

@@ -225,13 +225,16 @@ fn untar_stream(
                 .filter(|s| !s.is_empty())
                 .map(String::from),
             mtime: h.mtime().ok().map(|t| unix_time(t as i64)),
+            size: Some(entry.size()),
         };
         use tar::EntryType as T;
         match et {
             T::Regular | T::Continuous | T::GNUSparse => {
                 // A sparse member declares its real size: refused up front
                 // when it cannot fit, before a terabyte of holes is read.
-                let real = h.as_gnu().and_then(|g| g.real_size().ok());
+                let real = (et == T::GNUSparse)
+                    .then(|| h.as_gnu().and_then(|g| g.real_size().ok()))
+                    .flatten();
                 w.check_size(&rel, real.unwrap_or(0).max(entry.size()))?;
                 w.file(&rel, &meta, &mut entry)?;
             }
@@ -307,6 +310,7 @@ pub fn unzip(bundle: &Path, staging: &Path, limits: Limits) -> Result<Stats, Rev
         let meta = Meta {
             mode: mode.map(|m| m & 0o7777),
             mtime: zip_mtime(&e),
+            size: Some(e.size()),
             ..Meta::default()
         };
         let kind = mode.map(|m| m & libc::S_IFMT);
@@ -407,6 +411,7 @@ pub fn copy_directory(src: &Path, staging: &Path, limits: Limits) -> Result<Stat
             let meta = Meta {
                 mode: Some(md.mode() & 0o7777),
                 mtime: md.modified().ok(),
+                size: Some(md.len()),
                 ..Meta::default()
             };
             let ft = md.file_type();

@@ -42,6 +42,9 @@ pub struct Meta {
     pub uname: Option<String>,
     pub gname: Option<String>,
     pub mtime: Option<SystemTime>,
+    /// The content size the archive declares, if it does: a small file's
+    /// buffer is taken at that size, not grown to it.
+    pub size: Option<u64>,
 }
 
 /// Bounds on what one bundle may unpack to, checked while it unpacks.
@@ -457,7 +460,8 @@ impl SafeWriter {
         if self.pool.is_none() || self.symlinks.contains(rel) {
             return self.write_here(rel, meta, content);
         }
-        let mut head = Vec::new();
+        let cap = meta.size.map_or(0, |n| n.min(POOLED_MAX + 1));
+        let mut head = Vec::with_capacity(cap as usize);
         Read::take(&mut *content, POOLED_MAX + 1)
             .read_to_end(&mut head)
             .map_err(|e| Self::io(rel, e))?;
@@ -688,16 +692,22 @@ impl SafeWriter {
         self.drain()?;
         drop(self.pool.take());
         let metas = std::mem::take(&mut self.dir_meta);
+        // Deepest first: a parent's final mode may shut out its children.
+        // One handle per directory, taken before its mode can refuse it, and
+        // one path walk where owner, mode and times each took one.
         for d in metas.iter().rev() {
-            let full = self.root.join(&d.rel);
+            let f = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(self.root.join(&d.rel))
+                .map_err(|e| Self::io(&d.rel, e))?;
             if let Some((uid, gid)) = d.owner {
-                std::os::unix::fs::lchown(&full, Some(uid), Some(gid))
+                std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
                     .map_err(|e| Self::io(&d.rel, e))?;
             }
-            fs::set_permissions(&full, fs::Permissions::from_mode(self.final_mode(d.mode)))
+            f.set_permissions(fs::Permissions::from_mode(self.final_mode(d.mode)))
                 .map_err(|e| Self::io(&d.rel, e))?;
             if let Some(t) = d.mtime {
-                let f = File::open(&full).map_err(|e| Self::io(&d.rel, e))?;
                 let _ = f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t));
             }
         }
