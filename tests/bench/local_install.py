@@ -35,11 +35,15 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
-# Peak RSS of one command, measured by a helper process that runs only it.
+# Peak RSS of one command, measured by a helper process that runs only it;
+# the helper times the command too, so its own start-up (a Python
+# interpreter's, tens of milliseconds) is not counted against the agent.
 RSS_HELPER = (
-    "import resource, subprocess, sys\n"
+    "import resource, subprocess, sys, time\n"
+    "t0 = time.perf_counter()\n"
     "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "t = time.perf_counter() - t0\n"
+    "print(t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
     "sys.exit(r.returncode)\n"
 )
 
@@ -109,9 +113,9 @@ def timed(cmd, shell=False):
 
 
 def timed_rss(cmd):
-    t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", RSS_HELPER] + cmd, check=True, capture_output=True, text=True)
-    return time.perf_counter() - t0, int(out.stdout.strip().splitlines()[-1])
+    t, rss = out.stdout.strip().splitlines()[-1].split()
+    return float(t), int(rss)
 
 
 def floor_tgz(work, bundle, out):

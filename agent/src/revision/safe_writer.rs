@@ -17,7 +17,7 @@ use std::fs::{self, File, OpenOptions};
 use std::hash::BuildHasher;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -343,9 +343,14 @@ impl SafeWriter {
     fn make_dir(&mut self, rel: &Path, meta: Option<&Meta>) -> Result<(), WriteError> {
         self.settle(rel)?;
         let full = self.root.join(rel);
-        match fs::create_dir(&full) {
+        // Directories stay 0700 until the end so nothing else can write into
+        // them during extraction; their real mode is applied by `finish`. A
+        // new one is made so unless the umask takes from the owner.
+        let mut private = self.umask & 0o700 == 0;
+        match fs::DirBuilder::new().mode(0o700).create(&full) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                private = false;
                 let m = fs::symlink_metadata(&full).map_err(|e| Self::io(rel, e))?;
                 if !m.is_dir() {
                     return Err(Self::refuse(
@@ -356,10 +361,10 @@ impl SafeWriter {
             }
             Err(e) => return Err(Self::io(rel, e)),
         }
-        // Directories stay 0700 until the end so nothing else can write into
-        // them during extraction; their real mode is applied by `finish`.
-        fs::set_permissions(&full, fs::Permissions::from_mode(0o700))
-            .map_err(|e| Self::io(rel, e))?;
+        if !private {
+            fs::set_permissions(&full, fs::Permissions::from_mode(0o700))
+                .map_err(|e| Self::io(rel, e))?;
+        }
         if self.dirs.insert(rel.to_path_buf()) {
             self.stats.dirs += 1;
         }
@@ -691,29 +696,60 @@ impl SafeWriter {
     pub fn finish(mut self) -> Result<Stats, WriteError> {
         self.drain()?;
         drop(self.pool.take());
-        let metas = std::mem::take(&mut self.dir_meta);
-        // Deepest first: a parent's final mode may shut out its children.
-        // One handle per directory, taken before its mode can refuse it, and
-        // one path walk where owner, mode and times each took one.
-        for d in metas.iter().rev() {
-            let f = OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(self.root.join(&d.rel))
-                .map_err(|e| Self::io(&d.rel, e))?;
-            if let Some((uid, gid)) = d.owner {
-                std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
-                    .map_err(|e| Self::io(&d.rel, e))?;
-            }
-            f.set_permissions(fs::Permissions::from_mode(self.final_mode(d.mode)))
-                .map_err(|e| Self::io(&d.rel, e))?;
-            if let Some(t) = d.mtime {
-                let _ = f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t));
+        let mut metas = std::mem::take(&mut self.dir_meta);
+        for d in &mut metas {
+            d.mode = self.final_mode(d.mode);
+        }
+        let root = &self.root;
+        let apply = |d: &DirMeta| Self::set_dir_meta(root, d);
+        // Children before parents: a parent's final mode may shut out its
+        // children. A directory named twice (a parent made for a file, then
+        // its own entry) is set once per entry, the latest entry first, as
+        // the entries came: one after another.
+        if metas.len() as u64 != self.stats.dirs {
+            metas.iter().rev().try_for_each(apply)?;
+            return Ok(self.stats);
+        }
+        // Otherwise the directories of one depth are independent of each
+        // other: deepest first, side by side when many.
+        metas.sort_by_cached_key(|d| std::cmp::Reverse(d.rel.components().count()));
+        for level in metas.chunk_by(|a, b| a.rel.components().count() == b.rel.components().count())
+        {
+            if level.len() >= PARALLEL_LEVEL {
+                crate::fsutil::parallel_try(level, crate::fsutil::workers(), 64, apply)?;
+            } else {
+                level.iter().try_for_each(apply)?;
             }
         }
         Ok(self.stats)
     }
 }
+
+impl SafeWriter {
+    /// A directory's final owner, mode (`d.mode`) and times, on one handle
+    /// taken before its mode can refuse it: one path walk where owner, mode
+    /// and times each took one.
+    fn set_dir_meta(root: &Path, d: &DirMeta) -> Result<(), WriteError> {
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(root.join(&d.rel))
+            .map_err(|e| Self::io(&d.rel, e))?;
+        if let Some((uid, gid)) = d.owner {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(|e| Self::io(&d.rel, e))?;
+        }
+        f.set_permissions(fs::Permissions::from_mode(d.mode))
+            .map_err(|e| Self::io(&d.rel, e))?;
+        if let Some(t) = d.mtime {
+            let _ = f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t));
+        }
+        Ok(())
+    }
+}
+
+/// Directories of one depth set side by side from this many on: fewer are
+/// not worth the threads (a chain a thousand deep has a thousand levels).
+const PARALLEL_LEVEL: usize = 256;
 
 /// Longest entry name quoted in a message or a log line; a bundle controls
 /// its names, and a message reaches the service, the log and the terminal.
@@ -823,6 +859,42 @@ mod tests {
                 & 0o777,
             0o755
         );
+    }
+
+    #[test]
+    fn many_directories_get_their_modes_and_times_children_before_parents() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("out");
+        fs::create_dir(&root).unwrap();
+        let mut w = SafeWriter::new(&root, false, Limits::default());
+        let at = |s: u64| Some(std::time::UNIX_EPOCH + Duration::from_secs(s));
+        // Enough at one depth to be set side by side; the parents shut
+        // out writes (0555) and are set after their children.
+        for i in 0..PARALLEL_LEVEL as u64 + 44 {
+            let top = PathBuf::from(format!("p{i}"));
+            let meta = Meta {
+                mode: Some(0o555),
+                mtime: at(1_000 + i),
+                ..Meta::default()
+            };
+            w.dir(&top, &meta).unwrap();
+            let kid = Meta {
+                mode: Some(0o750),
+                mtime: at(2_000 + i),
+                ..Meta::default()
+            };
+            w.dir(&top.join("k"), &kid).unwrap();
+        }
+        w.finish().unwrap();
+        for i in 0..PARALLEL_LEVEL as u64 + 44 {
+            let top = fs::metadata(root.join(format!("p{i}"))).unwrap();
+            assert_eq!(top.permissions().mode() & 0o7777, 0o555, "p{i}");
+            assert_eq!(top.mtime(), 1_000 + i as i64, "p{i}");
+            let kid = fs::metadata(root.join(format!("p{i}/k"))).unwrap();
+            assert_eq!(kid.permissions().mode() & 0o7777, 0o750, "p{i}/k");
+            assert_eq!(kid.mtime(), 2_000 + i as i64, "p{i}/k");
+        }
     }
 }
 
