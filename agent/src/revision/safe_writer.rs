@@ -712,9 +712,9 @@ impl SafeWriter {
         }
         // Otherwise the directories of one depth are independent of each
         // other: deepest first, side by side when many.
-        metas.sort_by_cached_key(|d| std::cmp::Reverse(d.rel.components().count()));
-        for level in metas.chunk_by(|a, b| a.rel.components().count() == b.rel.components().count())
-        {
+        let depth = |d: &DirMeta| d.rel.components().count();
+        metas.sort_by_cached_key(|d| std::cmp::Reverse(depth(d)));
+        for level in metas.chunk_by(|a, b| depth(a) == depth(b)) {
             if level.len() >= PARALLEL_LEVEL {
                 crate::fsutil::parallel_try(level, crate::fsutil::workers(), 64, apply)?;
             } else {
@@ -723,9 +723,7 @@ impl SafeWriter {
         }
         Ok(self.stats)
     }
-}
 
-impl SafeWriter {
     /// A directory's final owner, mode (`d.mode`) and times, on one handle
     /// taken before its mode can refuse it: one path walk where owner, mode
     /// and times each took one.
